@@ -1,0 +1,424 @@
+//! The room actor: one per active room. It owns the order of the room's writes, their
+//! persistence and their announcement. A write is applied to sled at once, then waits with
+//! the other writes of the moment for one group commit; only after the flush are events
+//! sent and the caller answered, in the order the writes arrived. Supervised: after a crash
+//! it restarts and reloads its state from sled (writes in flight are answered with 503).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use actix::prelude::*;
+use tokio::sync::oneshot;
+
+use super::event_payload;
+use super::registry::{Broadcast, DeliverEach, Registry};
+use crate::api::error::ApiError;
+use crate::model::{MessageId, MessageType, NewMessage, RoomId, RoomType, TextMessage, UserId};
+use crate::storage::{MemberRecord, MessageRecord, RoomRecord, Store};
+
+/// Who an event goes to once the write is durable.
+enum Delivery {
+    /// Every member at delivery time.
+    Members(Arc<str>),
+    /// One user, with a payload of their own.
+    User(UserId, Arc<str>),
+}
+
+struct Pending {
+    deliveries: Vec<Delivery>,
+    reply: Box<dyn FnOnce(Result<(), ApiError>)>,
+}
+
+pub struct RoomActor {
+    room_id: RoomId,
+    store: Arc<Store>,
+    registry: Addr<Registry>,
+    room: Option<RoomRecord>,
+    members: HashMap<UserId, MemberRecord>,
+    awaiting: Vec<Pending>,
+    flushing: bool,
+}
+
+type Reply<T> = ResponseFuture<Result<T, ApiError>>;
+
+fn answer<T: 'static>(result: Result<T, ApiError>) -> Reply<T> {
+    Box::pin(async move { result })
+}
+
+impl RoomActor {
+    pub fn new(room_id: RoomId, store: Arc<Store>, registry: Addr<Registry>) -> Self {
+        RoomActor {
+            room_id,
+            store,
+            registry,
+            room: None,
+            members: HashMap::new(),
+            awaiting: Vec::new(),
+            flushing: false,
+        }
+    }
+
+    fn load(&mut self) -> Result<(), ApiError> {
+        self.room = self.store.room(self.room_id)?;
+        self.members = self.store.members(self.room_id)?.into_iter().collect();
+        Ok(())
+    }
+
+    fn require_member(&self, user_id: UserId) -> Result<&MemberRecord, ApiError> {
+        self.members.get(&user_id).ok_or_else(|| {
+            ApiError::Forbidden(format!("You are not a member of room {}", self.room_id))
+        })
+    }
+
+    /// Queues a write for the next group commit; `value` is what the caller gets once the
+    /// write is durable and its events are out.
+    fn commit<T: 'static>(
+        &mut self,
+        ctx: &mut Context<Self>,
+        deliveries: Vec<Delivery>,
+        value: T,
+    ) -> Reply<T> {
+        let (tx, rx) = oneshot::channel();
+        self.awaiting.push(Pending {
+            deliveries,
+            reply: Box::new(move |r| {
+                let _ = tx.send(r.map(|_| value));
+            }),
+        });
+        if !self.flushing {
+            self.start_flush(ctx);
+        }
+        Box::pin(async move {
+            rx.await.unwrap_or_else(|_| {
+                Err(ApiError::Unavailable(
+                    "The room restarted before the write was confirmed; check and retry.".into(),
+                ))
+            })
+        })
+    }
+
+    fn start_flush(&mut self, ctx: &mut Context<Self>) {
+        let batch = std::mem::take(&mut self.awaiting);
+        self.flushing = true;
+        let store = self.store.clone();
+        ctx.spawn(
+            async move { store.durable().await }
+                .into_actor(self)
+                .map(move |result, act, ctx| {
+                    act.flushing = false;
+                    let result = result.map_err(ApiError::from);
+                    for pending in batch {
+                        if result.is_ok() {
+                            act.deliver(pending.deliveries);
+                        }
+                        (pending.reply)(result.clone());
+                    }
+                    if !act.awaiting.is_empty() {
+                        act.start_flush(ctx);
+                    }
+                }),
+        );
+    }
+
+    fn deliver(&self, deliveries: Vec<Delivery>) {
+        let mut each = Vec::new();
+        for d in deliveries {
+            match d {
+                Delivery::Members(payload) => self.registry.do_send(Broadcast {
+                    users: self.members.keys().copied().collect(),
+                    payload,
+                }),
+                Delivery::User(user, payload) => each.push((user, payload)),
+            }
+        }
+        if !each.is_empty() {
+            self.registry.do_send(DeliverEach(each));
+        }
+    }
+
+    fn messages_event(kind: &str, messages: &[TextMessage]) -> Arc<str> {
+        event_payload(kind, serde_json::json!({ "messages": messages }))
+    }
+
+    fn post(&mut self, user_id: UserId, draft: NewMessage) -> Result<(TextMessage, Vec<Delivery>), ApiError> {
+        self.require_member(user_id)?;
+        let mut deliveries = Vec::new();
+        let parent_id = draft.parent_message_id.unwrap_or(0);
+        if parent_id != 0 {
+            let mut parent = self
+                .store
+                .message(parent_id)?
+                .filter(|p| p.room_id == self.room_id)
+                .ok_or_else(|| ApiError::message_not_found(parent_id))?;
+            if parent.parent_message_id != 0 {
+                return Err(ApiError::BadRequest(
+                    "Comments can only be added to top-level messages".into(),
+                ));
+            }
+            parent.comment_count += 1;
+            parent.last_modified_utc = crate::now_ms();
+            self.store.update_message(&parent)?;
+            let parent_view = self.store.api_message(&parent)?;
+            deliveries.push(Delivery::Members(Self::messages_event(
+                "TextMessagesUpdated",
+                &[parent_view],
+            )));
+        }
+        let now = crate::now_ms();
+        let message_type = draft.message_type.unwrap_or_default();
+        let record = MessageRecord {
+            message_id: self.store.next_message_id(),
+            parent_message_id: parent_id,
+            room_id: self.room_id,
+            user_id,
+            text: draft.content,
+            created_utc: now,
+            last_modified_utc: now,
+            last_edited_utc: now,
+            markup_type: draft.markup_type.unwrap_or_default(),
+            message_type,
+            priority: draft.priority.unwrap_or_default(),
+            comment_count: 0,
+            issue_properties: draft.issue_properties.filter(|_| message_type == MessageType::Issue),
+            meeting_properties: draft
+                .meeting_properties
+                .filter(|_| message_type == MessageType::Meeting),
+        };
+        self.store.insert_message(&record)?;
+        if parent_id == 0 {
+            self.store
+                .advance_read_position(user_id, self.room_id, record.message_id)?;
+        }
+        let view = self.store.api_message(&record)?;
+        // The new message goes out before the parent's new comment count.
+        deliveries.insert(
+            0,
+            Delivery::Members(Self::messages_event("TextMessagesCreated", &[view.clone()])),
+        );
+        Ok((view, deliveries))
+    }
+
+    fn delete(&mut self, user_id: UserId, is_admin: bool, message_id: MessageId) -> Result<Vec<Delivery>, ApiError> {
+        let member = self.require_member(user_id).ok().copied();
+        let record = self
+            .store
+            .message(message_id)?
+            .filter(|m| m.room_id == self.room_id)
+            .ok_or_else(|| ApiError::message_not_found(message_id))?;
+        let is_moderator = member.map(|m| m.is_moderator).unwrap_or(false);
+        if member.is_none() && !is_admin {
+            return Err(ApiError::message_not_found(message_id));
+        }
+        if record.user_id != user_id && !is_moderator && !is_admin {
+            return Err(ApiError::Forbidden(
+                "Only the author, a room moderator or an administrator may delete this message".into(),
+            ));
+        }
+        let mut deliveries = Vec::new();
+        let deleted_event = |m: &MessageRecord| {
+            Delivery::Members(event_payload(
+                "TextMessageDeleted",
+                serde_json::json!({
+                    "parentMessageId": m.parent_message_id,
+                    "roomId": m.room_id,
+                    "messageId": m.message_id,
+                }),
+            ))
+        };
+        for comment_id in self.store.comment_ids(message_id)? {
+            if let Some(comment) = self.store.message(comment_id)? {
+                self.store.delete_message(&comment)?;
+                deliveries.push(deleted_event(&comment));
+            }
+        }
+        self.store.delete_message(&record)?;
+        deliveries.push(deleted_event(&record));
+        if record.parent_message_id != 0 {
+            if let Some(mut parent) = self.store.message(record.parent_message_id)? {
+                parent.comment_count = parent.comment_count.saturating_sub(1);
+                parent.last_modified_utc = crate::now_ms();
+                self.store.update_message(&parent)?;
+                let view = self.store.api_message(&parent)?;
+                deliveries.push(Delivery::Members(Self::messages_event(
+                    "TextMessagesUpdated",
+                    &[view],
+                )));
+            }
+        }
+        Ok(deliveries)
+    }
+
+    fn mark_read(&mut self, user_id: UserId, message_id: MessageId) -> Result<Vec<Delivery>, ApiError> {
+        self.require_member(user_id)?;
+        let record = self
+            .store
+            .message(message_id)?
+            .filter(|m| m.room_id == self.room_id)
+            .ok_or_else(|| ApiError::message_not_found(message_id))?;
+        let fresh = self.store.mark_read(&record, user_id, crate::now_ms())?;
+        if !fresh {
+            return Ok(Vec::new());
+        }
+        let view = self.store.api_message(&record)?;
+        Ok(vec![Delivery::Members(Self::messages_event(
+            "TextMessagesUpdated",
+            &[view],
+        ))])
+    }
+
+    fn add_member(&mut self, by: UserId, by_admin: bool, user_id: UserId) -> Result<Vec<Delivery>, ApiError> {
+        let room = self
+            .room
+            .clone()
+            .ok_or_else(|| ApiError::room_not_found(self.room_id))?;
+        let by_moderator = self.members.get(&by).map(|m| m.is_moderator).unwrap_or(false);
+        if !by_admin && !by_moderator {
+            if self.members.contains_key(&by) {
+                return Err(ApiError::Forbidden(
+                    "Only a room moderator or an administrator may add members".into(),
+                ));
+            }
+            return Err(ApiError::room_not_found(self.room_id));
+        }
+        if room.room_type == RoomType::Private {
+            return Err(ApiError::BadRequest(
+                "A private room always has exactly its two users".into(),
+            ));
+        }
+        if self.store.user(user_id)?.is_none() {
+            return Err(ApiError::NotFound(format!("User {user_id} not found")));
+        }
+        if self.members.contains_key(&user_id) {
+            return Ok(Vec::new());
+        }
+        self.store.add_member(self.room_id, user_id, false)?;
+        if let Some(m) = self.store.member(self.room_id, user_id)? {
+            self.members.insert(user_id, m);
+        }
+        let view = self.store.room_view(&room, user_id)?;
+        Ok(vec![Delivery::User(
+            user_id,
+            event_payload("RoomCreated", serde_json::json!({ "room": view })),
+        )])
+    }
+}
+
+impl Actor for RoomActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        // Room actors sit on the hot path of every post; a roomy mailbox smooths bursts.
+        ctx.set_mailbox_capacity(1024);
+        if let Err(e) = self.load() {
+            tracing::error!(room = self.room_id, "cannot load room: {e}");
+            ctx.stop();
+        }
+    }
+}
+
+impl Supervised for RoomActor {
+    fn restarting(&mut self, _ctx: &mut Context<Self>) {
+        tracing::warn!(room = self.room_id, "room actor restarting; reloading from storage");
+        // Dropping the pending replies answers their callers with 503.
+        self.awaiting.clear();
+        self.flushing = false;
+    }
+}
+
+/// Post a message (or a comment, with `parent_message_id`) as `user_id`. Answers the
+/// stored message once it is durable.
+#[derive(Message)]
+#[rtype(result = "Result<TextMessage, ApiError>")]
+pub struct PostMessage {
+    pub user_id: UserId,
+    pub draft: NewMessage,
+}
+
+impl Handler<PostMessage> for RoomActor {
+    type Result = Reply<TextMessage>;
+    fn handle(&mut self, msg: PostMessage, ctx: &mut Context<Self>) -> Self::Result {
+        match self.post(msg.user_id, msg.draft) {
+            Ok((view, deliveries)) => self.commit(ctx, deliveries, view),
+            Err(e) => answer(Err(e)),
+        }
+    }
+}
+
+/// Delete a message of this room (and its comments).
+#[derive(Message)]
+#[rtype(result = "Result<(), ApiError>")]
+pub struct DeleteMessage {
+    pub user_id: UserId,
+    pub is_admin: bool,
+    pub message_id: MessageId,
+}
+
+impl Handler<DeleteMessage> for RoomActor {
+    type Result = Reply<()>;
+    fn handle(&mut self, msg: DeleteMessage, ctx: &mut Context<Self>) -> Self::Result {
+        match self.delete(msg.user_id, msg.is_admin, msg.message_id) {
+            Ok(deliveries) => self.commit(ctx, deliveries, ()),
+            Err(e) => answer(Err(e)),
+        }
+    }
+}
+
+/// Record a read receipt.
+#[derive(Message)]
+#[rtype(result = "Result<(), ApiError>")]
+pub struct MarkRead {
+    pub user_id: UserId,
+    pub message_id: MessageId,
+}
+
+impl Handler<MarkRead> for RoomActor {
+    type Result = Reply<()>;
+    fn handle(&mut self, msg: MarkRead, ctx: &mut Context<Self>) -> Self::Result {
+        match self.mark_read(msg.user_id, msg.message_id) {
+            Ok(deliveries) => self.commit(ctx, deliveries, ()),
+            Err(e) => answer(Err(e)),
+        }
+    }
+}
+
+/// Add a member to a group room (by a moderator or an administrator).
+#[derive(Message)]
+#[rtype(result = "Result<(), ApiError>")]
+pub struct AddMember {
+    pub by: UserId,
+    pub by_admin: bool,
+    pub user_id: UserId,
+}
+
+impl Handler<AddMember> for RoomActor {
+    type Result = Reply<()>;
+    fn handle(&mut self, msg: AddMember, ctx: &mut Context<Self>) -> Self::Result {
+        match self.add_member(msg.by, msg.by_admin, msg.user_id) {
+            Ok(deliveries) => self.commit(ctx, deliveries, ()),
+            Err(e) => answer(Err(e)),
+        }
+    }
+}
+
+/// Announce a newly created room to its members (each gets their own view of it).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct AnnounceCreated;
+
+impl Handler<AnnounceCreated> for RoomActor {
+    type Result = ();
+    fn handle(&mut self, _: AnnounceCreated, _: &mut Context<Self>) {
+        let Some(room) = self.room.clone() else { return };
+        let mut each = Vec::new();
+        for &user in self.members.keys() {
+            match self.store.room_view(&room, user) {
+                Ok(view) => each.push((
+                    user,
+                    event_payload("RoomCreated", serde_json::json!({ "room": view })),
+                )),
+                Err(e) => tracing::error!(room = self.room_id, "room view failed: {e}"),
+            }
+        }
+        self.registry.do_send(DeliverEach(each));
+    }
+}

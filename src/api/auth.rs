@@ -1,0 +1,195 @@
+//! Authentication: the `VirolaUserSessionId` cookie or an `Authorization: Bearer` header
+//! (a Web API token, or a session id), password hashing with argon2id, and the failed-login
+//! limiter.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use actix_web::{dev::Payload, web, FromRequest, HttpRequest};
+use argon2::password_hash::{rand_core::OsRng, PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::Argon2;
+
+use super::error::{ApiError, BAD_CREDENTIALS, NO_CREDENTIALS};
+use super::AppState;
+use crate::model::UserStatus;
+use crate::storage::UserRecord;
+
+pub const SESSION_COOKIE: &str = "VirolaUserSessionId";
+
+/// An authenticated request: the user, and the session id if one was presented.
+pub struct Authed {
+    pub user: UserRecord,
+    pub session_id: Option<String>,
+}
+
+impl Authed {
+    pub fn id(&self) -> u64 {
+        self.user.user_id
+    }
+}
+
+/// The credential a request carries, if any.
+pub fn credential(req: &HttpRequest) -> Option<String> {
+    if let Some(h) = req.headers().get(actix_web::http::header::AUTHORIZATION) {
+        if let Ok(s) = h.to_str() {
+            if let Some(t) = s.strip_prefix("Bearer ").or_else(|| s.strip_prefix("bearer ")) {
+                return Some(t.trim().to_string());
+            }
+        }
+    }
+    req.cookie(SESSION_COOKIE).map(|c| c.value().to_string())
+}
+
+pub fn authenticate(state: &AppState, req: &HttpRequest) -> Result<Authed, ApiError> {
+    let cred = credential(req).ok_or_else(|| ApiError::Unauthorized(NO_CREDENTIALS.into()))?;
+    if cred.is_empty() || cred.len() > 256 {
+        return Err(ApiError::Unauthorized(BAD_CREDENTIALS.into()));
+    }
+    let (user_id, session_id) = match state.store.session_user(&cred)? {
+        Some(u) => (u, Some(cred)),
+        None => match state.store.token_user(&cred)? {
+            Some(u) => (u, None),
+            None => return Err(ApiError::Unauthorized(BAD_CREDENTIALS.into())),
+        },
+    };
+    let user = state
+        .store
+        .user(user_id)?
+        .ok_or_else(|| ApiError::Unauthorized(BAD_CREDENTIALS.into()))?;
+    if user.status != UserStatus::Active {
+        return Err(ApiError::Unauthorized("This account is suspended".into()));
+    }
+    Ok(Authed { user, session_id })
+}
+
+impl FromRequest for Authed {
+    type Error = ApiError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self, Self::Error>>>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let result = match req.app_data::<web::Data<AppState>>() {
+            Some(state) => authenticate(state, req),
+            None => Err(ApiError::Internal("application state missing".into())),
+        };
+        Box::pin(async move { result })
+    }
+}
+
+/// An authenticated administrator.
+pub struct Admin(pub Authed);
+
+impl FromRequest for Admin {
+    type Error = ApiError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self, Self::Error>>>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let fut = Authed::from_request(req, payload);
+        Box::pin(async move {
+            let a = fut.await?;
+            if !a.user.is_admin {
+                return Err(ApiError::Forbidden("Only an administrator may do this".into()));
+            }
+            Ok(Admin(a))
+        })
+    }
+}
+
+pub fn hash_password(password: &str) -> Result<String, ApiError> {
+    let salt = SaltString::generate(&mut OsRng);
+    Argon2::default()
+        .hash_password(password.as_bytes(), &salt)
+        .map(|h| h.to_string())
+        .map_err(|e| ApiError::Internal(format!("password hashing failed: {e}")))
+}
+
+pub fn verify_password(password: &str, hash: &str) -> bool {
+    match PasswordHash::new(hash) {
+        Ok(parsed) => Argon2::default()
+            .verify_password(password.as_bytes(), &parsed)
+            .is_ok(),
+        Err(_) => false,
+    }
+}
+
+/// Runs argon2 work on the blocking pool, at most two at a time.
+pub async fn with_hash_slot<T: Send + 'static>(
+    state: &AppState,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, ApiError> {
+    let _permit = state
+        .hash_slots
+        .acquire()
+        .await
+        .map_err(|_| ApiError::Unavailable("shutting down".into()))?;
+    web::block(f)
+        .await
+        .map_err(|e| ApiError::Internal(format!("blocking task failed: {e}")))
+}
+
+/// A random secret as lower-case hex (sessions, tokens, generated passwords).
+pub fn random_hex(bytes: usize) -> String {
+    use rand::RngCore;
+    let mut buf = vec![0u8; bytes];
+    rand::thread_rng().fill_bytes(&mut buf);
+    hex::encode(buf)
+}
+
+/// Counts failed logins per key (user name, client address) in fixed windows. Bounded: at
+/// most `MAX_KEYS` keys are tracked; expired windows are dropped first, then the oldest.
+pub struct LoginLimiter {
+    max_failures: u32,
+    window: Duration,
+    entries: Mutex<HashMap<String, (u32, Instant)>>,
+}
+
+const MAX_KEYS: usize = 10_000;
+
+impl LoginLimiter {
+    pub fn new(max_failures: u32, window_secs: u64) -> Self {
+        LoginLimiter {
+            max_failures,
+            window: Duration::from_secs(window_secs),
+            entries: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Seconds to wait if `key` is locked out now.
+    pub fn blocked(&self, key: &str) -> Option<u64> {
+        let entries = self.entries.lock().ok()?;
+        let (count, start) = entries.get(key)?;
+        let elapsed = start.elapsed();
+        if *count >= self.max_failures && elapsed < self.window {
+            Some((self.window - elapsed).as_secs().max(1))
+        } else {
+            None
+        }
+    }
+
+    pub fn failed(&self, key: &str) {
+        let Ok(mut entries) = self.entries.lock() else { return };
+        let now = Instant::now();
+        if entries.len() >= MAX_KEYS && !entries.contains_key(key) {
+            let window = self.window;
+            entries.retain(|_, (_, start)| now.duration_since(*start) < window);
+            if entries.len() >= MAX_KEYS {
+                if let Some(oldest) = entries.iter().min_by_key(|(_, (_, s))| *s).map(|(k, _)| k.clone()) {
+                    entries.remove(&oldest);
+                }
+            }
+        }
+        let entry = entries.entry(key.to_string()).or_insert((0, now));
+        if now.duration_since(entry.1) >= self.window {
+            *entry = (0, now);
+        }
+        entry.0 += 1;
+    }
+
+    pub fn succeeded(&self, key: &str) {
+        if let Ok(mut entries) = self.entries.lock() {
+            entries.remove(key);
+        }
+    }
+}

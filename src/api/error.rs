@@ -1,0 +1,120 @@
+//! Client-visible errors. Every failing request ends here and leaves as
+//! `{"errorText": "...", "httpStatusCode": N}` with the same HTTP status, never as HTML or
+//! a panic. Lower layers' errors are mapped in this one place.
+
+use actix_web::http::StatusCode;
+use actix_web::{HttpResponse, ResponseError};
+
+use crate::model::ErrorBody;
+use crate::storage::StorageError;
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ApiError {
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{0}")]
+    Unauthorized(String),
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    PayloadTooLarge(String),
+    #[error("{0}")]
+    TooManyRequests(String),
+    #[error("{0}")]
+    Unavailable(String),
+    #[error("{0}")]
+    Internal(String),
+}
+
+/// The documented text for a request that carries no credentials at all.
+pub const NO_CREDENTIALS: &str =
+    "The Authorization HTTP-header or VirolaUserSessionId cookie expected";
+/// The documented text for credentials the server does not know (or no longer accepts).
+pub const BAD_CREDENTIALS: &str = "Wrong Bearer, please renew Web API Access Token";
+
+impl ApiError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    pub fn body(&self) -> ErrorBody {
+        ErrorBody {
+            error_text: self.to_string(),
+            http_status_code: self.status().as_u16(),
+        }
+    }
+
+    pub fn room_not_found(room_id: u64) -> Self {
+        ApiError::NotFound(format!("Room {room_id} not found"))
+    }
+
+    pub fn message_not_found(message_id: u64) -> Self {
+        ApiError::NotFound(format!("Message {message_id} not found"))
+    }
+}
+
+impl From<StorageError> for ApiError {
+    fn from(e: StorageError) -> Self {
+        match e {
+            StorageError::Conflict(text) => ApiError::Conflict(text),
+            StorageError::Flush(_) | StorageError::Db(sled::Error::Io(_)) => {
+                tracing::error!("storage write failed: {e}");
+                ApiError::Unavailable(
+                    "The server could not store the change durably; nothing was acknowledged. Try again later."
+                        .into(),
+                )
+            }
+            other => {
+                tracing::error!("storage error: {other}");
+                ApiError::Internal("Internal storage error".into())
+            }
+        }
+    }
+}
+
+impl From<actix::MailboxError> for ApiError {
+    fn from(e: actix::MailboxError) -> Self {
+        tracing::warn!("actor unavailable: {e}");
+        ApiError::Unavailable("The server is busy or restarting a component; try again.".into())
+    }
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        self.status()
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        HttpResponse::build(self.status()).json(self.body())
+    }
+}
+
+/// Maps actix-web's JSON extractor failures (bad syntax, wrong types, size) to ApiError.
+pub fn json_error(err: actix_web::error::JsonPayloadError) -> ApiError {
+    use actix_web::error::JsonPayloadError as E;
+    match err {
+        E::Overflow { limit } | E::OverflowKnownLength { limit, .. } => {
+            ApiError::PayloadTooLarge(format!("Request body is larger than {limit} bytes"))
+        }
+        E::ContentType => {
+            ApiError::BadRequest("Expected a JSON body (Content-Type: application/json)".into())
+        }
+        E::Deserialize(e) => ApiError::BadRequest(format!("Malformed JSON request: {e}")),
+        E::Payload(e) => ApiError::BadRequest(format!("Could not read the request body: {e}")),
+        other => ApiError::BadRequest(format!("Malformed JSON request: {other}")),
+    }
+}

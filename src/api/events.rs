@@ -1,0 +1,23 @@
+//! `GET /api/v1/events`: upgrade to a WebSocket and hand it to an event-session actor.
+
+use actix_web::{web, HttpRequest, HttpResponse};
+
+use super::auth::authenticate;
+use super::error::ApiError;
+use super::State;
+use crate::actors::EventSession;
+
+pub async fn events(state: State, req: HttpRequest, body: web::Payload) -> Result<HttpResponse, ApiError> {
+    let auth = authenticate(&state, &req)?;
+    let (response, session, stream) = actix_ws::handle(&req, body)
+        .map_err(|e| ApiError::BadRequest(format!("WebSocket upgrade expected: {e}")))?;
+    EventSession::start(
+        session,
+        stream,
+        auth.id(),
+        state.registry.clone(),
+        state.limits.session_queue,
+        state.limits.max_ws_frame,
+    );
+    Ok(response)
+}

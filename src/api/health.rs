@@ -1,0 +1,37 @@
+//! `GET /api/v1/server-health`: is the server up, and how busy is it.
+
+use actix_web::HttpResponse;
+use serde_json::json;
+use std::sync::atomic::Ordering;
+
+use super::auth::Authed;
+use super::error::ApiError;
+use super::{ok_json, State};
+use crate::actors::registry::GetStats;
+
+pub async fn server_health(state: State, _auth: Authed) -> Result<HttpResponse, ApiError> {
+    let stats = state.registry.send(GetStats).await?;
+    let commits = state.store.commit_stats();
+    Ok(ok_json(json!({
+        "status": "Healthy",
+        "serverVersion": env!("CARGO_PKG_VERSION"),
+        "uptimeSeconds": state.started.elapsed().as_secs(),
+        "connectedSessions": stats.connected_sessions,
+        "connectedUsers": stats.connected_users,
+        "activeRooms": stats.active_rooms,
+        "userCount": state.store.user_count(),
+        "storageBytes": state.store.size_on_disk(),
+        "durableWrites": commits.requests.load(Ordering::Relaxed),
+        "fsyncs": commits.flushes.load(Ordering::Relaxed),
+        "residentMemoryBytes": resident_memory_bytes(),
+    })))
+}
+
+/// Resident set size of this process, from /proc (0 where unavailable).
+pub fn resident_memory_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(1).and_then(|p| p.parse::<u64>().ok()))
+        .map(|pages| pages * 4096)
+        .unwrap_or(0)
+}

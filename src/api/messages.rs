@@ -1,0 +1,188 @@
+//! Messages and comments: history pages, posting, deleting, read receipts.
+
+use actix_web::{web, HttpResponse};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::auth::Authed;
+use super::error::ApiError;
+use super::rooms::visible_room;
+use super::{ok_json, AppState, State};
+use crate::actors::room::{DeleteMessage, MarkRead, PostMessage};
+use crate::model::{IssueProperties, IssueStatus, IssueType, MessageType, NewMessage};
+use crate::storage::{Direction, MessageRecord};
+
+/// `cursor`, `limit` and `direction` as the docs define them. A missing (or non-positive)
+/// cursor starts at the newest message going backward and at the oldest going forward; a
+/// missing limit returns everything in that direction.
+#[derive(Deserialize)]
+pub struct PageQuery {
+    cursor: Option<i64>,
+    limit: Option<i64>,
+    direction: Option<String>,
+}
+
+impl PageQuery {
+    fn parse(&self) -> Result<(Option<u64>, Option<usize>, Direction), ApiError> {
+        let cursor = self.cursor.filter(|&c| c > 0).map(|c| c as u64);
+        let limit = match self.limit {
+            None | Some(0) => None,
+            Some(l) if l < 0 => {
+                return Err(ApiError::BadRequest("limit must be a positive number".into()))
+            }
+            Some(l) => Some(l as usize),
+        };
+        let direction = match self.direction.as_deref().map(str::to_ascii_lowercase).as_deref() {
+            None | Some("forward") => Direction::Forward,
+            Some("backward") => Direction::Backward,
+            Some(other) => {
+                return Err(ApiError::BadRequest(format!(
+                    "direction must be \"backward\" or \"forward\", not \"{other}\""
+                )))
+            }
+        };
+        Ok((cursor, limit, direction))
+    }
+}
+
+/// Checks the optional message-model fields and the text; fills defaults.
+fn validate(state: &AppState, mut draft: NewMessage) -> Result<NewMessage, ApiError> {
+    if draft.content.trim().is_empty() {
+        return Err(ApiError::BadRequest("content must not be empty".into()));
+    }
+    if draft.content.len() > state.limits.max_message_bytes {
+        return Err(ApiError::PayloadTooLarge(format!(
+            "content is longer than {} bytes",
+            state.limits.max_message_bytes
+        )));
+    }
+    let kind = draft.message_type.unwrap_or_default();
+    if draft.issue_properties.is_some() && kind != MessageType::Issue {
+        return Err(ApiError::BadRequest("issueProperties need messageType \"Issue\"".into()));
+    }
+    if draft.meeting_properties.is_some() && kind != MessageType::Meeting {
+        return Err(ApiError::BadRequest("meetingProperties need messageType \"Meeting\"".into()));
+    }
+    if kind == MessageType::Issue && draft.issue_properties.is_none() {
+        draft.issue_properties = Some(IssueProperties {
+            issue_type: IssueType::Task,
+            status: IssueStatus::ToDo,
+            assignees: Vec::new(),
+        });
+    }
+    if kind == MessageType::Meeting && draft.meeting_properties.is_none() {
+        return Err(ApiError::BadRequest("messageType \"Meeting\" needs meetingProperties".into()));
+    }
+    if let Some(issue) = &draft.issue_properties {
+        for &a in &issue.assignees {
+            if state.store.user(a)?.is_none() {
+                return Err(ApiError::NotFound(format!("Assignee {a} not found")));
+            }
+        }
+    }
+    Ok(draft)
+}
+
+/// The message, if it exists and the caller is a member of its room.
+fn visible_message(state: &AppState, auth: &Authed, message_id: u64) -> Result<MessageRecord, ApiError> {
+    let record = state
+        .store
+        .message(message_id)?
+        .ok_or_else(|| ApiError::message_not_found(message_id))?;
+    visible_room(state, auth, record.room_id)?;
+    Ok(record)
+}
+
+/// `GET /api/v1/rooms/{roomId}/messages`
+pub async fn history(
+    state: State,
+    auth: Authed,
+    path: web::Path<u64>,
+    query: web::Query<PageQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let room_id = path.into_inner();
+    let (cursor, limit, direction) = query.parse()?;
+    visible_room(&state, &auth, room_id)?;
+    let ids = state.store.room_message_ids(room_id, cursor, limit, direction)?;
+    let messages = state.store.api_messages(&ids)?;
+    Ok(ok_json(json!({ "messages": messages, "roomId": room_id })))
+}
+
+/// `POST /api/v1/rooms/{roomId}/messages`: answers once the message is on disk.
+pub async fn post(
+    state: State,
+    auth: Authed,
+    path: web::Path<u64>,
+    body: web::Json<NewMessage>,
+) -> Result<HttpResponse, ApiError> {
+    let room_id = path.into_inner();
+    let draft = validate(&state, body.into_inner())?;
+    let room = state.room_actor(room_id).await?;
+    let message = room.send(PostMessage { user_id: auth.id(), draft }).await??;
+    Ok(ok_json(json!({ "messageId": message.message_id, "message": message })))
+}
+
+/// `GET /api/v1/messages/{messageId}` (extension)
+pub async fn get_one(state: State, auth: Authed, path: web::Path<u64>) -> Result<HttpResponse, ApiError> {
+    let record = visible_message(&state, &auth, path.into_inner())?;
+    let message = state.store.api_message(&record)?;
+    Ok(ok_json(json!({ "message": message })))
+}
+
+/// `DELETE /api/v1/messages/{messageId}`
+pub async fn delete(state: State, auth: Authed, path: web::Path<u64>) -> Result<HttpResponse, ApiError> {
+    let message_id = path.into_inner();
+    let record = state
+        .store
+        .message(message_id)?
+        .ok_or_else(|| ApiError::message_not_found(message_id))?;
+    let room = state.room_actor(record.room_id).await?;
+    room.send(DeleteMessage {
+        user_id: auth.id(),
+        is_admin: auth.user.is_admin,
+        message_id,
+    })
+    .await??;
+    Ok(ok_json(json!({})))
+}
+
+/// `POST /api/v1/messages/{messageId}/read`
+pub async fn mark_read(state: State, auth: Authed, path: web::Path<u64>) -> Result<HttpResponse, ApiError> {
+    let record = visible_message(&state, &auth, path.into_inner())?;
+    let room = state.room_actor(record.room_id).await?;
+    room.send(MarkRead { user_id: auth.id(), message_id: record.message_id }).await??;
+    Ok(ok_json(json!({})))
+}
+
+/// `GET /api/v1/messages/{messageId}/comments`
+pub async fn comments(
+    state: State,
+    auth: Authed,
+    path: web::Path<u64>,
+    query: web::Query<PageQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let (cursor, limit, direction) = query.parse()?;
+    let parent = visible_message(&state, &auth, path.into_inner())?;
+    let ids = state.store.comment_page_ids(parent.message_id, cursor, limit, direction)?;
+    let messages = state.store.api_messages(&ids)?;
+    Ok(ok_json(json!({
+        "messages": messages,
+        "roomId": parent.room_id,
+        "parentMessageId": parent.message_id,
+    })))
+}
+
+/// `POST /api/v1/messages/{messageId}/comments`
+pub async fn post_comment(
+    state: State,
+    auth: Authed,
+    path: web::Path<u64>,
+    body: web::Json<NewMessage>,
+) -> Result<HttpResponse, ApiError> {
+    let parent = visible_message(&state, &auth, path.into_inner())?;
+    let mut draft = validate(&state, body.into_inner())?;
+    draft.parent_message_id = Some(parent.message_id);
+    let room = state.room_actor(parent.room_id).await?;
+    let message = room.send(PostMessage { user_id: auth.id(), draft }).await??;
+    Ok(ok_json(json!({ "messageId": message.message_id, "message": message })))
+}

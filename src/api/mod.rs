@@ -1,0 +1,142 @@
+//! The HTTP API: the Virola Web API v1 under `/api/v1`, Confab's extensions beside it
+//! (documented in `docs/api.md`), the event WebSocket, and optionally a static web root.
+//! Handlers are small; they authenticate, validate, then read from storage or send the
+//! write to the room's actor.
+
+pub mod auth;
+pub mod avatar;
+pub mod error;
+pub mod events;
+pub mod health;
+pub mod messages;
+pub mod rooms;
+pub mod session;
+pub mod users;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use actix::Addr;
+use actix_web::{web, HttpRequest, HttpResponse};
+
+use crate::actors::Registry;
+use crate::config::Limits;
+use crate::storage::Store;
+pub use error::ApiError;
+
+/// What every handler can reach.
+pub struct AppState {
+    pub store: Arc<Store>,
+    pub registry: Addr<Registry>,
+    pub limits: Limits,
+    pub login_limiter: auth::LoginLimiter,
+    /// Bounds concurrent argon2 work (each hash takes ~19 MiB and real CPU).
+    pub hash_slots: tokio::sync::Semaphore,
+    pub started: Instant,
+}
+
+impl AppState {
+    pub fn new(store: Arc<Store>, registry: Addr<Registry>, limits: Limits) -> Self {
+        AppState {
+            login_limiter: auth::LoginLimiter::new(limits.login_failures, limits.login_window_secs),
+            store,
+            registry,
+            limits,
+            hash_slots: tokio::sync::Semaphore::new(2),
+            started: Instant::now(),
+        }
+    }
+
+    /// The room's actor (started on demand), or 404 if the room does not exist.
+    pub async fn room_actor(
+        &self,
+        room_id: u64,
+    ) -> Result<Addr<crate::actors::RoomActor>, ApiError> {
+        self.registry
+            .send(crate::actors::registry::GetRoom(room_id))
+            .await??
+            .ok_or_else(|| ApiError::room_not_found(room_id))
+    }
+}
+
+pub type State = web::Data<AppState>;
+
+/// Registers every route. `web_root` serves static files at `/` when given.
+pub fn configure(cfg: &mut web::ServiceConfig, limits: &Limits, web_root: Option<PathBuf>) {
+    let json = web::JsonConfig::default()
+        .limit(limits.max_json_body)
+        .content_type_required(false)
+        .error_handler(|err, _req| error::json_error(err).into());
+    let path = web::PathConfig::default().error_handler(|err, _req| {
+        ApiError::BadRequest(format!("Invalid id in the URL: {err}")).into()
+    });
+    let query = web::QueryConfig::default().error_handler(|err, _req| {
+        ApiError::BadRequest(format!("Invalid query parameters: {err}")).into()
+    });
+    cfg.app_data(json).app_data(path).app_data(query);
+    cfg.service(
+        web::scope("/api/v1")
+            .route("/login", web::post().to(session::login))
+            .route("/logout", web::post().to(session::logout))
+            .route("/status", web::get().to(session::status))
+            .route("/web-api-token", web::post().to(session::create_token))
+            .route("/server-health", web::get().to(health::server_health))
+            .route("/users", web::get().to(users::list))
+            .route("/users", web::post().to(users::create))
+            .route("/users/{userId}/avatar.jpg", web::get().to(avatar::user_avatar))
+            .route("/rooms", web::get().to(rooms::list))
+            .route("/rooms", web::post().to(rooms::create))
+            .route("/rooms/{roomId}/avatar.jpg", web::get().to(avatar::room_avatar))
+            .route("/rooms/{roomId}/members", web::get().to(rooms::members))
+            .route("/rooms/{roomId}/members", web::post().to(rooms::add_member))
+            .route("/rooms/{roomId}/messages", web::get().to(messages::history))
+            .route("/rooms/{roomId}/messages", web::post().to(messages::post))
+            .route("/room-permissions/{roomId}", web::get().to(rooms::permissions))
+            .route("/messages/{messageId}", web::get().to(messages::get_one))
+            .route("/messages/{messageId}", web::delete().to(messages::delete))
+            .route("/messages/{messageId}/read", web::post().to(messages::mark_read))
+            .route("/messages/{messageId}/comments", web::get().to(messages::comments))
+            .route("/messages/{messageId}/comments", web::post().to(messages::post_comment))
+            .route("/events", web::get().to(events::events))
+            .default_service(web::to(api_not_found)),
+    );
+    match web_root {
+        Some(root) => {
+            cfg.service(
+                actix_files::Files::new("/", root)
+                    .index_file("index.html")
+                    .prefer_utf8(true)
+                    .default_handler(web::to(not_found)),
+            );
+        }
+        None => {
+            cfg.default_service(web::to(not_found));
+        }
+    }
+}
+
+async fn api_not_found(req: HttpRequest) -> HttpResponse {
+    let e = ApiError::NotFound(format!(
+        "No API endpoint {} {}",
+        req.method(),
+        req.path()
+    ));
+    actix_web::ResponseError::error_response(&e)
+}
+
+async fn not_found(req: HttpRequest) -> HttpResponse {
+    let e = ApiError::NotFound(format!(
+        "Nothing at {}. This is a Confab server: the API is under /api/v1 (start the server with --web-root to serve a web client here).",
+        req.path()
+    ));
+    actix_web::ResponseError::error_response(&e)
+}
+
+/// `{"httpStatusCode": 200}` plus the given fields.
+pub fn ok_json(mut body: serde_json::Value) -> HttpResponse {
+    if let Some(obj) = body.as_object_mut() {
+        obj.insert("httpStatusCode".into(), 200.into());
+    }
+    HttpResponse::Ok().json(body)
+}

@@ -1,0 +1,135 @@
+//! Rooms: the documented list and permissions, and the extensions to create rooms and
+//! manage members.
+
+use actix_web::{web, HttpResponse};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::auth::Authed;
+use super::error::ApiError;
+use super::{ok_json, AppState, State};
+use crate::actors::room::{AddMember, AnnounceCreated};
+use crate::model::{RoomPermissions, RoomType, UserId};
+use crate::storage::RoomRecord;
+
+/// The room, if it exists and the user is a member (403 for a non-member, 404 if unknown).
+pub fn visible_room(state: &AppState, auth: &Authed, room_id: u64) -> Result<RoomRecord, ApiError> {
+    let room = state
+        .store
+        .room(room_id)?
+        .ok_or_else(|| ApiError::room_not_found(room_id))?;
+    if state.store.member(room_id, auth.id())?.is_none() {
+        return Err(ApiError::Forbidden(format!("You are not a member of room {room_id}")));
+    }
+    Ok(room)
+}
+
+/// `GET /api/v1/rooms`: the rooms the user belongs to.
+pub async fn list(state: State, auth: Authed) -> Result<HttpResponse, ApiError> {
+    let mut rooms = Vec::new();
+    for room_id in state.store.rooms_of_user(auth.id())? {
+        if let Some(room) = state.store.room(room_id)? {
+            rooms.push(state.store.room_view(&room, auth.id())?);
+        }
+    }
+    Ok(ok_json(json!({ "rooms": rooms })))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct NewRoom {
+    #[serde(default)]
+    display_name: String,
+    #[serde(default)]
+    room_type: Option<RoomType>,
+    #[serde(default)]
+    members: Vec<UserId>,
+}
+
+/// `POST /api/v1/rooms` (extension). A group room (`"Public"`, the default) with the
+/// creator as moderator plus `members`; or the private room between the caller and the one
+/// user in `members` (found again, not duplicated, if it exists).
+pub async fn create(state: State, auth: Authed, body: web::Json<NewRoom>) -> Result<HttpResponse, ApiError> {
+    let NewRoom { display_name, room_type, members } = body.into_inner();
+    for &m in &members {
+        if state.store.user(m)?.is_none() {
+            return Err(ApiError::NotFound(format!("User {m} not found")));
+        }
+    }
+    let (room, created) = match room_type.unwrap_or(RoomType::Public) {
+        RoomType::Private => {
+            let others: Vec<_> = members.iter().filter(|&&m| m != auth.id()).collect();
+            if others.len() != 1 {
+                return Err(ApiError::BadRequest(
+                    "A private room needs exactly one other user in members".into(),
+                ));
+            }
+            state.store.private_room(auth.id(), *others[0])?
+        }
+        RoomType::Public => {
+            let name = display_name.trim();
+            if name.is_empty() || name.len() > 128 {
+                return Err(ApiError::BadRequest("displayName must be 1-128 bytes".into()));
+            }
+            let mut all = vec![auth.id()];
+            for m in members {
+                if !all.contains(&m) {
+                    all.push(m);
+                }
+            }
+            (state.store.create_room(name, RoomType::Public, auth.id(), &all)?, true)
+        }
+    };
+    state.store.durable().await?;
+    if created {
+        state.room_actor(room.room_id).await?.do_send(AnnounceCreated);
+    }
+    let view = state.store.room_view(&room, auth.id())?;
+    Ok(ok_json(json!({ "roomId": room.room_id, "room": view })))
+}
+
+/// `GET /api/v1/rooms/{roomId}/members` (extension)
+pub async fn members(state: State, auth: Authed, path: web::Path<u64>) -> Result<HttpResponse, ApiError> {
+    let room_id = path.into_inner();
+    visible_room(&state, &auth, room_id)?;
+    let members: Vec<_> = state
+        .store
+        .members(room_id)?
+        .into_iter()
+        .map(|(user_id, m)| json!({ "userId": user_id, "isModerator": m.is_moderator, "joinedUtc": m.joined_utc }))
+        .collect();
+    Ok(ok_json(json!({ "roomId": room_id, "members": members })))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct MemberBody {
+    user_id: UserId,
+}
+
+/// `POST /api/v1/rooms/{roomId}/members` (extension; moderators and administrators)
+pub async fn add_member(
+    state: State,
+    auth: Authed,
+    path: web::Path<u64>,
+    body: web::Json<MemberBody>,
+) -> Result<HttpResponse, ApiError> {
+    let room_id = path.into_inner();
+    let room = state.room_actor(room_id).await?;
+    room.send(AddMember {
+        by: auth.id(),
+        by_admin: auth.user.is_admin,
+        user_id: body.user_id,
+    })
+    .await??;
+    Ok(ok_json(json!({ "roomId": room_id, "userId": body.user_id })))
+}
+
+/// `GET /api/v1/room-permissions/{roomId}`
+pub async fn permissions(state: State, auth: Authed, path: web::Path<u64>) -> Result<HttpResponse, ApiError> {
+    let room_id = path.into_inner();
+    visible_room(&state, &auth, room_id)?;
+    Ok(ok_json(json!({
+        "roomPermissions": { "roomId": room_id, "permissions": RoomPermissions::all_allowed() }
+    })))
+}

@@ -1,0 +1,109 @@
+//! Login, logout, status and Web API tokens.
+
+use actix_web::cookie::{Cookie, SameSite};
+use actix_web::{web, HttpRequest, HttpResponse};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::auth::{self, Authed, SESSION_COOKIE};
+use super::error::{ApiError, NO_CREDENTIALS};
+use super::{ok_json, State};
+use crate::model::UserStatus;
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LoginBody {
+    user_name: String,
+    password: String,
+}
+
+const INVALID_LOGIN: &str = "The username or password is invalid.";
+
+fn session_cookie(value: String) -> Cookie<'static> {
+    Cookie::build(SESSION_COOKIE, value)
+        .path("/")
+        .secure(true)
+        .http_only(true)
+        .same_site(SameSite::Strict)
+        .finish()
+}
+
+/// `POST /api/v1/login`
+pub async fn login(state: State, req: HttpRequest, body: web::Json<LoginBody>) -> Result<HttpResponse, ApiError> {
+    let LoginBody { user_name, password } = body.into_inner();
+    let user_key = format!("user:{}", user_name.to_lowercase());
+    let addr_key = format!(
+        "addr:{}",
+        req.peer_addr().map(|a| a.ip().to_string()).unwrap_or_default()
+    );
+    for key in [&user_key, &addr_key] {
+        if let Some(wait) = state.login_limiter.blocked(key) {
+            return Err(ApiError::TooManyRequests(format!(
+                "Too many failed logins; try again in {wait} s"
+            )));
+        }
+    }
+    let user = state.store.user_by_name(&user_name)?;
+    // Verify against a dummy hash when the user is unknown, so timing does not tell.
+    let hash = user
+        .as_ref()
+        .map(|u| u.password_hash.clone())
+        .unwrap_or_else(|| dummy_hash().to_string());
+    let ok = auth::with_hash_slot(&state, move || auth::verify_password(&password, &hash)).await?;
+    let user = match (ok, user) {
+        (true, Some(u)) => u,
+        _ => {
+            state.login_limiter.failed(&user_key);
+            state.login_limiter.failed(&addr_key);
+            return Err(ApiError::Unauthorized(INVALID_LOGIN.into()));
+        }
+    };
+    if user.status != UserStatus::Active {
+        return Err(ApiError::Unauthorized(
+            "This account is suspended; ask an administrator to reactivate it.".into(),
+        ));
+    }
+    state.login_limiter.succeeded(&user_key);
+    let session_id = auth::random_hex(24);
+    state.store.create_session(user.user_id, &session_id)?;
+    state.store.durable().await?;
+    let mut resp = ok_json(json!({ "userId": user.user_id, "userSessionId": session_id }));
+    resp.add_cookie(&session_cookie(session_id))
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    Ok(resp)
+}
+
+/// argon2id of a random secret: verifying an unknown user against it costs what a real
+/// check costs, so response time does not reveal which user names exist.
+fn dummy_hash() -> &'static str {
+    static HASH: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    HASH.get_or_init(|| auth::hash_password(&auth::random_hex(16)).unwrap_or_default())
+}
+
+/// `POST /api/v1/logout`
+pub async fn logout(state: State, req: HttpRequest) -> Result<HttpResponse, ApiError> {
+    let cred = auth::credential(&req).ok_or_else(|| ApiError::Unauthorized(NO_CREDENTIALS.into()))?;
+    // Safe to call with an expired session: the cookie is cleared either way.
+    if state.store.delete_session(&cred)? {
+        state.store.durable().await?;
+    }
+    let mut resp = ok_json(json!({}));
+    let mut gone = session_cookie(String::new());
+    gone.make_removal();
+    resp.add_cookie(&gone)
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    Ok(resp)
+}
+
+/// `GET /api/v1/status`
+pub async fn status(auth: Authed) -> HttpResponse {
+    ok_json(json!({ "userId": auth.id(), "userSessionId": auth.session_id.unwrap_or_default() }))
+}
+
+/// `POST /api/v1/web-api-token` (extension): a new token; the previous one stops working.
+pub async fn create_token(state: State, auth: Authed) -> Result<HttpResponse, ApiError> {
+    let token = auth::random_hex(32);
+    state.store.replace_api_token(auth.id(), &token)?;
+    state.store.durable().await?;
+    Ok(ok_json(json!({ "token": token, "userId": auth.id() })))
+}

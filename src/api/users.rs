@@ -1,0 +1,74 @@
+//! Users: the documented list, and the admin extension to create users.
+
+use actix_web::{web, HttpResponse};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::auth::{self, Admin, Authed};
+use super::error::ApiError;
+use super::{ok_json, State};
+
+/// `GET /api/v1/users`
+pub async fn list(state: State, _auth: Authed) -> Result<HttpResponse, ApiError> {
+    let users: Vec<_> = state.store.users()?.iter().map(|u| u.to_api()).collect();
+    Ok(ok_json(json!({ "users": users })))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct NewUser {
+    user_name: String,
+    #[serde(default)]
+    display_name: Option<String>,
+    #[serde(default)]
+    password: Option<String>,
+    #[serde(default)]
+    is_admin: bool,
+}
+
+/// User names: 1–64 characters of letters, digits, `.`, `_` and `-`.
+pub fn valid_user_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+}
+
+/// A readable random password (used when none is given).
+pub fn generate_password() -> String {
+    auth::random_hex(12)
+}
+
+/// `POST /api/v1/users` (extension, administrators only)
+pub async fn create(state: State, _admin: Admin, body: web::Json<NewUser>) -> Result<HttpResponse, ApiError> {
+    let NewUser { user_name, display_name, password, is_admin } = body.into_inner();
+    if !valid_user_name(&user_name) {
+        return Err(ApiError::BadRequest(
+            "userName must be 1-64 characters of letters, digits, '.', '_' or '-'".into(),
+        ));
+    }
+    let display_name = display_name.unwrap_or_else(|| user_name.clone());
+    if display_name.trim().is_empty() || display_name.len() > 128 {
+        return Err(ApiError::BadRequest("displayName must be 1-128 bytes".into()));
+    }
+    if let Some(p) = &password {
+        if p.len() < 8 || p.len() > 1024 {
+            return Err(ApiError::BadRequest("password must be 8-1024 bytes".into()));
+        }
+    }
+    if state.store.user_by_name(&user_name)?.is_some() {
+        return Err(ApiError::Conflict(format!("A user named '{user_name}' already exists")));
+    }
+    let generated = password.is_none();
+    let password = password.unwrap_or_else(generate_password);
+    let to_hash = password.clone();
+    let hash = auth::with_hash_slot(&state, move || auth::hash_password(&to_hash)).await??;
+    let user = state.store.create_user(&user_name, &display_name, hash, is_admin)?;
+    state.store.durable().await?;
+    let mut body = json!({ "userId": user.user_id, "user": user.to_api() });
+    if generated {
+        body["password"] = json!(password);
+    }
+    Ok(ok_json(body))
+}

@@ -1,0 +1,44 @@
+//! `confab-server`: the Confab messenger server.
+
+use confab::config::{normalize_help_flags, ServerArgs};
+
+fn main() {
+    let args: Vec<String> = normalize_help_flags(std::env::args());
+    let strs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let cmd = strs.first().copied().unwrap_or("confab-server");
+    let parsed = match <ServerArgs as argh::FromArgs>::from_args(&[cmd], strs.get(1..).unwrap_or(&[])) {
+        Ok(a) => a,
+        Err(early) => {
+            let ok = early.status.is_ok();
+            if ok {
+                println!("{}", early.output);
+                std::process::exit(0);
+            }
+            eprintln!("{}", early.output);
+            std::process::exit(2);
+        }
+    };
+    let filter = tracing_subscriber::EnvFilter::try_new(&parsed.log_level)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let config = match parsed.resolve() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("confab-server: {e}");
+            std::process::exit(2);
+        }
+    };
+    let system = actix_rt::System::new();
+    match system.block_on(confab::server::run(config)) {
+        Ok(()) => {}
+        Err(e) => {
+            eprintln!("confab-server: {e}");
+            std::process::exit(1);
+        }
+    }
+}

@@ -1,0 +1,165 @@
+//! Command line of `confab-server`, compatible with the seed server's flags, and the
+//! resolved settings the rest of the server uses.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use argh::FromArgs;
+
+/// Confab: a self-hosted team messenger server (HTTPS + WebSocket on TCP, voice on UDP, one port).
+#[derive(FromArgs, Debug, Clone)]
+pub struct ServerArgs {
+    /// address to listen on, HOST:PORT (default 0.0.0.0:7777)
+    #[argh(option)]
+    pub listen: Option<String>,
+    /// host to listen on (seed-compatible; combined with --listen-port)
+    #[argh(option)]
+    pub listen_host: Option<String>,
+    /// port to listen on (seed-compatible; combined with --listen-host)
+    #[argh(option)]
+    pub listen_port: Option<u16>,
+    /// folder holding everything the server stores (default ./confab-data)
+    #[argh(option)]
+    pub storage_dir: Option<PathBuf>,
+    /// same as --storage-dir (seed-compatible name)
+    #[argh(option)]
+    pub database_dir: Option<PathBuf>,
+    /// accepted for compatibility: TLS is always on
+    #[argh(switch)]
+    pub use_ssl: bool,
+    /// PEM certificate chain; without it a self-signed certificate is made and kept in the storage folder
+    #[argh(option)]
+    pub ssl_certificate: Option<PathBuf>,
+    /// PEM private key for --ssl-certificate (may be encrypted)
+    #[argh(option)]
+    pub ssl_private_key: Option<PathBuf>,
+    /// password of an encrypted --ssl-private-key
+    #[argh(option)]
+    pub ssl_private_key_password: Option<String>,
+    /// serve this folder of static files at / (e.g. a built web client)
+    #[argh(option)]
+    pub web_root: Option<PathBuf>,
+    /// log level: error, warn, info, debug or trace (default info)
+    #[argh(option, default = "String::from(\"info\")")]
+    pub log_level: String,
+    /// sled page cache in MiB (default 64)
+    #[argh(option, default = "64")]
+    pub cache_mb: u64,
+    /// HTTP worker threads (default: number of CPUs)
+    #[argh(option)]
+    pub workers: Option<usize>,
+    /// most simultaneous connections per worker (default 25000)
+    #[argh(option, default = "25000")]
+    pub max_connections: usize,
+}
+
+/// Rewrites `-h` and `-?` into `--help`, which is what argh understands.
+pub fn normalize_help_flags(args: impl IntoIterator<Item = String>) -> Vec<String> {
+    args.into_iter()
+        .map(|a| if a == "-h" || a == "-?" { "--help".to_string() } else { a })
+        .collect()
+}
+
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    pub listen_host: String,
+    pub storage_dir: PathBuf,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    pub tls_key_password: Option<String>,
+    pub web_root: Option<PathBuf>,
+    pub cache_bytes: u64,
+    pub workers: usize,
+    pub max_connections: usize,
+    pub limits: Limits,
+}
+
+/// Bounds on what a client may send or make the server hold.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Largest JSON request body.
+    pub max_json_body: usize,
+    /// Longest message text, in bytes.
+    pub max_message_bytes: usize,
+    /// Outbound events queued for one event connection before it is dropped as too slow.
+    pub session_queue: usize,
+    /// Largest WebSocket frame a client may send.
+    pub max_ws_frame: usize,
+    /// Failed logins allowed per user name and per address in one window.
+    pub login_failures: u32,
+    pub login_window_secs: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_json_body: 256 * 1024,
+            max_message_bytes: 64 * 1024,
+            session_queue: 256,
+            max_ws_frame: 64 * 1024,
+            login_failures: 5,
+            login_window_secs: 60,
+        }
+    }
+}
+
+impl ServerArgs {
+    pub fn resolve(&self) -> Result<ServerConfig, String> {
+        let (mut host, mut port) = ("0.0.0.0".to_string(), 7777u16);
+        if let Some(l) = &self.listen {
+            let (h, p) = l
+                .rsplit_once(':')
+                .ok_or_else(|| format!("--listen expects HOST:PORT, got '{l}'"))?;
+            host = h.trim_matches(|c| c == '[' || c == ']').to_string();
+            port = p
+                .parse()
+                .map_err(|_| format!("--listen: '{p}' is not a port number"))?;
+        }
+        if let Some(h) = &self.listen_host {
+            host = h.trim_matches(|c| c == '[' || c == ']').to_string();
+        }
+        if let Some(p) = self.listen_port {
+            port = p;
+        }
+        let ip: std::net::IpAddr = match host.parse() {
+            Ok(ip) => ip,
+            Err(_) if host == "localhost" => std::net::Ipv4Addr::LOCALHOST.into(),
+            Err(_) => {
+                use std::net::ToSocketAddrs;
+                (host.as_str(), port)
+                    .to_socket_addrs()
+                    .ok()
+                    .and_then(|mut a| a.next())
+                    .map(|a| a.ip())
+                    .ok_or_else(|| format!("cannot resolve listen host '{host}'"))?
+            }
+        };
+        if self.ssl_certificate.is_some() != self.ssl_private_key.is_some() {
+            return Err("--ssl-certificate and --ssl-private-key must be given together".into());
+        }
+        let storage_dir = self
+            .storage_dir
+            .clone()
+            .or_else(|| self.database_dir.clone())
+            .unwrap_or_else(|| PathBuf::from("./confab-data"));
+        let workers = self.workers.unwrap_or_else(|| {
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(2)
+        });
+        Ok(ServerConfig {
+            listen: SocketAddr::new(ip, port),
+            listen_host: host,
+            storage_dir,
+            tls_cert: self.ssl_certificate.clone(),
+            tls_key: self.ssl_private_key.clone(),
+            tls_key_password: self.ssl_private_key_password.clone(),
+            web_root: self.web_root.clone(),
+            cache_bytes: self.cache_mb.max(1) * 1024 * 1024,
+            workers: workers.max(1),
+            max_connections: self.max_connections.max(1),
+            limits: Limits::default(),
+        })
+    }
+}

@@ -1,0 +1,277 @@
+//! The JSON shapes of the Virola Web API v1 (and Confab's extensions), shared by
+//! the server and the client library so both sides agree on every field name.
+
+use serde::{Deserialize, Serialize};
+
+pub type UserId = u64;
+pub type RoomId = u64;
+pub type MessageId = u64;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub enum MarkupType {
+    #[default]
+    TextPlain,
+    TextHtml,
+    TextMarkdown,
+    TextCode,
+    TextLatex,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub enum MessageType {
+    #[default]
+    Regular,
+    Issue,
+    Meeting,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub enum Priority {
+    Blocker,
+    Critical,
+    High,
+    #[default]
+    Normal,
+    Low,
+    Trivial,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum IssueType {
+    Task,
+    Subtask,
+    Bug,
+    Epic,
+    Story,
+    FeatureRequest,
+    MergeRequest,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum IssueStatus {
+    Backlog,
+    ToDo,
+    InProgress,
+    ToVerify,
+    Done,
+    Declined,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct IssueProperties {
+    #[serde(rename = "type")]
+    pub issue_type: IssueType,
+    pub status: IssueStatus,
+    #[serde(default)]
+    pub assignees: Vec<UserId>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct MeetingProperties {
+    pub time_utc: u64,
+    /// Duration in milliseconds.
+    pub duration: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ReadTimestamp {
+    pub user_id: UserId,
+    pub read_utc: u64,
+}
+
+/// One attachment as the API describes it (attachment upload arrives with the next milestone;
+/// the field is always present so clients can rely on it).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Attachment {
+    pub attachment_id: u64,
+    pub attachment_state: String,
+    pub created_utc: u64,
+    pub file_checksum: String,
+    pub file_name: String,
+    pub file_size: u64,
+    pub has_thumbnail: bool,
+    pub last_modified_utc: u64,
+    pub room_id: RoomId,
+    pub text_message_id: MessageId,
+}
+
+/// A text message (or a comment, when `parent_message_id != 0`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TextMessage {
+    pub message_id: MessageId,
+    pub parent_message_id: MessageId,
+    pub user_id: UserId,
+    pub room_id: RoomId,
+    pub text: String,
+    pub created_utc: u64,
+    pub last_modified_utc: u64,
+    pub last_edited_utc: u64,
+    pub markup_type: MarkupType,
+    pub message_type: MessageType,
+    pub priority: Priority,
+    pub comment_count: u64,
+    pub attachments: Vec<Attachment>,
+    pub read_timestamps: Vec<ReadTimestamp>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issue_properties: Option<IssueProperties>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub meeting_properties: Option<MeetingProperties>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RoomType {
+    /// A conversation between exactly two users.
+    Private,
+    /// A group room.
+    Public,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LastMessage {
+    pub message_id: MessageId,
+    pub user_id: UserId,
+    pub created_utc: u64,
+}
+
+/// A room as one user sees it (`displayName`, `unreadMessageCount`, `isModerator` and
+/// `isPinned` are per user).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Room {
+    pub room_id: RoomId,
+    pub display_name: String,
+    pub room_type: RoomType,
+    pub created_utc: u64,
+    pub last_modified_utc: u64,
+    pub unread_message_count: u64,
+    pub is_archived: bool,
+    pub is_moderator: bool,
+    pub is_pinned: bool,
+    pub last_message: Option<LastMessage>,
+    pub discussion_message_id: Option<MessageId>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum UserStatus {
+    Active,
+    Suspended,
+    DeletionInProgress,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct User {
+    pub user_id: UserId,
+    pub user_name: String,
+    pub display_name: String,
+    pub is_admin: bool,
+    pub status: UserStatus,
+    pub created_utc: u64,
+    pub last_modified_utc: u64,
+}
+
+/// The permission flags of `GET /api/v1/room-permissions/{roomId}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RoomPermissions {
+    pub can_attach_or_delete_files_in_own_messages_in_discussion: bool,
+    pub can_attach_or_delete_files_in_own_messages_in_main_thread: bool,
+    pub can_change_properties_of_unrelated_issues: bool,
+    pub can_create_issues: bool,
+    pub can_create_meetings: bool,
+    pub can_edit_or_delete_own_messages_in_discussion: bool,
+    pub can_edit_or_delete_own_messages_in_main_thread: bool,
+    pub can_intercom_listen: bool,
+    pub can_intercom_stream_video: bool,
+    pub can_intercom_talk: bool,
+    pub can_intercom_watch_video: bool,
+    pub can_react_to_messages_with_emoji_in_discussion: bool,
+    pub can_react_to_messages_with_emoji_in_main_thread: bool,
+    pub can_record_meetings: bool,
+    pub can_send_files_into_room_in_discussion: bool,
+    pub can_send_files_into_room_in_main_thread: bool,
+    pub can_send_messages_in_discussion: bool,
+    pub can_send_messages_in_main_thread: bool,
+    pub can_send_nudge: bool,
+    pub can_share_screen: bool,
+    pub can_use_intercom: bool,
+    pub ui_can_see_room_sidebar: bool,
+    pub ui_can_see_who_read_message_in_discussion: bool,
+    pub ui_can_see_who_read_message_in_main_thread: bool,
+}
+
+impl RoomPermissions {
+    /// Every flag set: the server-wide default for room members until per-room and
+    /// per-user restrictions exist.
+    pub fn all_allowed() -> Self {
+        RoomPermissions {
+            can_attach_or_delete_files_in_own_messages_in_discussion: true,
+            can_attach_or_delete_files_in_own_messages_in_main_thread: true,
+            can_change_properties_of_unrelated_issues: true,
+            can_create_issues: true,
+            can_create_meetings: true,
+            can_edit_or_delete_own_messages_in_discussion: true,
+            can_edit_or_delete_own_messages_in_main_thread: true,
+            can_intercom_listen: true,
+            can_intercom_stream_video: true,
+            can_intercom_talk: true,
+            can_intercom_watch_video: true,
+            can_react_to_messages_with_emoji_in_discussion: true,
+            can_react_to_messages_with_emoji_in_main_thread: true,
+            can_record_meetings: true,
+            can_send_files_into_room_in_discussion: true,
+            can_send_files_into_room_in_main_thread: true,
+            can_send_messages_in_discussion: true,
+            can_send_messages_in_main_thread: true,
+            can_send_nudge: true,
+            can_share_screen: true,
+            can_use_intercom: true,
+            ui_can_see_room_sidebar: true,
+            ui_can_see_who_read_message_in_discussion: true,
+            ui_can_see_who_read_message_in_main_thread: true,
+        }
+    }
+}
+
+/// Body of `POST /api/v1/rooms/{id}/messages` and `POST /api/v1/messages/{id}/comments`.
+/// `content` is the documented field; the rest are Confab extensions, all optional.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct NewMessage {
+    pub content: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub markup_type: Option<MarkupType>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message_type: Option<MessageType>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority: Option<Priority>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issue_properties: Option<IssueProperties>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub meeting_properties: Option<MeetingProperties>,
+    /// Extension: post a comment through the room endpoint.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent_message_id: Option<MessageId>,
+}
+
+/// One event on `/api/v1/events`: `{"type": "...", "data": {...}}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ServerEvent {
+    #[serde(rename = "type")]
+    pub event_type: String,
+    pub data: serde_json::Value,
+}
+
+/// The error body every failing endpoint returns.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ErrorBody {
+    pub error_text: String,
+    pub http_status_code: u16,
+}

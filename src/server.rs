@@ -1,0 +1,161 @@
+//! Server start-up and shutdown: take the storage folder, open storage, make the first
+//! administrator, set up TLS, start the actors and the HTTPS listener, and stop cleanly on
+//! SIGINT/SIGTERM (close event streams with a close frame, stop accepting, flush, exit 0).
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::{Actor, Supervisor};
+use actix_web::{middleware, web, App, HttpServer};
+
+use crate::actors::registry::Shutdown;
+use crate::actors::Registry;
+use crate::api::{self, auth, AppState};
+use crate::config::ServerConfig;
+use crate::storage::{self, StorageError, Store};
+use crate::tls;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("{0}")]
+    Storage(#[from] StorageError),
+    #[error("{0}")]
+    Tls(#[from] tls::TlsError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind { addr: String, source: std::io::Error },
+    #[error("{0}")]
+    Other(String),
+}
+
+/// Creates the administrator on an empty storage folder; its random password goes to
+/// `<storage>/initial-admin-password` (mode 0600) and to the log, once.
+fn ensure_admin(store: &Store, dir: &Path) -> Result<(), StartError> {
+    if store.user_count() > 0 {
+        return Ok(());
+    }
+    let password = api::users::generate_password();
+    let hash = auth::hash_password(&password).map_err(|e| StartError::Other(e.to_string()))?;
+    store.create_user("admin", "Administrator", hash, true)?;
+    store.flush()?;
+    let path = dir.join("initial-admin-password");
+    write_secret(&path, &format!("{password}\n"))
+        .map_err(|e| StartError::Other(format!("cannot write {}: {e}", path.display())))?;
+    tracing::info!(
+        "created the administrator 'admin' with password {password} (also in {})",
+        path.display()
+    );
+    Ok(())
+}
+
+fn write_secret(path: &Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .write(true)
+        .mode(0o600)
+        .open(path)?;
+    f.write_all(text.as_bytes())?;
+    f.sync_all()
+}
+
+fn host_name() -> Option<String> {
+    let mut buf = [0u8; 256];
+    // SAFETY: the buffer is valid for its whole length; gethostname NUL-terminates on success.
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    if rc != 0 {
+        return None;
+    }
+    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    String::from_utf8(buf[..end].to_vec()).ok().filter(|s| !s.is_empty())
+}
+
+/// Runs the server until a signal stops it. Must be called inside an actix system.
+pub async fn run(config: ServerConfig) -> Result<(), StartError> {
+    let lock = storage::prepare_folder(&config.storage_dir)?;
+    let store = Arc::new(Store::open(&config.storage_dir, config.cache_bytes)?);
+    ensure_admin(&store, &config.storage_dir)?;
+
+    let identity = match (&config.tls_cert, &config.tls_key) {
+        (Some(cert), Some(key)) => tls::load(cert, key, config.tls_key_password.as_deref())?,
+        (None, None) => {
+            let mut hosts = vec!["localhost".to_string(), "127.0.0.1".into(), "::1".into()];
+            hosts.extend(host_name());
+            hosts.push(config.listen_host.clone());
+            tls::load_or_generate(&config.storage_dir, &hosts)?
+        }
+        _ => return Err(tls::TlsError::HalfPair.into()),
+    };
+    let acceptor = identity.acceptor()?;
+
+    let registry_store = store.clone();
+    let registry = Supervisor::start(move |_| Registry::new(registry_store));
+    let state = web::Data::new(AppState::new(store.clone(), registry.clone(), config.limits.clone()));
+    let limits = config.limits.clone();
+    let web_root = config.web_root.clone();
+
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(state.clone())
+            .wrap(middleware::DefaultHeaders::new().add(("X-Content-Type-Options", "nosniff")))
+            .configure(|cfg| api::configure(cfg, &limits, web_root.clone()))
+    })
+    .workers(config.workers)
+    .max_connections(config.max_connections)
+    .backlog(4096)
+    .client_request_timeout(Duration::from_secs(10))
+    .disable_signals()
+    .shutdown_timeout(5)
+    .bind_openssl(config.listen, acceptor)
+    .map_err(|source| StartError::Bind {
+        addr: config.listen.to_string(),
+        source,
+    })?;
+    for addr in server.addrs() {
+        tracing::info!("listening on https://{addr} (storage {})", config.storage_dir.display());
+    }
+    tracing::info!(
+        "TLS certificate {} SHA-256 fingerprint {}",
+        identity.source,
+        identity.fingerprint()
+    );
+    let server = server.run();
+    let handle = server.handle();
+
+    actix_rt::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("shutting down: closing event streams");
+        let closed = registry.send(Shutdown).await.unwrap_or(0);
+        tracing::info!("closed {closed} event stream(s)");
+        // Give the writers a moment to put the close frames on the wire.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        handle.stop(true).await;
+    });
+
+    let result = server.await;
+    store.flush()?;
+    drop(lock);
+    tracing::info!("stopped; storage flushed");
+    result.map_err(|e| StartError::Other(format!("server error: {e}")))
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! {
+                _ = term.recv() => {},
+                _ = int.recv() => {},
+            }
+        }
+        _ => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+/// Keeps `Actor` in scope for `Supervisor::start` users.
+#[allow(dead_code)]
+fn _assert_actor<A: Actor>() {}
