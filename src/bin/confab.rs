@@ -1,1 +1,418 @@
-fn main() {}
+//! `confab`: the command-line client of a Confab server.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use argh::FromArgs;
+use confab::client::{trust, Client, ClientError, Direction, Trust};
+use serde_json::json;
+
+/// Talk to a Confab server from the command line.
+#[derive(FromArgs)]
+struct Cli {
+    /// server HOST:PORT (or CONFAB_SERVER; default localhost:7777)
+    #[argh(option)]
+    server: Option<String>,
+    /// user name to log in as (or CONFAB_USER; default admin)
+    #[argh(option)]
+    user: Option<String>,
+    /// file holding the password (otherwise CONFAB_PASSWORD)
+    #[argh(option)]
+    password_file: Option<PathBuf>,
+    /// print JSON
+    #[argh(switch)]
+    json: bool,
+    /// trust certificates signed by this CA bundle (PEM)
+    #[argh(option)]
+    ca_file: Option<PathBuf>,
+    /// trust exactly the certificate with this SHA-256 fingerprint
+    #[argh(option)]
+    fingerprint: Option<String>,
+    /// accept any certificate (testing only)
+    #[argh(switch)]
+    insecure: bool,
+    /// known-servers file for trust on first use (default ~/.config/confab/known_servers)
+    #[argh(option)]
+    known_servers: Option<PathBuf>,
+    #[argh(subcommand)]
+    command: Command,
+}
+
+#[derive(FromArgs)]
+#[argh(subcommand)]
+enum Command {
+    Users(UsersCmd),
+    CreateUser(CreateUserCmd),
+    Rooms(RoomsCmd),
+    CreateRoom(CreateRoomCmd),
+    AddMember(AddMemberCmd),
+    Members(MembersCmd),
+    Send(SendCmd),
+    History(HistoryCmd),
+    Comment(CommentCmd),
+    Comments(CommentsCmd),
+    Delete(DeleteCmd),
+    Read(ReadCmd),
+    Follow(FollowCmd),
+    Token(TokenCmd),
+    Status(StatusCmd),
+    Health(HealthCmd),
+}
+
+/// list users
+#[derive(FromArgs)]
+#[argh(subcommand, name = "users")]
+struct UsersCmd {}
+
+/// create a user (administrators); prints its id (and a generated password)
+#[derive(FromArgs)]
+#[argh(subcommand, name = "create-user")]
+struct CreateUserCmd {
+    /// user name
+    #[argh(positional)]
+    name: String,
+    /// file holding the new user's password (generated when absent)
+    #[argh(option)]
+    password_file: Option<PathBuf>,
+    /// make the user an administrator
+    #[argh(switch)]
+    admin: bool,
+}
+
+/// list your rooms
+#[derive(FromArgs)]
+#[argh(subcommand, name = "rooms")]
+struct RoomsCmd {}
+
+/// create a group room; prints its id
+#[derive(FromArgs)]
+#[argh(subcommand, name = "create-room")]
+struct CreateRoomCmd {
+    /// room name
+    #[argh(positional)]
+    name: String,
+    /// a member (user id or name); repeat for more
+    #[argh(option)]
+    member: Vec<String>,
+}
+
+/// add a member to a room (moderators and administrators)
+#[derive(FromArgs)]
+#[argh(subcommand, name = "add-member")]
+struct AddMemberCmd {
+    /// room id or unique name
+    #[argh(positional)]
+    room: String,
+    /// user id or name
+    #[argh(positional)]
+    user: String,
+}
+
+/// list a room's members
+#[derive(FromArgs)]
+#[argh(subcommand, name = "members")]
+struct MembersCmd {
+    /// room id or unique name
+    #[argh(positional)]
+    room: String,
+}
+
+/// send a message; prints its id once the server has stored it
+#[derive(FromArgs)]
+#[argh(subcommand, name = "send")]
+struct SendCmd {
+    /// room id or unique name
+    #[argh(positional)]
+    room: String,
+    /// the text
+    #[argh(positional)]
+    text: String,
+}
+
+/// show a room's messages, oldest first
+#[derive(FromArgs)]
+#[argh(subcommand, name = "history")]
+struct HistoryCmd {
+    /// room id or unique name
+    #[argh(positional)]
+    room: String,
+    /// at most this many messages (the newest ones)
+    #[argh(option)]
+    limit: Option<usize>,
+    /// only messages older than this message id
+    #[argh(option)]
+    before: Option<u64>,
+}
+
+/// comment on a message; prints the comment's id
+#[derive(FromArgs)]
+#[argh(subcommand, name = "comment")]
+struct CommentCmd {
+    /// message id
+    #[argh(positional)]
+    message_id: u64,
+    /// the text
+    #[argh(positional)]
+    text: String,
+}
+
+/// show a message's comments
+#[derive(FromArgs)]
+#[argh(subcommand, name = "comments")]
+struct CommentsCmd {
+    /// message id
+    #[argh(positional)]
+    message_id: u64,
+}
+
+/// delete a message
+#[derive(FromArgs)]
+#[argh(subcommand, name = "delete")]
+struct DeleteCmd {
+    /// message id
+    #[argh(positional)]
+    message_id: u64,
+}
+
+/// mark a message as read
+#[derive(FromArgs)]
+#[argh(subcommand, name = "read")]
+struct ReadCmd {
+    /// message id
+    #[argh(positional)]
+    message_id: u64,
+}
+
+/// print events as JSON lines until COUNT events or TIMEOUT seconds
+#[derive(FromArgs)]
+#[argh(subcommand, name = "follow")]
+struct FollowCmd {
+    /// stop after this many events
+    #[argh(option)]
+    count: Option<usize>,
+    /// stop after this many seconds
+    #[argh(option)]
+    timeout: Option<u64>,
+}
+
+/// create a Web API access token (the previous one stops working) and print it
+#[derive(FromArgs)]
+#[argh(subcommand, name = "token")]
+struct TokenCmd {}
+
+/// show who you are logged in as
+#[derive(FromArgs)]
+#[argh(subcommand, name = "status")]
+struct StatusCmd {}
+
+/// show the server's health figures
+#[derive(FromArgs)]
+#[argh(subcommand, name = "health")]
+struct HealthCmd {}
+
+fn fail(e: impl std::fmt::Display) -> ! {
+    eprintln!("confab: {e}");
+    std::process::exit(1);
+}
+
+fn read_secret(path: &PathBuf) -> String {
+    match std::fs::read_to_string(path) {
+        Ok(s) => s.trim_end_matches(['\n', '\r']).to_string(),
+        Err(e) => fail(format!("cannot read {}: {e}", path.display())),
+    }
+}
+
+fn main() {
+    let args: Vec<String> = confab::config::normalize_help_flags(std::env::args());
+    let strs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let cli = match Cli::from_args(&[strs.first().copied().unwrap_or("confab")], strs.get(1..).unwrap_or(&[])) {
+        Ok(c) => c,
+        Err(early) => {
+            if early.status.is_ok() {
+                println!("{}", early.output);
+                std::process::exit(0);
+            }
+            eprintln!("{}", early.output);
+            std::process::exit(2);
+        }
+    };
+    let system = actix_rt::System::new();
+    if let Err(e) = system.block_on(run(cli)) {
+        fail(e);
+    }
+}
+
+async fn connect(cli: &Cli) -> Result<Client, ClientError> {
+    let server = cli
+        .server
+        .clone()
+        .or_else(|| std::env::var("CONFAB_SERVER").ok())
+        .unwrap_or_else(|| "localhost:7777".into());
+    let trust = if let Some(ca) = &cli.ca_file {
+        Trust::CaFile(ca.clone())
+    } else if let Some(fp) = &cli.fingerprint {
+        Trust::Fingerprint(fp.clone())
+    } else if cli.insecure {
+        Trust::Insecure
+    } else {
+        Trust::KnownServers(cli.known_servers.clone().unwrap_or_else(trust::default_known_servers))
+    };
+    let mut client = Client::new(&server, trust)?;
+    if let Ok(token) = std::env::var("CONFAB_TOKEN") {
+        client.use_token(&token);
+        return Ok(client);
+    }
+    let user = cli
+        .user
+        .clone()
+        .or_else(|| std::env::var("CONFAB_USER").ok())
+        .unwrap_or_else(|| "admin".into());
+    let password = match &cli.password_file {
+        Some(p) => read_secret(p),
+        None => std::env::var("CONFAB_PASSWORD").map_err(|_| {
+            ClientError::Usage("no password: give --password-file FILE or set CONFAB_PASSWORD (or CONFAB_TOKEN)".into())
+        })?,
+    };
+    client.login(&user, &password).await?;
+    Ok(client)
+}
+
+fn print_messages(cli: &Cli, messages: &[confab::model::TextMessage]) {
+    if cli.json {
+        println!("{}", json!(messages));
+        return;
+    }
+    for m in messages {
+        let comments = if m.comment_count > 0 { format!(" [{} comments]", m.comment_count) } else { String::new() };
+        println!("{}\t{}\tuser {}\t{}{}", m.message_id, m.created_utc, m.user_id, m.text, comments);
+    }
+}
+
+async fn run(cli: Cli) -> Result<(), ClientError> {
+    let mut c = connect(&cli).await?;
+    let out = |v: serde_json::Value, plain: String| {
+        if cli.json {
+            println!("{v}");
+        } else {
+            println!("{plain}");
+        }
+    };
+    match &cli.command {
+        Command::Users(_) => {
+            let users = c.users().await?;
+            if cli.json {
+                println!("{}", json!(users));
+            } else {
+                for u in users {
+                    println!("{}\t{}\t{}\t{:?}{}", u.user_id, u.user_name, u.display_name, u.status, if u.is_admin { "\tadmin" } else { "" });
+                }
+            }
+        }
+        Command::CreateUser(cmd) => {
+            let password = cmd.password_file.as_ref().map(read_secret);
+            let (id, generated) = c.create_user(&cmd.name, password.as_deref(), cmd.admin).await?;
+            match generated {
+                Some(p) => out(json!({ "userId": id, "password": p }), format!("{id}\npassword: {p}")),
+                None => out(json!({ "userId": id }), id.to_string()),
+            }
+        }
+        Command::Rooms(_) => {
+            let rooms = c.rooms().await?;
+            if cli.json {
+                println!("{}", json!(rooms));
+            } else {
+                for r in rooms {
+                    println!("{}\t{}\t{:?}\tunread {}", r.room_id, r.display_name, r.room_type, r.unread_message_count);
+                }
+            }
+        }
+        Command::CreateRoom(cmd) => {
+            let mut members = Vec::new();
+            for m in &cmd.member {
+                members.push(c.resolve_user(m).await?);
+            }
+            let id = c.create_room(&cmd.name, &members).await?;
+            out(json!({ "roomId": id }), id.to_string());
+        }
+        Command::AddMember(cmd) => {
+            let room = c.resolve_room(&cmd.room).await?;
+            let user = c.resolve_user(&cmd.user).await?;
+            c.add_member(room, user).await?;
+            out(json!({ "roomId": room, "userId": user }), format!("added user {user} to room {room}"));
+        }
+        Command::Members(cmd) => {
+            let room = c.resolve_room(&cmd.room).await?;
+            let members = c.members(room).await?;
+            if cli.json {
+                println!("{}", json!(members));
+            } else {
+                for m in members {
+                    println!("{}{}", m["userId"], if m["isModerator"] == json!(true) { "\tmoderator" } else { "" });
+                }
+            }
+        }
+        Command::Send(cmd) => {
+            let room = c.resolve_room(&cmd.room).await?;
+            let m = c.send_text(room, &cmd.text).await?;
+            out(json!({ "messageId": m.message_id, "message": m }), m.message_id.to_string());
+        }
+        Command::History(cmd) => {
+            let room = c.resolve_room(&cmd.room).await?;
+            let messages = c.history(room, cmd.before, cmd.limit, Some(Direction::Backward)).await?;
+            print_messages(&cli, &messages);
+        }
+        Command::Comment(cmd) => {
+            let m = c.comment(cmd.message_id, &cmd.text).await?;
+            out(json!({ "messageId": m.message_id, "message": m }), m.message_id.to_string());
+        }
+        Command::Comments(cmd) => {
+            let messages = c.comments(cmd.message_id, None, None, None).await?;
+            print_messages(&cli, &messages);
+        }
+        Command::Delete(cmd) => {
+            c.delete_message(cmd.message_id).await?;
+            out(json!({ "deleted": cmd.message_id }), format!("deleted {}", cmd.message_id));
+        }
+        Command::Read(cmd) => {
+            c.mark_read(cmd.message_id).await?;
+            out(json!({ "read": cmd.message_id }), format!("marked {} as read", cmd.message_id));
+        }
+        Command::Follow(cmd) => {
+            let mut events = c.events().await?;
+            // Tell whoever waits for us (scripts, tests) that the stream is open.
+            eprintln!("confab: following events");
+            let deadline = cmd.timeout.map(|s| Instant::now() + Duration::from_secs(s));
+            let mut seen = 0usize;
+            while cmd.count.is_none_or(|n| seen < n) {
+                let wait = match deadline {
+                    Some(d) => match d.checked_duration_since(Instant::now()) {
+                        Some(w) => w,
+                        None => break,
+                    },
+                    None => Duration::from_secs(3600 * 24 * 365),
+                };
+                match events.next_within(wait).await? {
+                    Some(ev) => {
+                        println!("{}", json!(ev));
+                        seen += 1;
+                    }
+                    None => break,
+                }
+            }
+            events.close().await;
+        }
+        Command::Token(_) => {
+            let t = c.create_token().await?;
+            out(json!({ "token": t }), t);
+        }
+        Command::Status(_) => {
+            let v = c.status().await?;
+            out(v.clone(), format!("logged in as user {}", v["userId"]));
+        }
+        Command::Health(_) => {
+            let v = c.server_health().await?;
+            println!("{}", if cli.json { v.to_string() } else { serde_json::to_string_pretty(&v).unwrap_or_default() });
+        }
+    }
+    Ok(())
+}

@@ -1,1 +1,472 @@
-//! Client library (filled below).
+//! The Rust client of the Confab / Virola Web API: used by the `confab` CLI, the
+//! integration tests and the benchmark. It runs on an actix (single-threaded tokio)
+//! runtime, like awc, the HTTP client it is built on.
+
+pub mod trust;
+
+use std::time::Duration;
+
+use actix_codec::Framed;
+use awc::ws;
+use futures_util::{SinkExt, StreamExt};
+use serde::de::DeserializeOwned;
+use serde_json::{json, Value};
+
+use crate::model::{ErrorBody, NewMessage, Room, RoomPermissions, ServerEvent, TextMessage, User};
+pub use trust::{normalize_fingerprint, Trust};
+use trust::TrustState;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The server answered with an error body.
+    #[error("{text} (HTTP {status})")]
+    Api { status: u16, text: String },
+    #[error("TLS: {0}")]
+    Tls(String),
+    #[error("cannot reach the server: {0}")]
+    Transport(String),
+    #[error("unexpected answer from the server: {0}")]
+    Decode(String),
+    #[error("{0}")]
+    Usage(String),
+}
+
+impl ClientError {
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            ClientError::Api { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+enum Credential {
+    Session(String),
+    Token(String),
+}
+
+/// Which way a history page goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    Backward,
+    Forward,
+}
+
+pub struct Client {
+    http: awc::Client,
+    base: String,
+    trust: TrustState,
+    credential: Option<Credential>,
+    pub user_id: Option<u64>,
+}
+
+const MAX_BODY: usize = 256 * 1024 * 1024;
+
+impl Client {
+    /// A client for `server` (`HOST:PORT`) with the given certificate trust.
+    pub fn new(server: &str, trust: Trust) -> Result<Client, ClientError> {
+        Self::with_pool_limit(server, trust, 100)
+    }
+
+    /// Like [`Client::new`], with at most `limit` pooled connections (0 = no limit).
+    pub fn with_pool_limit(server: &str, trust: Trust, limit: usize) -> Result<Client, ClientError> {
+        let (trust, connector) = TrustState::new(trust, server)?;
+        let http = awc::Client::builder()
+            .connector(
+                awc::Connector::new()
+                    .openssl(connector)
+                    .limit(limit)
+                    .timeout(Duration::from_secs(10))
+                    .handshake_timeout(Duration::from_secs(10)),
+            )
+            .timeout(Duration::from_secs(60))
+            .finish();
+        Ok(Client {
+            http,
+            base: format!("https://{server}"),
+            trust,
+            credential: None,
+            user_id: None,
+        })
+    }
+
+    pub fn server(&self) -> &str {
+        &self.trust.server
+    }
+
+    /// Use a Web API token (`Authorization: Bearer`) for every request.
+    pub fn use_token(&mut self, token: &str) {
+        self.credential = Some(Credential::Token(token.to_string()));
+    }
+
+    /// The session id from the last login, if any.
+    pub fn session_id(&self) -> Option<&str> {
+        match &self.credential {
+            Some(Credential::Session(s)) => Some(s),
+            _ => None,
+        }
+    }
+
+    fn authorize(&self, mut req: awc::ClientRequest) -> awc::ClientRequest {
+        match &self.credential {
+            Some(Credential::Session(s)) => {
+                req = req.insert_header(("Cookie", format!("VirolaUserSessionId={s}")))
+            }
+            Some(Credential::Token(t)) => req = req.insert_header(("Authorization", format!("Bearer {t}"))),
+            None => {}
+        }
+        req
+    }
+
+    /// Sends a request and returns the raw status and JSON body, whatever the status.
+    pub async fn request_raw(
+        &mut self,
+        method: awc::http::Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<(u16, Value), ClientError> {
+        let url = format!("{}{}", self.base, path);
+        let req = self.authorize(self.http.request(method, url));
+        let sent = match body {
+            Some(b) => req.insert_header(("Content-Type", "application/json")).send_body(b).await,
+            None => req.send().await,
+        };
+        let mut resp = sent.map_err(|e| self.trust.explain_failure(e.to_string()))?;
+        self.trust.record_if_new()?;
+        let status = resp.status().as_u16();
+        let bytes = resp
+            .body()
+            .limit(MAX_BODY)
+            .await
+            .map_err(|e| ClientError::Transport(e.to_string()))?;
+        let value: Value = serde_json::from_slice(&bytes).map_err(|e| {
+            ClientError::Decode(format!("HTTP {status}, body is not JSON ({e}): {}", String::from_utf8_lossy(&bytes[..bytes.len().min(200)])))
+        })?;
+        Ok((status, value))
+    }
+
+    async fn call(&mut self, method: awc::http::Method, path: &str, body: Option<Value>) -> Result<Value, ClientError> {
+        let bytes = body.map(|b| serde_json::to_vec(&b).unwrap_or_default());
+        let (status, value) = self.request_raw(method, path, bytes).await?;
+        if status != 200 {
+            let err: ErrorBody = serde_json::from_value(value.clone()).unwrap_or(ErrorBody {
+                error_text: value.to_string(),
+                http_status_code: status,
+            });
+            return Err(ClientError::Api { status, text: err.error_text });
+        }
+        Ok(value)
+    }
+
+    async fn get(&mut self, path: &str) -> Result<Value, ClientError> {
+        self.call(awc::http::Method::GET, path, None).await
+    }
+
+    async fn post(&mut self, path: &str, body: Value) -> Result<Value, ClientError> {
+        self.call(awc::http::Method::POST, path, Some(body)).await
+    }
+
+    fn field<T: DeserializeOwned>(value: &Value, name: &str) -> Result<T, ClientError> {
+        serde_json::from_value(value.get(name).cloned().unwrap_or(Value::Null))
+            .map_err(|e| ClientError::Decode(format!("field '{name}': {e}")))
+    }
+
+    // ---- documented endpoints -----------------------------------------------------------
+
+    /// `POST /api/v1/login`; later requests carry the session cookie.
+    pub async fn login(&mut self, user_name: &str, password: &str) -> Result<u64, ClientError> {
+        let v = self
+            .post("/api/v1/login", json!({ "userName": user_name, "password": password }))
+            .await?;
+        let user_id: u64 = Self::field(&v, "userId")?;
+        let session: String = Self::field(&v, "userSessionId")?;
+        self.credential = Some(Credential::Session(session));
+        self.user_id = Some(user_id);
+        Ok(user_id)
+    }
+
+    pub async fn logout(&mut self) -> Result<(), ClientError> {
+        self.post("/api/v1/logout", json!({})).await?;
+        self.credential = None;
+        Ok(())
+    }
+
+    pub async fn status(&mut self) -> Result<Value, ClientError> {
+        self.get("/api/v1/status").await
+    }
+
+    pub async fn server_health(&mut self) -> Result<Value, ClientError> {
+        self.get("/api/v1/server-health").await
+    }
+
+    pub async fn users(&mut self) -> Result<Vec<User>, ClientError> {
+        let v = self.get("/api/v1/users").await?;
+        Self::field(&v, "users")
+    }
+
+    pub async fn rooms(&mut self) -> Result<Vec<Room>, ClientError> {
+        let v = self.get("/api/v1/rooms").await?;
+        Self::field(&v, "rooms")
+    }
+
+    /// `GET /api/v1/rooms/{id}/messages` with the documented paging parameters.
+    pub async fn history(
+        &mut self,
+        room_id: u64,
+        cursor: Option<u64>,
+        limit: Option<usize>,
+        direction: Option<Direction>,
+    ) -> Result<Vec<TextMessage>, ClientError> {
+        let path = format!("/api/v1/rooms/{room_id}/messages{}", page_query(cursor, limit, direction));
+        let v = self.get(&path).await?;
+        Self::field(&v, "messages")
+    }
+
+    /// Posts a message; returns it as stored (the server answers after fsync).
+    pub async fn send(&mut self, room_id: u64, message: &NewMessage) -> Result<TextMessage, ClientError> {
+        let body = serde_json::to_value(message).map_err(|e| ClientError::Usage(e.to_string()))?;
+        let v = self.post(&format!("/api/v1/rooms/{room_id}/messages"), body).await?;
+        Self::field(&v, "message")
+    }
+
+    pub async fn send_text(&mut self, room_id: u64, text: &str) -> Result<TextMessage, ClientError> {
+        self.send(room_id, &NewMessage { content: text.to_string(), ..Default::default() }).await
+    }
+
+    pub async fn delete_message(&mut self, message_id: u64) -> Result<(), ClientError> {
+        self.call(awc::http::Method::DELETE, &format!("/api/v1/messages/{message_id}"), None)
+            .await
+            .map(|_| ())
+    }
+
+    pub async fn mark_read(&mut self, message_id: u64) -> Result<(), ClientError> {
+        self.post(&format!("/api/v1/messages/{message_id}/read"), json!({})).await.map(|_| ())
+    }
+
+    pub async fn comments(
+        &mut self,
+        message_id: u64,
+        cursor: Option<u64>,
+        limit: Option<usize>,
+        direction: Option<Direction>,
+    ) -> Result<Vec<TextMessage>, ClientError> {
+        let path = format!("/api/v1/messages/{message_id}/comments{}", page_query(cursor, limit, direction));
+        let v = self.get(&path).await?;
+        Self::field(&v, "messages")
+    }
+
+    pub async fn comment(&mut self, message_id: u64, text: &str) -> Result<TextMessage, ClientError> {
+        let v = self
+            .post(&format!("/api/v1/messages/{message_id}/comments"), json!({ "content": text }))
+            .await?;
+        Self::field(&v, "message")
+    }
+
+    pub async fn permissions(&mut self, room_id: u64) -> Result<RoomPermissions, ClientError> {
+        let v = self.get(&format!("/api/v1/room-permissions/{room_id}")).await?;
+        let inner = v.get("roomPermissions").cloned().unwrap_or(Value::Null);
+        Self::field(&inner, "permissions")
+    }
+
+    // ---- Confab extensions ---------------------------------------------------------------
+
+    /// Creates a user (administrators); returns its id and the generated password if none
+    /// was given.
+    pub async fn create_user(
+        &mut self,
+        user_name: &str,
+        password: Option<&str>,
+        is_admin: bool,
+    ) -> Result<(u64, Option<String>), ClientError> {
+        let mut body = json!({ "userName": user_name, "isAdmin": is_admin });
+        if let Some(p) = password {
+            body["password"] = json!(p);
+        }
+        let v = self.post("/api/v1/users", body).await?;
+        Ok((Self::field(&v, "userId")?, Self::field(&v, "password").ok()))
+    }
+
+    pub async fn create_room(&mut self, name: &str, members: &[u64]) -> Result<u64, ClientError> {
+        let v = self
+            .post("/api/v1/rooms", json!({ "displayName": name, "members": members }))
+            .await?;
+        Self::field(&v, "roomId")
+    }
+
+    pub async fn create_private_room(&mut self, other: u64) -> Result<u64, ClientError> {
+        let v = self
+            .post("/api/v1/rooms", json!({ "roomType": "Private", "members": [other] }))
+            .await?;
+        Self::field(&v, "roomId")
+    }
+
+    pub async fn add_member(&mut self, room_id: u64, user_id: u64) -> Result<(), ClientError> {
+        self.post(&format!("/api/v1/rooms/{room_id}/members"), json!({ "userId": user_id }))
+            .await
+            .map(|_| ())
+    }
+
+    pub async fn members(&mut self, room_id: u64) -> Result<Vec<Value>, ClientError> {
+        let v = self.get(&format!("/api/v1/rooms/{room_id}/members")).await?;
+        Self::field(&v, "members")
+    }
+
+    /// A new Web API token; the previous one stops working.
+    pub async fn create_token(&mut self) -> Result<String, ClientError> {
+        let v = self.post("/api/v1/web-api-token", json!({})).await?;
+        Self::field(&v, "token")
+    }
+
+    /// A room id from an id or a display name unique among the user's rooms.
+    pub async fn resolve_room(&mut self, room: &str) -> Result<u64, ClientError> {
+        if let Ok(id) = room.parse() {
+            return Ok(id);
+        }
+        let matches: Vec<u64> = self
+            .rooms()
+            .await?
+            .into_iter()
+            .filter(|r| r.display_name == room)
+            .map(|r| r.room_id)
+            .collect();
+        match matches.as_slice() {
+            [id] => Ok(*id),
+            [] => Err(ClientError::Usage(format!("no room named '{room}' among your rooms"))),
+            _ => Err(ClientError::Usage(format!("several rooms are named '{room}'; use the room id"))),
+        }
+    }
+
+    /// A user id from an id or a user name.
+    pub async fn resolve_user(&mut self, user: &str) -> Result<u64, ClientError> {
+        if let Ok(id) = user.parse() {
+            return Ok(id);
+        }
+        self.users()
+            .await?
+            .into_iter()
+            .find(|u| u.user_name.eq_ignore_ascii_case(user))
+            .map(|u| u.user_id)
+            .ok_or_else(|| ClientError::Usage(format!("no user named '{user}'")))
+    }
+
+    /// Opens the event stream (`/api/v1/events`).
+    pub async fn events(&mut self) -> Result<EventStream, ClientError> {
+        let url = format!("{}/api/v1/events", self.base);
+        let mut req = self.http.ws(url).max_frame_size(16 * 1024 * 1024);
+        match &self.credential {
+            Some(Credential::Session(s)) => req = req.header("Cookie", format!("VirolaUserSessionId={s}")),
+            Some(Credential::Token(t)) => req = req.header("Authorization", format!("Bearer {t}")),
+            None => {}
+        }
+        let (resp, framed) = req.connect().await.map_err(|e| match e {
+            awc::error::WsClientError::InvalidResponseStatus(s) => ClientError::Api {
+                status: s.as_u16(),
+                text: "the event stream was refused".into(),
+            },
+            other => self.trust.explain_failure(other.to_string()),
+        })?;
+        drop(resp);
+        self.trust.record_if_new()?;
+        Ok(EventStream { framed })
+    }
+}
+
+fn page_query(cursor: Option<u64>, limit: Option<usize>, direction: Option<Direction>) -> String {
+    let mut parts = Vec::new();
+    if let Some(c) = cursor {
+        parts.push(format!("cursor={c}"));
+    }
+    if let Some(l) = limit {
+        parts.push(format!("limit={l}"));
+    }
+    if let Some(d) = direction {
+        parts.push(format!(
+            "direction={}",
+            if d == Direction::Backward { "backward" } else { "forward" }
+        ));
+    }
+    if parts.is_empty() {
+        String::new()
+    } else {
+        format!("?{}", parts.join("&"))
+    }
+}
+
+/// The event WebSocket: server events, one at a time.
+pub struct EventStream {
+    framed: Framed<awc::BoxedSocket, ws::Codec>,
+}
+
+/// Why an event stream ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Closed {
+    pub code: Option<u16>,
+    pub reason: Option<String>,
+}
+
+impl EventStream {
+    /// The next event; `Ok(None)` when the server closed the stream (see [`Self::next_frame`]
+    /// for the close reason).
+    pub async fn next(&mut self) -> Result<Option<ServerEvent>, ClientError> {
+        match self.next_frame().await? {
+            Ok(ev) => Ok(Some(ev)),
+            Err(_) => Ok(None),
+        }
+    }
+
+    /// The next event, or how the stream closed.
+    pub async fn next_frame(&mut self) -> Result<Result<ServerEvent, Closed>, ClientError> {
+        loop {
+            let frame = match self.framed.next().await {
+                None => return Ok(Err(Closed { code: None, reason: None })),
+                Some(f) => f.map_err(|e| ClientError::Transport(e.to_string()))?,
+            };
+            match frame {
+                ws::Frame::Text(bytes) => {
+                    return serde_json::from_slice(&bytes)
+                        .map(Ok)
+                        .map_err(|e| ClientError::Decode(format!("event is not JSON: {e}")));
+                }
+                ws::Frame::Ping(p) => {
+                    let _ = self.framed.send(ws::Message::Pong(p)).await;
+                }
+                ws::Frame::Close(reason) => {
+                    return Ok(Err(Closed {
+                        code: reason.as_ref().map(|r| u16::from(r.code)),
+                        reason: reason.and_then(|r| r.description),
+                    }))
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// The next event within `timeout` (`Ok(None)` on timeout or close).
+    pub async fn next_within(&mut self, timeout: Duration) -> Result<Option<ServerEvent>, ClientError> {
+        match tokio::time::timeout(timeout, self.next()).await {
+            Ok(r) => r,
+            Err(_) => Ok(None),
+        }
+    }
+
+    /// Sends a raw text frame (the server answers `{"type":"Ping"}` with `Pong`).
+    pub async fn send_text(&mut self, text: &str) -> Result<(), ClientError> {
+        self.framed
+            .send(ws::Message::Text(text.to_string().into()))
+            .await
+            .map_err(|e| ClientError::Transport(e.to_string()))
+    }
+
+    /// Sends a raw binary frame.
+    pub async fn send_binary(&mut self, bytes: Vec<u8>) -> Result<(), ClientError> {
+        self.framed
+            .send(ws::Message::Binary(bytes.into()))
+            .await
+            .map_err(|e| ClientError::Transport(e.to_string()))
+    }
+
+    pub async fn close(mut self) {
+        let _ = self.framed.send(ws::Message::Close(None)).await;
+    }
+}

@@ -1,0 +1,185 @@
+//! How the client decides to trust a server's certificate: a CA file, a pinned SHA-256
+//! fingerprint, no check at all, or (the default) trust on first use remembered in a
+//! known-servers file, like SSH's known_hosts.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use openssl::hash::MessageDigest;
+use openssl::ssl::{SslConnector, SslMethod, SslVerifyMode, SslVersion};
+
+use super::ClientError;
+
+#[derive(Debug, Clone)]
+pub enum Trust {
+    /// Verify the chain against this CA bundle (and the host name).
+    CaFile(PathBuf),
+    /// Accept exactly the certificate with this SHA-256 fingerprint.
+    Fingerprint(String),
+    /// Accept any certificate (testing only).
+    Insecure,
+    /// Trust on first use, remembered in this file.
+    KnownServers(PathBuf),
+}
+
+/// Upper-case hex without separators; `None` unless it is 32 bytes of hex.
+pub fn normalize_fingerprint(fp: &str) -> Option<String> {
+    let hex: String = fp
+        .chars()
+        .filter(|c| !matches!(c, ':' | ' ' | '-'))
+        .collect::<String>()
+        .to_ascii_uppercase();
+    (hex.len() == 64 && hex.chars().all(|c| c.is_ascii_hexdigit())).then_some(hex)
+}
+
+pub fn default_known_servers() -> PathBuf {
+    if let Ok(p) = std::env::var("CONFAB_KNOWN_SERVERS") {
+        return PathBuf::from(p);
+    }
+    let base = std::env::var("XDG_CONFIG_HOME")
+        .map(PathBuf::from)
+        .or_else(|_| std::env::var("HOME").map(|h| PathBuf::from(h).join(".config")))
+        .unwrap_or_else(|_| PathBuf::from("."));
+    base.join("confab").join("known_servers")
+}
+
+fn read_known(path: &Path) -> HashMap<String, String> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| {
+            let mut parts = l.split_whitespace();
+            Some((parts.next()?.to_string(), normalize_fingerprint(parts.next()?)?))
+        })
+        .collect()
+}
+
+/// The TLS side of one client: the connector and what it saw.
+pub struct TrustState {
+    pub trust: Trust,
+    pub server: String,
+    /// The pinned fingerprint in force (explicit, or from the known-servers file).
+    pub expected: Option<String>,
+    /// Fingerprint of the last leaf certificate the server presented.
+    pub seen: Arc<Mutex<Option<String>>>,
+    recorded: bool,
+}
+
+impl TrustState {
+    pub fn new(trust: Trust, server: &str) -> Result<(TrustState, SslConnector), ClientError> {
+        let mut builder = SslConnector::builder(SslMethod::tls_client())
+            .map_err(|e| ClientError::Tls(e.to_string()))?;
+        builder
+            .set_min_proto_version(Some(SslVersion::TLS1_2))
+            .map_err(|e| ClientError::Tls(e.to_string()))?;
+        builder
+            .set_alpn_protos(b"\x08http/1.1")
+            .map_err(|e| ClientError::Tls(e.to_string()))?;
+        let seen = Arc::new(Mutex::new(None));
+        let expected = match &trust {
+            Trust::Fingerprint(fp) => Some(normalize_fingerprint(fp).ok_or_else(|| {
+                ClientError::Usage(format!(
+                    "--fingerprint '{fp}' is not a SHA-256 fingerprint (64 hex digits, colons optional)"
+                ))
+            })?),
+            Trust::KnownServers(file) => read_known(file).get(server).cloned(),
+            _ => None,
+        };
+        match &trust {
+            Trust::CaFile(file) => {
+                builder
+                    .set_ca_file(file)
+                    .map_err(|e| ClientError::Tls(format!("cannot load CA file {}: {e}", file.display())))?;
+                builder.set_verify(SslVerifyMode::PEER);
+            }
+            Trust::Insecure => builder.set_verify(SslVerifyMode::NONE),
+            Trust::Fingerprint(_) | Trust::KnownServers(_) => {
+                let seen_cb = seen.clone();
+                let expected_cb = expected.clone();
+                builder.set_verify_callback(SslVerifyMode::PEER, move |_preverified, ctx| {
+                    if ctx.error_depth() != 0 {
+                        // Chain problems are expected for self-signed certificates; the leaf
+                        // fingerprint decides.
+                        return true;
+                    }
+                    let fp = ctx
+                        .current_cert()
+                        .and_then(|c| c.digest(MessageDigest::sha256()).ok())
+                        .map(|d| hex::encode_upper(&*d));
+                    let Some(fp) = fp else { return false };
+                    if let Ok(mut s) = seen_cb.lock() {
+                        *s = Some(fp.clone());
+                    }
+                    match &expected_cb {
+                        Some(want) => *want == fp,
+                        None => true, // first use: accept, remembered after success
+                    }
+                });
+            }
+        }
+        Ok((
+            TrustState {
+                trust,
+                server: server.to_string(),
+                expected,
+                seen,
+                recorded: false,
+            },
+            builder.build(),
+        ))
+    }
+
+    /// Turns a connection failure into a clear trust error when the certificate was the cause.
+    pub fn explain_failure(&self, err: String) -> ClientError {
+        let seen = self.seen.lock().ok().and_then(|s| s.clone());
+        if let (Some(want), Some(got)) = (&self.expected, &seen) {
+            if want != got {
+                return match &self.trust {
+                    Trust::KnownServers(file) => ClientError::Tls(format!(
+                        "the certificate of {} has CHANGED: remembered SHA-256 {want}, now {got}. \
+                         If this change is expected, remove the line for {} from {} and connect again.",
+                        self.server,
+                        self.server,
+                        file.display()
+                    )),
+                    _ => ClientError::Tls(format!(
+                        "the certificate of {} does not match --fingerprint: expected {want}, got {got}",
+                        self.server
+                    )),
+                };
+            }
+        }
+        ClientError::Transport(err)
+    }
+
+    /// After a successful exchange, remember a first-use certificate.
+    pub fn record_if_new(&mut self) -> Result<(), ClientError> {
+        if self.recorded || self.expected.is_some() {
+            return Ok(());
+        }
+        let Trust::KnownServers(file) = &self.trust else { return Ok(()) };
+        let Some(fp) = self.seen.lock().ok().and_then(|s| s.clone()) else { return Ok(()) };
+        if let Some(parent) = file.parent() {
+            std::fs::create_dir_all(parent)
+                .map_err(|e| ClientError::Tls(format!("cannot create {}: {e}", parent.display())))?;
+        }
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(file)
+            .map_err(|e| ClientError::Tls(format!("cannot write {}: {e}", file.display())))?;
+        writeln!(f, "{} {}", self.server, fp)
+            .map_err(|e| ClientError::Tls(format!("cannot write {}: {e}", file.display())))?;
+        eprintln!(
+            "confab: trusting {} on first use (SHA-256 {}); remembered in {}",
+            self.server,
+            fp,
+            file.display()
+        );
+        self.expected = Some(fp);
+        self.recorded = true;
+        Ok(())
+    }
+}
