@@ -1,0 +1,232 @@
+//! Helpers shared by the integration tests: start the real `confab-server` binary on a free
+//! loopback port with a temporary storage folder, log in over real TLS, talk raw bytes.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use confab::client::{Client, Trust};
+
+pub const SERVER_BIN: &str = env!("CARGO_BIN_EXE_confab-server");
+pub const CLI_BIN: &str = env!("CARGO_BIN_EXE_confab");
+
+pub struct TestServer {
+    pub child: Option<Child>,
+    pub addr: String,
+    pub dir: PathBuf,
+    pub fingerprint: String,
+    pub log: Arc<Mutex<String>>,
+    _tmp: Option<tempfile::TempDir>,
+}
+
+/// What a server start that is expected to fail printed.
+pub struct FailedStart {
+    pub status: ExitStatus,
+    pub stderr: String,
+}
+
+impl TestServer {
+    /// A server on a fresh temporary storage folder.
+    pub fn start() -> TestServer {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = tmp.path().join("storage");
+        let mut s = Self::start_in(&dir, &[]);
+        s._tmp = Some(tmp);
+        s
+    }
+
+    /// A server on `dir` with extra arguments; panics if it does not come up.
+    pub fn start_in(dir: &Path, extra: &[&str]) -> TestServer {
+        let mut cmd = Command::new(SERVER_BIN);
+        cmd.args(["--listen", "127.0.0.1:0", "--storage-dir"])
+            .arg(dir)
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .env("NO_COLOR", "1");
+        let mut child = cmd.spawn().expect("spawn confab-server");
+        let stderr = child.stderr.take().expect("stderr");
+        let log = Arc::new(Mutex::new(String::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let log_w = log.clone();
+        std::thread::spawn(move || {
+            let mut addr = None;
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if let Some(rest) = line.split("listening on https://").nth(1) {
+                    addr = rest.split_whitespace().next().map(str::to_string);
+                }
+                if let Some(fp) = line.split("SHA-256 fingerprint ").nth(1) {
+                    let _ = tx.send((addr.clone(), fp.trim().to_string()));
+                }
+                if let Ok(mut l) = log_w.lock() {
+                    l.push_str(&line);
+                    l.push('\n');
+                }
+            }
+        });
+        match rx.recv_timeout(Duration::from_secs(30)) {
+            Ok((Some(addr), fingerprint)) => TestServer {
+                child: Some(child),
+                addr,
+                dir: dir.to_path_buf(),
+                fingerprint,
+                log,
+                _tmp: None,
+            },
+            _ => {
+                let _ = child.kill();
+                let status = child.wait().ok();
+                panic!(
+                    "server did not start (exit {status:?}):\n{}",
+                    log.lock().map(|l| l.clone()).unwrap_or_default()
+                );
+            }
+        }
+    }
+
+    /// Runs the server binary expecting it to exit by itself (a start-up error).
+    pub fn start_expect_failure(args: &[&str], uid: Option<u32>) -> FailedStart {
+        let mut cmd = Command::new(SERVER_BIN);
+        cmd.args(args).stdin(Stdio::null()).env("NO_COLOR", "1");
+        if let Some(uid) = uid {
+            use std::os::unix::process::CommandExt;
+            cmd.uid(uid).gid(uid);
+        }
+        let mut child = cmd.stdout(Stdio::null()).stderr(Stdio::piped()).spawn().expect("spawn");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = child.try_wait().expect("wait") {
+                let mut stderr = String::new();
+                let _ = child.stderr.take().map(|mut s| s.read_to_string(&mut stderr));
+                return FailedStart { status, stderr };
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("server kept running; expected it to fail with {args:?}");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn admin_password(&self) -> String {
+        std::fs::read_to_string(self.dir.join("initial-admin-password"))
+            .expect("initial-admin-password")
+            .trim()
+            .to_string()
+    }
+
+    pub fn client(&self) -> Client {
+        Client::new(&self.addr, Trust::Fingerprint(self.fingerprint.clone())).expect("client")
+    }
+
+    pub async fn login(&self, user: &str, password: &str) -> Client {
+        let mut c = self.client();
+        c.login(user, password).await.expect("login");
+        c
+    }
+
+    pub async fn admin(&self) -> Client {
+        self.login("admin", &self.admin_password()).await
+    }
+
+    /// Creates a user with a known password and returns a logged-in client for it.
+    pub async fn user(&self, admin: &mut Client, name: &str) -> (u64, Client) {
+        let password = format!("{name}-password-123");
+        let (id, _) = admin.create_user(name, Some(&password), false).await.expect("create user");
+        (id, self.login(name, &password).await)
+    }
+
+    /// SIGTERM, then the exit status.
+    pub fn stop(&mut self) -> ExitStatus {
+        let mut child = self.child.take().expect("running");
+        // SAFETY: plain kill(2) on our own child's pid.
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        wait_timeout(&mut child, Duration::from_secs(20))
+    }
+
+    /// SIGKILL: no chance to flush anything.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    pub fn log_text(&self) -> String {
+        self.log.lock().map(|l| l.clone()).unwrap_or_default()
+    }
+
+    pub fn rss_kib(&self) -> u64 {
+        let pid = self.child.as_ref().map(|c| c.id()).unwrap_or(0);
+        std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .unwrap_or_default()
+            .lines()
+            .find(|l| l.starts_with("VmRSS:"))
+            .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+            .unwrap_or(0)
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+pub fn wait_timeout(child: &mut Child, limit: Duration) -> ExitStatus {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(s) = child.try_wait().expect("wait") {
+            return s;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("process did not exit within {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Sends `request` over TLS (no certificate check) and returns the whole response text.
+pub fn raw_https(addr: &str, request: &[u8]) -> String {
+    use openssl::ssl::{SslConnector, SslMethod, SslVerifyMode};
+    let mut b = SslConnector::builder(SslMethod::tls_client()).expect("ssl");
+    b.set_verify(SslVerifyMode::NONE);
+    let connector = b.build();
+    let tcp = TcpStream::connect(addr).expect("connect");
+    tcp.set_read_timeout(Some(Duration::from_secs(10))).ok();
+    let mut tls = connector.connect("localhost", tcp).expect("tls handshake");
+    tls.write_all(request).expect("write");
+    let mut out = Vec::new();
+    let _ = tls.read_to_end(&mut out);
+    String::from_utf8_lossy(&out).to_string()
+}
+
+/// A raw HTTP/1.1 request with `Connection: close`.
+pub fn http_request(method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Vec<u8> {
+    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Length: {}\r\n", body.len());
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    let mut bytes = req.into_bytes();
+    bytes.extend_from_slice(body);
+    bytes
+}
+
+/// The JSON body of a raw response.
+pub fn body_json(response: &str) -> serde_json::Value {
+    let body = response.split("\r\n\r\n").nth(1).unwrap_or("");
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("not JSON ({e}): {response}"))
+}
+
+pub fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
