@@ -96,10 +96,14 @@ pub fn load(cert: &Path, key: &Path, password: Option<&str>) -> Result<TlsIdenti
         source,
     })?;
     let encrypted = key_pem.windows(9).any(|w| w == b"ENCRYPTED");
-    let pkey = match password {
-        Some(p) => PKey::private_key_from_pem_passphrase(&key_pem, p.as_bytes()),
-        None => PKey::private_key_from_pem(&key_pem),
-    }
+    // Always answer OpenSSL's pass-phrase request ourselves: its default would prompt on the
+    // terminal, which a daemon must never do.
+    let pass = password.unwrap_or("").as_bytes().to_vec();
+    let pkey = PKey::private_key_from_pem_callback(&key_pem, move |buf| {
+        let n = pass.len().min(buf.len());
+        buf[..n].copy_from_slice(&pass[..n]);
+        Ok(n)
+    })
     .map_err(|_| {
         if encrypted {
             TlsError::KeyPassword { path: key.into() }
