@@ -263,16 +263,20 @@ fn read_only_storage_folder_fails_clearly() {
     std::fs::create_dir(&ro).unwrap();
     std::fs::set_permissions(&ro, std::os::unix::fs::PermissionsExt::from_mode(0o555)).unwrap();
     std::fs::set_permissions(tmp.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-    // Root ignores permissions, so run the server as an unprivileged user when we are root.
+    // Root ignores permissions, so run the server as an unprivileged user when we are root,
+    // from a copy of the binary that user can reach wherever the checkout lives.
     let uid = if is_root() { Some(65534) } else { None };
+    let bin = tmp.path().join("confab-server");
+    std::fs::copy(SERVER_BIN, &bin).unwrap();
+    std::fs::set_permissions(&bin, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     let ro_s = ro.to_string_lossy().to_string();
-    let failed = TestServer::start_expect_failure(&["--listen", "127.0.0.1:0", "--storage-dir", &ro_s], uid);
+    let failed = TestServer::run_expect_failure(&bin, &["--listen", "127.0.0.1:0", "--storage-dir", &ro_s], uid);
     assert_eq!(failed.status.code(), Some(1), "{}", failed.stderr);
     assert!(failed.stderr.contains("is not writable") && failed.stderr.contains(&ro_s), "{}", failed.stderr);
     assert!(!failed.stderr.contains("panicked"));
 
     let nested = ro.join("sub").to_string_lossy().to_string();
-    let failed = TestServer::start_expect_failure(&["--listen", "127.0.0.1:0", "--storage-dir", &nested], uid);
+    let failed = TestServer::run_expect_failure(&bin, &["--listen", "127.0.0.1:0", "--storage-dir", &nested], uid);
     assert_eq!(failed.status.code(), Some(1), "{}", failed.stderr);
     assert!(failed.stderr.contains("cannot create the storage folder") && failed.stderr.contains(&nested), "{}", failed.stderr);
     // Nothing was written into the read-only folder.

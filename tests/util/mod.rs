@@ -92,7 +92,13 @@ impl TestServer {
 
     /// Runs the server binary expecting it to exit by itself (a start-up error).
     pub fn start_expect_failure(args: &[&str], uid: Option<u32>) -> FailedStart {
-        let mut cmd = Command::new(SERVER_BIN);
+        Self::run_expect_failure(Path::new(SERVER_BIN), args, uid)
+    }
+
+    /// Like [`Self::start_expect_failure`] with another copy of the binary (one an
+    /// unprivileged user can reach).
+    pub fn run_expect_failure(bin: &Path, args: &[&str], uid: Option<u32>) -> FailedStart {
+        let mut cmd = Command::new(bin);
         cmd.args(args).stdin(Stdio::null()).env("NO_COLOR", "1");
         if let Some(uid) = uid {
             use std::os::unix::process::CommandExt;
