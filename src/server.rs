@@ -105,6 +105,7 @@ pub async fn run(config: ServerConfig) -> Result<(), StartError> {
     .workers(config.workers)
     .max_connections(config.max_connections)
     .backlog(4096)
+    .tcp_nodelay(true)
     .client_request_timeout(Duration::from_secs(10))
     .disable_signals()
     .shutdown_timeout(5)

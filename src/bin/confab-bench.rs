@@ -1,1 +1,463 @@
-fn main() {}
+//! `confab-bench`: a load generator for Confab, on loopback only.
+//!
+//! It starts its own `confab-server` (the sibling binary) on a temporary storage folder, or
+//! uses `--server` (a loopback address). It logs in N users, opens one event WebSocket per
+//! user, spreads them over R rooms, then
+//! 1. posts as fast as P concurrent posters can get fsync-acknowledged answers, and
+//! 2. posts at a fixed rate and measures post-to-event latency at every receiver.
+//!
+//! It prints fsynced posts/s, event deliveries/s, p50/p99 latency, and the server's RSS
+//! before and after the sessions connected (memory per connected session).
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use argh::FromArgs;
+use confab::client::{Client, Trust};
+use futures_util::future::join_all;
+use serde_json::json;
+
+/// Load-test a Confab server over loopback.
+#[derive(FromArgs, Clone)]
+struct Args {
+    /// server HOST:PORT on loopback (default: start a fresh server)
+    #[argh(option)]
+    server: Option<String>,
+    /// admin password file for --server
+    #[argh(option)]
+    password_file: Option<String>,
+    /// connected event sessions (one user each)
+    #[argh(option, default = "1000")]
+    sessions: usize,
+    /// rooms the users are spread over
+    #[argh(option, default = "10")]
+    rooms: usize,
+    /// concurrent posters in the throughput phase
+    #[argh(option, default = "64")]
+    posters: usize,
+    /// messages posted in the throughput phase
+    #[argh(option, default = "20000")]
+    posts: usize,
+    /// posts per second in the latency phase
+    #[argh(option, default = "1000")]
+    rate: u64,
+    /// seconds of the latency phase
+    #[argh(option, default = "10")]
+    rate_secs: u64,
+    /// threads receiving events
+    #[argh(option, default = "2")]
+    receiver_threads: usize,
+    /// server worker threads when starting a fresh server
+    #[argh(option)]
+    server_workers: Option<usize>,
+}
+
+fn epoch() -> Instant {
+    static E: OnceLock<Instant> = OnceLock::new();
+    *E.get_or_init(Instant::now)
+}
+
+fn now_us() -> u64 {
+    epoch().elapsed().as_micros() as u64
+}
+
+struct Counters {
+    connected: AtomicUsize,
+    deliveries: AtomicU64,
+    last_delivery_us: AtomicU64,
+    latencies: Mutex<Vec<u32>>,
+}
+
+struct Server {
+    addr: String,
+    fingerprint: Option<String>,
+    admin_password: String,
+    child: Option<Child>,
+    _tmp: Option<tempfile_dir::TempDir>,
+}
+
+mod tempfile_dir {
+    /// A temporary folder removed on drop (the bench needs nothing more than this).
+    pub struct TempDir(pub std::path::PathBuf);
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
+fn is_loopback(addr: &str) -> bool {
+    use std::net::ToSocketAddrs;
+    addr.to_socket_addrs()
+        .map(|mut a| a.all(|s| s.ip().is_loopback()))
+        .unwrap_or(false)
+}
+
+fn start_server(args: &Args) -> Server {
+    if let Some(addr) = &args.server {
+        if !is_loopback(addr) {
+            eprintln!("confab-bench: --server must be a loopback address (127.0.0.0/8 or ::1)");
+            std::process::exit(2);
+        }
+        let pw = args
+            .password_file
+            .as_ref()
+            .and_then(|f| std::fs::read_to_string(f).ok())
+            .or_else(|| std::env::var("CONFAB_PASSWORD").ok())
+            .unwrap_or_default();
+        return Server { addr: addr.clone(), fingerprint: None, admin_password: pw.trim().into(), child: None, _tmp: None };
+    }
+    let exe = std::env::current_exe().expect("current exe");
+    let server_bin = exe.with_file_name("confab-server");
+    let dir = std::env::temp_dir().join(format!("confab-bench-{}", std::process::id()));
+    let tmp = tempfile_dir::TempDir(dir.clone());
+    let mut cmd = Command::new(server_bin);
+    cmd.args(["--listen", "127.0.0.1:0", "--log-level", "warn,confab=info", "--storage-dir"])
+        .arg(&dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    if let Some(w) = args.server_workers {
+        cmd.args(["--workers", &w.to_string()]);
+    }
+    // The server must not outlive the bench, however the bench ends.
+    // SAFETY: prctl in the forked child before exec; async-signal-safe.
+    unsafe {
+        use std::os::unix::process::CommandExt;
+        cmd.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().expect("start confab-server (build it with cargo build --release)");
+    let stderr = child.stderr.take().expect("stderr");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut addr = None;
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if let Some(rest) = line.split("listening on https://").nth(1) {
+                addr = rest.split_whitespace().next().map(str::to_string);
+            }
+            if let Some(fp) = line.split("SHA-256 fingerprint ").nth(1) {
+                let _ = tx.send((addr.clone(), fp.trim().to_string()));
+            }
+        }
+    });
+    let (addr, fp) = rx.recv_timeout(Duration::from_secs(30)).expect("server start");
+    let admin_password = std::fs::read_to_string(dir.join("initial-admin-password")).expect("admin password");
+    Server {
+        addr: addr.expect("address"),
+        fingerprint: Some(fp),
+        admin_password: admin_password.trim().into(),
+        child: Some(child),
+        _tmp: Some(tmp),
+    }
+}
+
+fn trust(server: &Server) -> Trust {
+    match &server.fingerprint {
+        Some(fp) => Trust::Fingerprint(fp.clone()),
+        None => Trust::Insecure,
+    }
+}
+
+fn proc_status_kib(pid: u32, key: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with(key))
+        .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// utime + stime of the process, in milliseconds.
+fn cpu_ms(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<&str> = after.split_whitespace().collect();
+    let ticks: u64 = f.get(11).and_then(|v| v.parse().ok()).unwrap_or(0) + f.get(12).and_then(|v| v.parse().ok()).unwrap_or(0);
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    ticks * 1000 / hz
+}
+
+async fn rss_kib(server: &Server, admin: &mut Client) -> u64 {
+    match &server.child {
+        Some(c) => proc_status_kib(c.id(), "VmRSS:"),
+        None => admin.server_health().await.ok().and_then(|h| h["residentMemoryBytes"].as_u64()).unwrap_or(0) / 1024,
+    }
+}
+
+fn percentile(sorted: &[u32], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[idx] as f64 / 1000.0
+}
+
+/// One receiver thread: its own runtime, its share of the sessions.
+fn spawn_receivers(addr: String, trust: Trust, sessions: Vec<String>, counters: Arc<Counters>) {
+    std::thread::spawn(move || {
+        let system = actix_rt::System::new();
+        system.block_on(async move {
+            let base = Client::with_pool_limit(&addr, trust.clone(), 0).expect("client");
+            for chunk in sessions.chunks(16) {
+                let mut opens = Vec::new();
+                for sid in chunk {
+                    let mut c = base.another();
+                    c.use_token(sid);
+                    opens.push(async move { c.events().await });
+                }
+                for stream in join_all(opens).await {
+                    let mut stream = match stream {
+                        Ok(s) => s,
+                        Err(e) => {
+                            eprintln!("event stream failed: {e}");
+                            continue;
+                        }
+                    };
+                    counters.connected.fetch_add(1, Ordering::Relaxed);
+                    let counters = counters.clone();
+                    actix_rt::spawn(async move {
+                        let mut local = Vec::new();
+                        while let Ok(Some(frame)) = stream.next_raw().await {
+                            let now = now_us();
+                            counters.deliveries.fetch_add(1, Ordering::Relaxed);
+                            counters.last_delivery_us.fetch_max(now, Ordering::Relaxed);
+                            if let Some(pos) = memchr_find(&frame, b"bench:2:") {
+                                let digits: Vec<u8> = frame[pos + 8..].iter().take_while(|b| b.is_ascii_digit()).copied().collect();
+                                if let Some(sent) = std::str::from_utf8(&digits).ok().and_then(|s| s.parse::<u64>().ok()) {
+                                    local.push(now.saturating_sub(sent).min(u32::MAX as u64) as u32);
+                                    if local.len() >= 256 {
+                                        if let Ok(mut l) = counters.latencies.lock() {
+                                            l.append(&mut local);
+                                        }
+                                    }
+                                }
+                            }
+                            if !local.is_empty() && counters.latencies.try_lock().is_ok() {
+                                if let Ok(mut l) = counters.latencies.lock() {
+                                    l.append(&mut local);
+                                }
+                            }
+                        }
+                    });
+                }
+            }
+            // Keep the runtime alive for the receivers.
+            loop {
+                tokio::time::sleep(Duration::from_secs(3600)).await;
+            }
+        });
+    });
+}
+
+fn memchr_find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+fn main() {
+    let args: Args = argh::from_env();
+    confab::raise_fd_limit();
+    epoch();
+    let server = start_server(&args);
+    let system = actix_rt::System::new();
+    let report = system.block_on(run(args.clone(), &server));
+    println!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());
+    if let Some(mut c) = server.child {
+        // SAFETY: plain kill(2) on our own child.
+        unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+        let _ = c.wait();
+    }
+    std::process::exit(0);
+}
+
+async fn run(args: Args, server: &Server) -> serde_json::Value {
+    let t = trust(server);
+    let mut admin = Client::new(&server.addr, t.clone()).expect("client");
+    admin.login("admin", &server.admin_password).await.expect("admin login");
+    let rss_start = rss_kib(server, &mut admin).await;
+
+    // Users, in parallel batches (argon2 on the server bounds this).
+    let setup = Instant::now();
+    let n = args.sessions.max(1);
+    let password = "bench-password-1";
+    let mut user_ids = Vec::with_capacity(n);
+    let run_tag = std::process::id();
+    for chunk in (0..n).collect::<Vec<_>>().chunks(16) {
+        let futs = chunk.iter().map(|i| {
+            let mut c = admin.another();
+            c.use_token(admin.session_id().unwrap_or_default());
+            async move {
+                c.create_user(&format!("bench{run_tag}-{i}"), Some(password), false).await
+            }
+        });
+        for r in join_all(futs).await {
+            user_ids.push(r.expect("create user").0);
+        }
+    }
+    let rooms_n = args.rooms.max(1);
+    let mut rooms = Vec::new();
+    for r in 0..rooms_n {
+        let members: Vec<u64> = user_ids.iter().enumerate().filter(|(i, _)| i % rooms_n == r).map(|(_, &u)| u).collect();
+        rooms.push(admin.create_room(&format!("bench-room-{r}"), &members).await.expect("room"));
+    }
+    let mut sessions = Vec::with_capacity(n);
+    for chunk in (0..n).collect::<Vec<_>>().chunks(16) {
+        let futs = chunk.iter().map(|i| {
+            let mut c = admin.another();
+            async move {
+                c.login(&format!("bench{run_tag}-{i}"), password).await.expect("login");
+                c.session_id().unwrap_or_default().to_string()
+            }
+        });
+        sessions.extend(join_all(futs).await);
+    }
+    let setup_secs = setup.elapsed().as_secs_f64();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let rss_before = rss_kib(server, &mut admin).await;
+
+    // Event sessions on receiver threads.
+    let counters = Arc::new(Counters {
+        connected: AtomicUsize::new(0),
+        deliveries: AtomicU64::new(0),
+        last_delivery_us: AtomicU64::new(0),
+        latencies: Mutex::new(Vec::new()),
+    });
+    let threads = args.receiver_threads.max(1);
+    let per = n.div_ceil(threads);
+    for part in sessions.chunks(per) {
+        spawn_receivers(server.addr.clone(), t.clone(), part.to_vec(), counters.clone());
+    }
+    let connect_start = Instant::now();
+    while counters.connected.load(Ordering::Relaxed) < n && connect_start.elapsed() < Duration::from_secs(120) {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let connected = counters.connected.load(Ordering::Relaxed);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let rss_connected = rss_kib(server, &mut admin).await;
+    let per_session_kib = (rss_connected.saturating_sub(rss_before)) as f64 / connected.max(1) as f64;
+    let members_per_room = n as f64 / rooms_n as f64;
+
+    // Phase 1: throughput.
+    let health0 = admin.server_health().await.unwrap_or_default();
+    let cpu0 = server.child.as_ref().map(|c| cpu_ms(c.id()));
+    let deliveries0 = counters.deliveries.load(Ordering::Relaxed);
+    let next = Arc::new(AtomicUsize::new(0));
+    let mut clients = Vec::new();
+    for _ in 0..args.posters.max(1) {
+        let mut c = admin.another();
+        c.use_token(admin.session_id().unwrap_or_default());
+        // Open the connection before the clock starts.
+        let _ = c.status().await;
+        clients.push(c);
+    }
+    let p1_start = Instant::now();
+    let p1_start_us = now_us();
+    let mut posters = Vec::new();
+    for mut c in clients {
+        let next = next.clone();
+        let rooms = rooms.clone();
+        let total = args.posts;
+        posters.push(async move {
+            let mut ok = 0usize;
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= total {
+                    break;
+                }
+                if c.send_text(rooms[i % rooms.len()], &format!("bench:1:{}", now_us())).await.is_ok() {
+                    ok += 1;
+                }
+            }
+            ok
+        });
+    }
+    let acked: usize = join_all(posters).await.into_iter().sum();
+    let p1_secs = p1_start.elapsed().as_secs_f64();
+    let cpu1 = server.child.as_ref().map(|c| cpu_ms(c.id()));
+    let health1 = admin.server_health().await.unwrap_or_default();
+    let expected = (acked as f64 * members_per_room) as u64;
+    let wait_start = Instant::now();
+    while counters.deliveries.load(Ordering::Relaxed) - deliveries0 < expected && wait_start.elapsed() < Duration::from_secs(30) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let delivered = counters.deliveries.load(Ordering::Relaxed) - deliveries0;
+    let delivery_secs = (counters.last_delivery_us.load(Ordering::Relaxed).saturating_sub(p1_start_us)) as f64 / 1e6;
+    let fsyncs = health1["fsyncs"].as_u64().unwrap_or(0).saturating_sub(health0["fsyncs"].as_u64().unwrap_or(0));
+
+    // Phase 2: fixed rate, latency.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let deliveries2 = counters.deliveries.load(Ordering::Relaxed);
+    let rate = args.rate.max(1);
+    let total2 = (rate * args.rate_secs) as usize;
+    let conc = args.posters.max(1).min(total2.max(1));
+    let interval_us = 1_000_000 * conc as u64 / rate;
+    let mut clients = Vec::new();
+    for _ in 0..conc {
+        let mut c = admin.another();
+        c.use_token(admin.session_id().unwrap_or_default());
+        let _ = c.status().await;
+        clients.push(c);
+    }
+    let p2_start_us = now_us();
+    let mut posters = Vec::new();
+    for (p, mut c) in clients.into_iter().enumerate() {
+        let rooms = rooms.clone();
+        posters.push(async move {
+            let mut ok = 0usize;
+            let mut k = 0u64;
+            loop {
+                let i = p + (k as usize) * conc;
+                if i >= total2 {
+                    break;
+                }
+                let due = p2_start_us + k * interval_us + (p as u64 * interval_us) / conc as u64;
+                let now = now_us();
+                if due > now {
+                    tokio::time::sleep(Duration::from_micros(due - now)).await;
+                }
+                if c.send_text(rooms[i % rooms.len()], &format!("bench:2:{}", now_us())).await.is_ok() {
+                    ok += 1;
+                }
+                k += 1;
+            }
+            ok
+        });
+    }
+    let acked2: usize = join_all(posters).await.into_iter().sum();
+    let p2_secs = (now_us() - p2_start_us) as f64 / 1e6;
+    let expected2 = (acked2 as f64 * members_per_room) as u64;
+    let wait_start = Instant::now();
+    while counters.deliveries.load(Ordering::Relaxed) - deliveries2 < expected2 && wait_start.elapsed() < Duration::from_secs(30) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut lat = counters.latencies.lock().map(|l| l.clone()).unwrap_or_default();
+    lat.sort_unstable();
+    let rss_end = rss_kib(server, &mut admin).await;
+
+    json!({
+        "setup": { "users": n, "rooms": rooms_n, "membersPerRoom": members_per_room, "connectedSessions": connected, "setupSeconds": (setup_secs * 10.0).round() / 10.0 },
+        "throughput": {
+            "posters": args.posters, "postsAcked": acked, "seconds": (p1_secs * 100.0).round() / 100.0,
+            "fsyncedPostsPerSec": (acked as f64 / p1_secs).round(),
+            "fsyncs": fsyncs, "postsPerFsync": if fsyncs > 0 { ((acked as f64 / fsyncs as f64) * 10.0).round() / 10.0 } else { 0.0 },
+            "eventDeliveries": delivered, "expectedDeliveries": expected,
+            "deliveriesPerSec": if delivery_secs > 0.0 { (delivered as f64 / delivery_secs).round() } else { 0.0 },
+            "serverCpuMsPerPost": match (cpu0, cpu1) { (Some(a), Some(b)) if acked > 0 => ((b - a) as f64 / acked as f64 * 1000.0).round() / 1000.0, _ => -1.0 },
+        },
+        "latency": {
+            "targetPostsPerSec": rate, "postsAcked": acked2, "achievedPostsPerSec": (acked2 as f64 / p2_secs).round(),
+            "deliveriesMeasured": lat.len(), "expectedDeliveries": expected2,
+            "p50Ms": percentile(&lat, 0.50), "p99Ms": percentile(&lat, 0.99), "maxMs": percentile(&lat, 1.0),
+        },
+        "memory": {
+            "rssAtStartKiB": rss_start, "rssBeforeSessionsKiB": rss_before, "rssWithSessionsKiB": rss_connected,
+            "perConnectedSessionKiB": (per_session_kib * 10.0).round() / 10.0, "rssAtEndKiB": rss_end,
+        },
+    })
+}

@@ -3,6 +3,7 @@
 use confab::config::{normalize_help_flags, ServerArgs};
 
 fn main() {
+    confab::tune_allocator();
     let args: Vec<String> = normalize_help_flags(std::env::args());
     let strs: Vec<&str> = args.iter().map(String::as_str).collect();
     let cmd = strs.first().copied().unwrap_or("confab-server");
@@ -33,6 +34,8 @@ fn main() {
             std::process::exit(2);
         }
     };
+    let fds = confab::raise_fd_limit();
+    tracing::debug!("open-file limit {fds}");
     let system = actix_rt::System::new();
     match system.block_on(confab::server::run(config)) {
         Ok(()) => {}

@@ -57,6 +57,8 @@ pub struct Client {
     http: awc::Client,
     base: String,
     trust: TrustState,
+    connector: openssl::ssl::SslConnector,
+    pool_limit: usize,
     credential: Option<Credential>,
     pub user_id: Option<u64>,
 }
@@ -72,23 +74,53 @@ impl Client {
     /// Like [`Client::new`], with at most `limit` pooled connections (0 = no limit).
     pub fn with_pool_limit(server: &str, trust: Trust, limit: usize) -> Result<Client, ClientError> {
         let (trust, connector) = TrustState::new(trust, server)?;
+        Ok(Self::build(trust, connector, limit))
+    }
+
+    /// Another client for the same server and trust, with its own connections and no
+    /// credentials. Cheap: it shares the TLS context (building one loads the system CA store).
+    pub fn another(&self) -> Client {
+        Self::build(self.trust.clone(), self.connector.clone(), self.pool_limit)
+    }
+
+    fn build(trust: TrustState, connector: openssl::ssl::SslConnector, limit: usize) -> Client {
+        // TCP_NODELAY: a request leaves as separate TLS records (head, body); with Nagle on,
+        // the second waits for the server's delayed ACK, adding tens of ms to every call.
+        use actix_tls::connect::{ConnectError, ConnectInfo, Connection, ConnectorService};
+        type Info = ConnectInfo<awc::http::Uri>;
+        type Conn = Connection<awc::http::Uri, actix_rt::net::TcpStream>;
+        let tcp = actix_tls::connect::Connector::new(actix_tls::connect::Resolver::default()).service();
+        let tcp = actix_service::apply_fn::<ConnectorService, ConnectorService, _, _, Info, Info, Conn, ConnectError>(
+            tcp,
+            |req: Info, srv: &ConnectorService| {
+                let connecting = actix_service::Service::call(srv, req);
+                async move {
+                    let conn: Conn = connecting.await?;
+                    let _ = conn.io_ref().set_nodelay(true);
+                    Ok(conn)
+                }
+            },
+        );
         let http = awc::Client::builder()
             .connector(
                 awc::Connector::new()
-                    .openssl(connector)
+                    .connector(tcp)
+                    .openssl(connector.clone())
                     .limit(limit)
                     .timeout(Duration::from_secs(10))
                     .handshake_timeout(Duration::from_secs(10)),
             )
             .timeout(Duration::from_secs(60))
             .finish();
-        Ok(Client {
+        Client {
             http,
-            base: format!("https://{server}"),
+            base: format!("https://{}", trust.server),
             trust,
+            connector,
+            pool_limit: limit,
             credential: None,
             user_id: None,
-        })
+        }
     }
 
     pub fn server(&self) -> &str {
@@ -437,6 +469,25 @@ impl EventStream {
                         reason: reason.and_then(|r| r.description),
                     }))
                 }
+                _ => {}
+            }
+        }
+    }
+
+    /// The next text frame as raw bytes, undecoded (for load generators); `Ok(None)` on
+    /// close.
+    pub async fn next_raw(&mut self) -> Result<Option<bytes::Bytes>, ClientError> {
+        loop {
+            let frame = match self.framed.next().await {
+                None => return Ok(None),
+                Some(f) => f.map_err(|e| ClientError::Transport(e.to_string()))?,
+            };
+            match frame {
+                ws::Frame::Text(bytes) => return Ok(Some(bytes)),
+                ws::Frame::Ping(p) => {
+                    let _ = self.framed.send(ws::Message::Pong(p)).await;
+                }
+                ws::Frame::Close(_) => return Ok(None),
                 _ => {}
             }
         }

@@ -56,6 +56,7 @@ fn read_known(path: &Path) -> HashMap<String, String> {
 }
 
 /// The TLS side of one client: the connector and what it saw.
+#[derive(Clone)]
 pub struct TrustState {
     pub trust: Trust,
     pub server: String,
