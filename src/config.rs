@@ -56,7 +56,13 @@ pub struct ServerArgs {
 /// Rewrites `-h` and `-?` into `--help`, which is what argh understands.
 pub fn normalize_help_flags(args: impl IntoIterator<Item = String>) -> Vec<String> {
     args.into_iter()
-        .map(|a| if a == "-h" || a == "-?" { "--help".to_string() } else { a })
+        .map(|a| {
+            if a == "-h" || a == "-?" {
+                "--help".to_string()
+            } else {
+                a
+            }
+        })
         .collect()
 }
 

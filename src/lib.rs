@@ -28,7 +28,10 @@ pub fn now_ms() -> u64 {
 /// Raises this process's open-file soft limit to its hard limit: every connection is a file
 /// descriptor, and the common default of 1024 is far below what one server holds.
 pub fn raise_fd_limit() -> u64 {
-    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
     // SAFETY: getrlimit/setrlimit only read and write the struct we pass.
     unsafe {
         if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
@@ -36,7 +39,7 @@ pub fn raise_fd_limit() -> u64 {
             libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
         }
     }
-    lim.rlim_cur as u64
+    lim.rlim_cur
 }
 
 /// Tunes glibc's allocator for a long-running server: a fixed mmap threshold so large

@@ -23,7 +23,10 @@ pub enum StartError {
     #[error("{0}")]
     Tls(#[from] tls::TlsError),
     #[error("cannot listen on {addr}: {source}")]
-    Bind { addr: String, source: std::io::Error },
+    Bind {
+        addr: String,
+        source: std::io::Error,
+    },
     #[error("{0}")]
     Other(String),
 }
@@ -69,7 +72,9 @@ fn host_name() -> Option<String> {
         return None;
     }
     let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
-    String::from_utf8(buf[..end].to_vec()).ok().filter(|s| !s.is_empty())
+    String::from_utf8(buf[..end].to_vec())
+        .ok()
+        .filter(|s| !s.is_empty())
 }
 
 /// Runs the server until a signal stops it. Must be called inside an actix system.
@@ -92,7 +97,11 @@ pub async fn run(config: ServerConfig) -> Result<(), StartError> {
 
     let registry_store = store.clone();
     let registry = Supervisor::start(move |_| Registry::new(registry_store));
-    let state = web::Data::new(AppState::new(store.clone(), registry.clone(), config.limits.clone()));
+    let state = web::Data::new(AppState::new(
+        store.clone(),
+        registry.clone(),
+        config.limits.clone(),
+    ));
     let limits = config.limits.clone();
     let web_root = config.web_root.clone();
 
@@ -115,7 +124,10 @@ pub async fn run(config: ServerConfig) -> Result<(), StartError> {
         source,
     })?;
     for addr in server.addrs() {
-        tracing::info!("listening on https://{addr} (storage {})", config.storage_dir.display());
+        tracing::info!(
+            "listening on https://{addr} (storage {})",
+            config.storage_dir.display()
+        );
     }
     tracing::info!(
         "TLS certificate {} SHA-256 fingerprint {}",
@@ -144,7 +156,10 @@ pub async fn run(config: ServerConfig) -> Result<(), StartError> {
 
 async fn wait_for_signal() {
     use tokio::signal::unix::{signal, SignalKind};
-    match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+    match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
         (Ok(mut term), Ok(mut int)) => {
             tokio::select! {
                 _ = term.recv() => {},

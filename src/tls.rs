@@ -18,12 +18,20 @@ use openssl::x509::{X509NameBuilder, X509};
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
     #[error("cannot read the TLS certificate file {path}: {source}")]
-    ReadCert { path: PathBuf, source: std::io::Error },
+    ReadCert {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("cannot read the TLS private key file {path}: {source}")]
-    ReadKey { path: PathBuf, source: std::io::Error },
+    ReadKey {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("the TLS certificate file {path} holds no valid PEM certificate")]
     BadCert { path: PathBuf },
-    #[error("cannot decrypt the TLS private key {path}: wrong or missing --ssl-private-key-password")]
+    #[error(
+        "cannot decrypt the TLS private key {path}: wrong or missing --ssl-private-key-password"
+    )]
     KeyPassword { path: PathBuf },
     #[error("the TLS private key file {path} holds no valid PEM private key")]
     BadKey { path: PathBuf },
@@ -32,7 +40,10 @@ pub enum TlsError {
     #[error("--ssl-certificate and --ssl-private-key must be given together")]
     HalfPair,
     #[error("cannot write the generated TLS certificate to {path}: {source}")]
-    Write { path: PathBuf, source: std::io::Error },
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("TLS setup failed: {0}")]
     OpenSsl(#[from] openssl::error::ErrorStack),
 }
@@ -87,7 +98,8 @@ pub fn load(cert: &Path, key: &Path, password: Option<&str>) -> Result<TlsIdenti
         path: cert.into(),
         source,
     })?;
-    let chain = X509::stack_from_pem(&cert_pem).map_err(|_| TlsError::BadCert { path: cert.into() })?;
+    let chain =
+        X509::stack_from_pem(&cert_pem).map_err(|_| TlsError::BadCert { path: cert.into() })?;
     if chain.is_empty() {
         return Err(TlsError::BadCert { path: cert.into() });
     }

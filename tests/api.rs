@@ -11,7 +11,9 @@ use serde_json::json;
 use util::*;
 
 fn status_of<T: std::fmt::Debug>(r: Result<T, ClientError>) -> u16 {
-    r.expect_err("expected an error").status().expect("an API error")
+    r.expect_err("expected an error")
+        .status()
+        .expect("an API error")
 }
 
 async fn expect_event(events: &mut confab::client::EventStream, kind: &str) -> ServerEvent {
@@ -30,7 +32,11 @@ async fn expect_event(events: &mut confab::client::EventStream, kind: &str) -> S
 }
 
 async fn expect_silence(events: &mut confab::client::EventStream, ms: u64) {
-    if let Some(ev) = events.next_within(Duration::from_millis(ms)).await.expect("stream") {
+    if let Some(ev) = events
+        .next_within(Duration::from_millis(ms))
+        .await
+        .expect("stream")
+    {
         panic!("expected no event, got {ev:?}");
     }
 }
@@ -42,13 +48,22 @@ async fn login_cookie_status_logout_and_documented_errors() {
     let mut c = server.client();
     let err = c.login("admin", "wrong").await.unwrap_err();
     assert_eq!(err.status(), Some(401));
-    assert!(err.to_string().contains("The username or password is invalid."), "{err}");
+    assert!(
+        err.to_string()
+            .contains("The username or password is invalid."),
+        "{err}"
+    );
 
     // The cookie is Secure and HttpOnly; the body carries userId and userSessionId.
     let body = json!({ "userName": "admin", "password": server.admin_password() }).to_string();
     let resp = raw_https(
         &server.addr,
-        &http_request("POST", "/api/v1/login", &[("Content-Type", "application/json")], body.as_bytes()),
+        &http_request(
+            "POST",
+            "/api/v1/login",
+            &[("Content-Type", "application/json")],
+            body.as_bytes(),
+        ),
     );
     assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
     let cookie = resp
@@ -56,7 +71,10 @@ async fn login_cookie_status_logout_and_documented_errors() {
         .find(|l| l.to_ascii_lowercase().starts_with("set-cookie:"))
         .expect("set-cookie");
     assert!(cookie.contains("VirolaUserSessionId="), "{cookie}");
-    assert!(cookie.contains("Secure") && cookie.contains("HttpOnly"), "{cookie}");
+    assert!(
+        cookie.contains("Secure") && cookie.contains("HttpOnly"),
+        "{cookie}"
+    );
     let v = body_json(&resp);
     assert_eq!(v["httpStatusCode"], 200);
     assert_eq!(v["userId"], 1);
@@ -66,13 +84,24 @@ async fn login_cookie_status_logout_and_documented_errors() {
     // Status with that cookie.
     let resp = raw_https(
         &server.addr,
-        &http_request("GET", "/api/v1/status", &[("Cookie", &format!("VirolaUserSessionId={sid}"))], b""),
+        &http_request(
+            "GET",
+            "/api/v1/status",
+            &[("Cookie", &format!("VirolaUserSessionId={sid}"))],
+            b"",
+        ),
     );
     let v = body_json(&resp);
-    assert_eq!(v, json!({ "httpStatusCode": 200, "userId": 1, "userSessionId": sid }));
+    assert_eq!(
+        v,
+        json!({ "httpStatusCode": 200, "userId": 1, "userSessionId": sid })
+    );
 
     // No credentials: the documented 401.
-    let resp = raw_https(&server.addr, &http_request("GET", "/api/v1/status", &[], b""));
+    let resp = raw_https(
+        &server.addr,
+        &http_request("GET", "/api/v1/status", &[], b""),
+    );
     assert!(resp.starts_with("HTTP/1.1 401"), "{resp}");
     assert_eq!(
         body_json(&resp),
@@ -85,15 +114,32 @@ async fn login_cookie_status_logout_and_documented_errors() {
     admin.logout().await.expect("logout");
     let resp = raw_https(
         &server.addr,
-        &http_request("POST", "/api/v1/logout", &[("Cookie", &format!("VirolaUserSessionId={sid}"))], b""),
+        &http_request(
+            "POST",
+            "/api/v1/logout",
+            &[("Cookie", &format!("VirolaUserSessionId={sid}"))],
+            b"",
+        ),
     );
     assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
-    assert!(resp.to_ascii_lowercase().contains("set-cookie: virolausersessionid=;"), "{resp}");
+    assert!(
+        resp.to_ascii_lowercase()
+            .contains("set-cookie: virolausersessionid=;"),
+        "{resp}"
+    );
     let resp = raw_https(
         &server.addr,
-        &http_request("GET", "/api/v1/status", &[("Cookie", &format!("VirolaUserSessionId={sid}"))], b""),
+        &http_request(
+            "GET",
+            "/api/v1/status",
+            &[("Cookie", &format!("VirolaUserSessionId={sid}"))],
+            b"",
+        ),
     );
-    assert_eq!(body_json(&resp)["errorText"], "Wrong Bearer, please renew Web API Access Token");
+    assert_eq!(
+        body_json(&resp)["errorText"],
+        "Wrong Bearer, please renew Web API Access Token"
+    );
 }
 
 #[actix_rt::test]
@@ -106,14 +152,16 @@ async fn web_api_tokens_bearer_and_revocation() {
     let health = by_token.server_health().await.expect("health with Bearer");
     assert_eq!(health["httpStatusCode"], 200);
     assert_eq!(health["status"], "Healthy");
-    assert!(by_token.users().await.expect("users").len() >= 1);
+    assert!(!by_token.users().await.expect("users").is_empty());
 
     // A new token revokes the previous one.
     let second = admin.create_token().await.expect("token 2");
     assert_ne!(first, second);
     let err = by_token.server_health().await.unwrap_err();
     assert_eq!(err.status(), Some(401));
-    assert!(err.to_string().contains("Wrong Bearer, please renew Web API Access Token"));
+    assert!(err
+        .to_string()
+        .contains("Wrong Bearer, please renew Web API Access Token"));
     by_token.use_token(&second);
     by_token.server_health().await.expect("new token works");
 }
@@ -129,7 +177,10 @@ async fn failed_logins_are_rate_limited() {
     assert_eq!(err.status(), Some(429));
     assert!(err.to_string().contains("Too many failed logins"), "{err}");
     // Even the right password waits out the window for that user.
-    assert_eq!(status_of(c.login("admin", &server.admin_password()).await), 429);
+    assert_eq!(
+        status_of(c.login("admin", &server.admin_password()).await),
+        429
+    );
 }
 
 #[actix_rt::test]
@@ -141,9 +192,15 @@ async fn users_rooms_and_room_created_events() {
     let (_carol_id, mut carol) = server.user(&mut admin, "carol").await;
 
     // Only administrators create users.
-    assert_eq!(status_of(alice.create_user("mallory", None, false).await), 403);
+    assert_eq!(
+        status_of(alice.create_user("mallory", None, false).await),
+        403
+    );
     // Duplicate names are refused.
-    assert_eq!(status_of(admin.create_user("ALICE", None, false).await), 409);
+    assert_eq!(
+        status_of(admin.create_user("ALICE", None, false).await),
+        409
+    );
 
     let users = alice.users().await.expect("users");
     let names: Vec<_> = users.iter().map(|u| u.user_name.as_str()).collect();
@@ -168,9 +225,15 @@ async fn users_rooms_and_room_created_events() {
 
     // Private rooms are named after the other user and found again, not duplicated.
     let private = alice.create_private_room(bob_id).await.expect("private");
-    assert_eq!(bob.create_private_room(alice_id).await.expect("same"), private);
+    assert_eq!(
+        bob.create_private_room(alice_id).await.expect("same"),
+        private
+    );
     let bob_rooms = bob.rooms().await.expect("rooms");
-    let p = bob_rooms.iter().find(|r| r.room_id == private).expect("private room");
+    let p = bob_rooms
+        .iter()
+        .find(|r| r.room_id == private)
+        .expect("private room");
     assert_eq!(p.display_name, "alice");
     assert_eq!(p.room_type, confab::model::RoomType::Private);
 
@@ -194,7 +257,12 @@ async fn events_reach_every_session_of_members_and_nobody_else() {
 
     // Alice on two devices, Bob on one, Carol (not a member) on one.
     let mut alice_desktop = alice.events().await.expect("events");
-    let mut alice_phone = server.login("alice", "alice-password-123").await.events().await.expect("events");
+    let mut alice_phone = server
+        .login("alice", "alice-password-123")
+        .await
+        .events()
+        .await
+        .expect("events");
     let mut bob_events = bob.events().await.expect("events");
     let mut carol_events = carol.events().await.expect("events");
     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -208,7 +276,17 @@ async fn events_reach_every_session_of_members_and_nobody_else() {
         assert_eq!(m["roomId"], room);
         assert_eq!(m["userId"], bob_id);
         assert_eq!(m["parentMessageId"], 0);
-        for field in ["attachments", "commentCount", "createdUtc", "lastEditedUtc", "lastModifiedUtc", "markupType", "messageType", "priority", "readTimestamps"] {
+        for field in [
+            "attachments",
+            "commentCount",
+            "createdUtc",
+            "lastEditedUtc",
+            "lastModifiedUtc",
+            "markupType",
+            "messageType",
+            "priority",
+            "readTimestamps",
+        ] {
             assert!(m.get(field).is_some(), "event message lacks {field}");
         }
     }
@@ -217,7 +295,10 @@ async fn events_reach_every_session_of_members_and_nobody_else() {
     // Deletion reaches members only, in the documented shape.
     bob.delete_message(sent.message_id).await.expect("delete");
     let ev = expect_event(&mut alice_phone, "TextMessageDeleted").await;
-    assert_eq!(ev.data, json!({ "parentMessageId": 0, "roomId": room, "messageId": sent.message_id }));
+    assert_eq!(
+        ev.data,
+        json!({ "parentMessageId": 0, "roomId": room, "messageId": sent.message_id })
+    );
     expect_silence(&mut carol_events, 300).await;
 }
 
@@ -228,26 +309,114 @@ async fn history_pagination_follows_the_documented_cursor_semantics() {
     let room = admin.create_room("History", &[]).await.expect("room");
     let mut ids = Vec::new();
     for i in 0..10 {
-        ids.push(admin.send_text(room, &format!("m{i}")).await.expect("send").message_id);
+        ids.push(
+            admin
+                .send_text(room, &format!("m{i}"))
+                .await
+                .expect("send")
+                .message_id,
+        );
     }
-    let page = |v: Vec<confab::model::TextMessage>| v.into_iter().map(|m| m.message_id).collect::<Vec<_>>();
+    let page = |v: Vec<confab::model::TextMessage>| {
+        v.into_iter().map(|m| m.message_id).collect::<Vec<_>>()
+    };
 
     // No parameters: everything, oldest first ("newer messages" is the default direction).
-    assert_eq!(page(admin.history(room, None, None, None).await.unwrap()), ids);
+    assert_eq!(
+        page(admin.history(room, None, None, None).await.unwrap()),
+        ids
+    );
     // Forward without cursor starts at the oldest; backward at the newest; both ascending.
-    assert_eq!(page(admin.history(room, None, Some(3), Some(Direction::Forward)).await.unwrap()), ids[..3]);
-    assert_eq!(page(admin.history(room, None, Some(3), Some(Direction::Backward)).await.unwrap()), ids[7..]);
+    assert_eq!(
+        page(
+            admin
+                .history(room, None, Some(3), Some(Direction::Forward))
+                .await
+                .unwrap()
+        ),
+        ids[..3]
+    );
+    assert_eq!(
+        page(
+            admin
+                .history(room, None, Some(3), Some(Direction::Backward))
+                .await
+                .unwrap()
+        ),
+        ids[7..]
+    );
     // With a cursor: strictly older / strictly newer than the cursor message.
-    assert_eq!(page(admin.history(room, Some(ids[5]), Some(2), Some(Direction::Backward)).await.unwrap()), ids[3..5]);
-    assert_eq!(page(admin.history(room, Some(ids[5]), Some(2), Some(Direction::Forward)).await.unwrap()), ids[6..8]);
-    assert_eq!(page(admin.history(room, Some(ids[5]), None, Some(Direction::Backward)).await.unwrap()), ids[..5]);
-    assert_eq!(page(admin.history(room, Some(ids[5]), None, Some(Direction::Forward)).await.unwrap()), ids[6..]);
+    assert_eq!(
+        page(
+            admin
+                .history(room, Some(ids[5]), Some(2), Some(Direction::Backward))
+                .await
+                .unwrap()
+        ),
+        ids[3..5]
+    );
+    assert_eq!(
+        page(
+            admin
+                .history(room, Some(ids[5]), Some(2), Some(Direction::Forward))
+                .await
+                .unwrap()
+        ),
+        ids[6..8]
+    );
+    assert_eq!(
+        page(
+            admin
+                .history(room, Some(ids[5]), None, Some(Direction::Backward))
+                .await
+                .unwrap()
+        ),
+        ids[..5]
+    );
+    assert_eq!(
+        page(
+            admin
+                .history(room, Some(ids[5]), None, Some(Direction::Forward))
+                .await
+                .unwrap()
+        ),
+        ids[6..]
+    );
     // Edges: before the first and after the last are empty; a limit past the end is fine.
-    assert!(admin.history(room, Some(ids[0]), Some(5), Some(Direction::Backward)).await.unwrap().is_empty());
-    assert!(admin.history(room, Some(ids[9]), Some(5), Some(Direction::Forward)).await.unwrap().is_empty());
-    assert_eq!(page(admin.history(room, Some(ids[8]), Some(50), Some(Direction::Forward)).await.unwrap()), ids[9..]);
+    assert!(admin
+        .history(room, Some(ids[0]), Some(5), Some(Direction::Backward))
+        .await
+        .unwrap()
+        .is_empty());
+    assert!(admin
+        .history(room, Some(ids[9]), Some(5), Some(Direction::Forward))
+        .await
+        .unwrap()
+        .is_empty());
+    assert_eq!(
+        page(
+            admin
+                .history(room, Some(ids[8]), Some(50), Some(Direction::Forward))
+                .await
+                .unwrap()
+        ),
+        ids[9..]
+    );
     // A cursor that is not a message of this room still splits the order by id.
-    assert_eq!(page(admin.history(room, Some(ids[9] + 1000), Some(1), Some(Direction::Backward)).await.unwrap()), ids[9..]);
+    assert_eq!(
+        page(
+            admin
+                .history(
+                    room,
+                    Some(ids[9] + 1000),
+                    Some(1),
+                    Some(Direction::Backward)
+                )
+                .await
+                .unwrap()
+        ),
+        ids[9..]
+    );
     // cursor=-1 (as in the docs' comment example) means "no cursor".
     for (query, want) in [
         ("?cursor=-1&limit=2&direction=backward", ids[8..].to_vec()),
@@ -255,17 +424,35 @@ async fn history_pagination_follows_the_documented_cursor_semantics() {
         ("?direction=BACKWARD&limit=1", ids[9..].to_vec()),
     ] {
         let (status, v) = admin
-            .request_raw(awc::http::Method::GET, &format!("/api/v1/rooms/{room}/messages{query}"), None)
+            .request_raw(
+                awc::http::Method::GET,
+                &format!("/api/v1/rooms/{room}/messages{query}"),
+                None,
+            )
             .await
             .unwrap();
         assert_eq!(status, 200, "{query}");
         assert_eq!(v["roomId"], room);
-        let got: Vec<u64> = v["messages"].as_array().unwrap().iter().map(|m| m["messageId"].as_u64().unwrap()).collect();
+        let got: Vec<u64> = v["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["messageId"].as_u64().unwrap())
+            .collect();
         assert_eq!(got, want, "{query}");
     }
-    for query in ["?direction=sideways", "?limit=-5", "?limit=abc", "?cursor=x"] {
+    for query in [
+        "?direction=sideways",
+        "?limit=-5",
+        "?limit=abc",
+        "?cursor=x",
+    ] {
         let (status, v) = admin
-            .request_raw(awc::http::Method::GET, &format!("/api/v1/rooms/{room}/messages{query}"), None)
+            .request_raw(
+                awc::http::Method::GET,
+                &format!("/api/v1/rooms/{room}/messages{query}"),
+                None,
+            )
             .await
             .unwrap();
         assert_eq!(status, 400, "{query}");
@@ -286,12 +473,18 @@ async fn comments_counts_events_and_pages() {
 
     let mut comment_ids = Vec::new();
     for i in 0..4 {
-        let c = bob.comment(parent.message_id, &format!("c{i}")).await.expect("comment");
+        let c = bob
+            .comment(parent.message_id, &format!("c{i}"))
+            .await
+            .expect("comment");
         assert_eq!(c.parent_message_id, parent.message_id);
         comment_ids.push(c.message_id);
     }
     let created = expect_event(&mut events, "TextMessagesCreated").await;
-    assert_eq!(created.data["messages"][0]["parentMessageId"], parent.message_id);
+    assert_eq!(
+        created.data["messages"][0]["parentMessageId"],
+        parent.message_id
+    );
     let updated = expect_event(&mut events, "TextMessagesUpdated").await;
     assert_eq!(updated.data["messages"][0]["messageId"], parent.message_id);
     assert_eq!(updated.data["messages"][0]["commentCount"], 1);
@@ -300,21 +493,59 @@ async fn comments_counts_events_and_pages() {
     let history = admin.history(room, None, None, None).await.unwrap();
     assert_eq!(history.len(), 1);
     assert_eq!(history[0].comment_count, 4);
-    let all = admin.comments(parent.message_id, None, None, None).await.unwrap();
-    assert_eq!(all.iter().map(|m| m.message_id).collect::<Vec<_>>(), comment_ids);
-    let last2 = admin.comments(parent.message_id, None, Some(2), Some(Direction::Backward)).await.unwrap();
-    assert_eq!(last2.iter().map(|m| m.message_id).collect::<Vec<_>>(), comment_ids[2..]);
-    let before = admin.comments(parent.message_id, Some(comment_ids[2]), Some(1), Some(Direction::Backward)).await.unwrap();
+    let all = admin
+        .comments(parent.message_id, None, None, None)
+        .await
+        .unwrap();
+    assert_eq!(
+        all.iter().map(|m| m.message_id).collect::<Vec<_>>(),
+        comment_ids
+    );
+    let last2 = admin
+        .comments(parent.message_id, None, Some(2), Some(Direction::Backward))
+        .await
+        .unwrap();
+    assert_eq!(
+        last2.iter().map(|m| m.message_id).collect::<Vec<_>>(),
+        comment_ids[2..]
+    );
+    let before = admin
+        .comments(
+            parent.message_id,
+            Some(comment_ids[2]),
+            Some(1),
+            Some(Direction::Backward),
+        )
+        .await
+        .unwrap();
     assert_eq!(before[0].message_id, comment_ids[1]);
 
     // No comments on comments.
-    assert_eq!(status_of(admin.comment(comment_ids[0], "nested").await), 400);
+    assert_eq!(
+        status_of(admin.comment(comment_ids[0], "nested").await),
+        400
+    );
     // Deleting a comment lowers the count; deleting the parent removes its comments.
-    bob.delete_message(comment_ids[0]).await.expect("delete comment");
-    assert_eq!(admin.history(room, None, None, None).await.unwrap()[0].comment_count, 3);
-    admin.delete_message(parent.message_id).await.expect("delete parent");
-    assert!(admin.history(room, None, None, None).await.unwrap().is_empty());
-    assert_eq!(status_of(admin.comments(parent.message_id, None, None, None).await), 404);
+    bob.delete_message(comment_ids[0])
+        .await
+        .expect("delete comment");
+    assert_eq!(
+        admin.history(room, None, None, None).await.unwrap()[0].comment_count,
+        3
+    );
+    admin
+        .delete_message(parent.message_id)
+        .await
+        .expect("delete parent");
+    assert!(admin
+        .history(room, None, None, None)
+        .await
+        .unwrap()
+        .is_empty());
+    assert_eq!(
+        status_of(admin.comments(parent.message_id, None, None, None).await),
+        404
+    );
     assert_eq!(status_of(admin.delete_message(comment_ids[1]).await), 404);
 }
 
@@ -329,7 +560,13 @@ async fn delete_permissions_and_read_receipts() {
     let m2 = alice.send_text(room, "two").await.unwrap();
 
     // Unread counts: bob has two, alice none (her own posts).
-    let unread = |rooms: Vec<confab::model::Room>| rooms.iter().find(|r| r.room_id == room).unwrap().unread_message_count;
+    let unread = |rooms: Vec<confab::model::Room>| {
+        rooms
+            .iter()
+            .find(|r| r.room_id == room)
+            .unwrap()
+            .unread_message_count
+    };
     assert_eq!(unread(bob.rooms().await.unwrap()), 2);
     assert_eq!(unread(alice.rooms().await.unwrap()), 0);
 
@@ -338,7 +575,10 @@ async fn delete_permissions_and_read_receipts() {
     bob.mark_read(m1.message_id).await.expect("read");
     let ev = expect_event(&mut alice_events, "TextMessagesUpdated").await;
     assert_eq!(ev.data["messages"][0]["messageId"], m1.message_id);
-    assert_eq!(ev.data["messages"][0]["readTimestamps"][0]["userId"], bob_id);
+    assert_eq!(
+        ev.data["messages"][0]["readTimestamps"][0]["userId"],
+        bob_id
+    );
     assert_eq!(unread(bob.rooms().await.unwrap()), 1);
     // Reading again changes nothing.
     bob.mark_read(m1.message_id).await.expect("read again");
@@ -355,8 +595,14 @@ async fn delete_permissions_and_read_receipts() {
     // delete Bob's; the admin can delete anything.
     let b1 = bob.send_text(room, "bob's").await.unwrap();
     assert_eq!(status_of(bob.delete_message(m1.message_id).await), 403);
-    alice.delete_message(b1.message_id).await.expect("moderator deletes");
-    admin.delete_message(m1.message_id).await.expect("admin deletes");
+    alice
+        .delete_message(b1.message_id)
+        .await
+        .expect("moderator deletes");
+    admin
+        .delete_message(m1.message_id)
+        .await
+        .expect("admin deletes");
     assert_eq!(status_of(alice.delete_message(m1.message_id).await), 404);
     assert_eq!(status_of(alice.mark_read(987654).await), 404);
 }
@@ -370,24 +616,40 @@ async fn non_members_are_denied_everything() {
     let room = alice.create_room("Secret", &[]).await.expect("room");
     let m = alice.send_text(room, "classified").await.unwrap();
 
-    assert_eq!(status_of(stranger.history(room, None, None, None).await), 403);
+    assert_eq!(
+        status_of(stranger.history(room, None, None, None).await),
+        403
+    );
     assert_eq!(status_of(stranger.send_text(room, "let me in").await), 403);
-    assert_eq!(status_of(stranger.comments(m.message_id, None, None, None).await), 403);
+    assert_eq!(
+        status_of(stranger.comments(m.message_id, None, None, None).await),
+        403
+    );
     assert_eq!(status_of(stranger.comment(m.message_id, "hi").await), 403);
     assert_eq!(status_of(stranger.mark_read(m.message_id).await), 403);
     assert_eq!(status_of(stranger.delete_message(m.message_id).await), 404);
     assert_eq!(status_of(stranger.permissions(room).await), 403);
     assert_eq!(status_of(stranger.members(room).await), 403);
     let (status, v) = stranger
-        .request_raw(awc::http::Method::GET, &format!("/api/v1/rooms/{room}/avatar.jpg"), None)
+        .request_raw(
+            awc::http::Method::GET,
+            &format!("/api/v1/rooms/{room}/avatar.jpg"),
+            None,
+        )
         .await
         .unwrap();
     assert_eq!((status, v["httpStatusCode"].as_u64()), (403, Some(403)));
     // Nothing of the room leaked into the stranger's view, and nothing was stored.
     assert!(stranger.rooms().await.unwrap().is_empty());
-    assert_eq!(alice.history(room, None, None, None).await.unwrap().len(), 1);
+    assert_eq!(
+        alice.history(room, None, None, None).await.unwrap().len(),
+        1
+    );
     // Unknown rooms are 404.
-    assert_eq!(status_of(alice.history(424242, None, None, None).await), 404);
+    assert_eq!(
+        status_of(alice.history(424242, None, None, None).await),
+        404
+    );
     assert_eq!(status_of(alice.send_text(424242, "x").await), 404);
 }
 
@@ -398,21 +660,38 @@ async fn permissions_avatars_and_message_model() {
     let room = admin.create_room("Model", &[]).await.expect("room");
 
     let (status, v) = admin
-        .request_raw(awc::http::Method::GET, &format!("/api/v1/room-permissions/{room}"), None)
+        .request_raw(
+            awc::http::Method::GET,
+            &format!("/api/v1/room-permissions/{room}"),
+            None,
+        )
         .await
         .unwrap();
     assert_eq!(status, 200);
     assert_eq!(v["roomPermissions"]["roomId"], room);
     let flags = v["roomPermissions"]["permissions"].as_object().unwrap();
     assert_eq!(flags.len(), 24);
-    for flag in ["canSendMessagesInMainThread", "canIntercomTalk", "uiCanSeeWhoReadMessageInDiscussion", "canSendNudge"] {
+    for flag in [
+        "canSendMessagesInMainThread",
+        "canIntercomTalk",
+        "uiCanSeeWhoReadMessageInDiscussion",
+        "canSendNudge",
+    ] {
         assert_eq!(flags[flag], true, "{flag}");
     }
 
     // Avatars: an image with the documented headers.
     let resp = raw_https(
         &server.addr,
-        &http_request("GET", "/api/v1/users/1/avatar.jpg", &[("Cookie", &format!("VirolaUserSessionId={}", admin.session_id().unwrap()))], b""),
+        &http_request(
+            "GET",
+            "/api/v1/users/1/avatar.jpg",
+            &[(
+                "Cookie",
+                &format!("VirolaUserSessionId={}", admin.session_id().unwrap()),
+            )],
+            b"",
+        ),
     );
     assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
     let lower = resp.to_ascii_lowercase();
@@ -420,39 +699,68 @@ async fn permissions_avatars_and_message_model() {
     assert!(lower.contains("content-disposition: inline; filename="));
     assert!(lower.contains("content-length:"));
     assert!(resp.contains("<svg"));
-    let resp = raw_https(&server.addr, &http_request("GET", "/api/v1/users/99/avatar.jpg", &[("Cookie", &format!("VirolaUserSessionId={}", admin.session_id().unwrap()))], b""));
+    let resp = raw_https(
+        &server.addr,
+        &http_request(
+            "GET",
+            "/api/v1/users/99/avatar.jpg",
+            &[(
+                "Cookie",
+                &format!("VirolaUserSessionId={}", admin.session_id().unwrap()),
+            )],
+            b"",
+        ),
+    );
     assert!(resp.starts_with("HTTP/1.1 404"));
 
     // Issue, meeting, markup and priority round-trip.
     let issue = admin
-        .send(room, &serde_json::from_value::<NewMessage>(json!({
-            "content": "Fix the login page",
-            "messageType": "Issue",
-            "priority": "Critical",
-            "markupType": "TextMarkdown",
-            "issueProperties": { "type": "Bug", "status": "InProgress", "assignees": [1] }
-        })).unwrap())
+        .send(
+            room,
+            &serde_json::from_value::<NewMessage>(json!({
+                "content": "Fix the login page",
+                "messageType": "Issue",
+                "priority": "Critical",
+                "markupType": "TextMarkdown",
+                "issueProperties": { "type": "Bug", "status": "InProgress", "assignees": [1] }
+            }))
+            .unwrap(),
+        )
         .await
         .expect("issue");
     assert_eq!(issue.message_type, MessageType::Issue);
     assert_eq!(issue.priority, Priority::Critical);
     let meeting = admin
-        .send(room, &serde_json::from_value::<NewMessage>(json!({
-            "content": "Standup",
-            "messageType": "Meeting",
-            "meetingProperties": { "timeUtc": 1764350672498u64, "duration": 900000 }
-        })).unwrap())
+        .send(
+            room,
+            &serde_json::from_value::<NewMessage>(json!({
+                "content": "Standup",
+                "messageType": "Meeting",
+                "meetingProperties": { "timeUtc": 1764350672498u64, "duration": 900000 }
+            }))
+            .unwrap(),
+        )
         .await
         .expect("meeting");
     let (_, v) = admin
-        .request_raw(awc::http::Method::GET, &format!("/api/v1/rooms/{room}/messages"), None)
+        .request_raw(
+            awc::http::Method::GET,
+            &format!("/api/v1/rooms/{room}/messages"),
+            None,
+        )
         .await
         .unwrap();
     let stored = &v["messages"];
-    assert_eq!(stored[0]["issueProperties"], json!({ "type": "Bug", "status": "InProgress", "assignees": [1] }));
+    assert_eq!(
+        stored[0]["issueProperties"],
+        json!({ "type": "Bug", "status": "InProgress", "assignees": [1] })
+    );
     assert_eq!(stored[0]["markupType"], "TextMarkdown");
     assert_eq!(stored[0]["priority"], "Critical");
-    assert_eq!(stored[1]["meetingProperties"], json!({ "timeUtc": 1764350672498u64, "duration": 900000 }));
+    assert_eq!(
+        stored[1]["meetingProperties"],
+        json!({ "timeUtc": 1764350672498u64, "duration": 900000 })
+    );
     assert_eq!(stored[1]["messageId"], meeting.message_id);
     assert!(stored[0].get("meetingProperties").is_none());
 
@@ -466,7 +774,11 @@ async fn permissions_avatars_and_message_model() {
         json!({ "content": ["not", "a", "string"] }),
     ] {
         let (status, v) = admin
-            .request_raw(awc::http::Method::POST, &format!("/api/v1/rooms/{room}/messages"), Some(body.to_string().into_bytes()))
+            .request_raw(
+                awc::http::Method::POST,
+                &format!("/api/v1/rooms/{room}/messages"),
+                Some(body.to_string().into_bytes()),
+            )
             .await
             .unwrap();
         assert_eq!(status, 400, "{body}");
@@ -487,33 +799,159 @@ async fn bad_input_gets_clear_errors_and_others_keep_working() {
 
     // Malformed JSON, wrong types, oversized body, unknown ids, bad ids, unknown paths.
     let cases: Vec<(Vec<u8>, u16)> = vec![
-        (http_request("POST", &post_path, &[("Cookie", &cookie), ("Content-Type", "application/json")], b"{\"content\": "), 400),
-        (http_request("POST", &post_path, &[("Cookie", &cookie), ("Content-Type", "application/json")], b"{\"content\": 12}"), 400),
-        (http_request("POST", &post_path, &[("Cookie", &cookie), ("Content-Type", "application/json")], b"\xff\xfe\x00garbage"), 400),
-        (http_request("POST", &post_path, &[("Cookie", &cookie), ("Content-Type", "application/json")], format!("{{\"content\": \"{}\"}}", "x".repeat(300 * 1024)).as_bytes()), 413),
-        (http_request("POST", &post_path, &[("Cookie", &cookie), ("Content-Type", "application/json")], format!("{{\"content\": \"{}\"}}", "x".repeat(100 * 1024)).as_bytes()), 413),
-        (http_request("POST", "/api/v1/login", &[("Content-Type", "application/json")], b"[1,2,3]"), 400),
-        (http_request("GET", "/api/v1/rooms/99999/messages", &[("Cookie", &cookie)], b""), 404),
-        (http_request("DELETE", "/api/v1/messages/99999", &[("Cookie", &cookie)], b""), 404),
-        (http_request("GET", "/api/v1/messages/99999/comments", &[("Cookie", &cookie)], b""), 404),
-        (http_request("GET", "/api/v1/rooms/-3/messages", &[("Cookie", &cookie)], b""), 400),
-        (http_request("GET", "/api/v1/rooms/18446744073709551616/messages", &[("Cookie", &cookie)], b""), 400),
-        (http_request("GET", "/api/v1/no-such-thing", &[("Cookie", &cookie)], b""), 404),
-        (http_request("GET", "/api/v1/rooms", &[("Authorization", "Bearer nonsense")], b""), 401),
-        (http_request("GET", "/api/v1/rooms", &[("Cookie", "VirolaUserSessionId=")], b""), 401),
+        (
+            http_request(
+                "POST",
+                &post_path,
+                &[("Cookie", &cookie), ("Content-Type", "application/json")],
+                b"{\"content\": ",
+            ),
+            400,
+        ),
+        (
+            http_request(
+                "POST",
+                &post_path,
+                &[("Cookie", &cookie), ("Content-Type", "application/json")],
+                b"{\"content\": 12}",
+            ),
+            400,
+        ),
+        (
+            http_request(
+                "POST",
+                &post_path,
+                &[("Cookie", &cookie), ("Content-Type", "application/json")],
+                b"\xff\xfe\x00garbage",
+            ),
+            400,
+        ),
+        (
+            http_request(
+                "POST",
+                &post_path,
+                &[("Cookie", &cookie), ("Content-Type", "application/json")],
+                format!("{{\"content\": \"{}\"}}", "x".repeat(300 * 1024)).as_bytes(),
+            ),
+            413,
+        ),
+        (
+            http_request(
+                "POST",
+                &post_path,
+                &[("Cookie", &cookie), ("Content-Type", "application/json")],
+                format!("{{\"content\": \"{}\"}}", "x".repeat(100 * 1024)).as_bytes(),
+            ),
+            413,
+        ),
+        (
+            http_request(
+                "POST",
+                "/api/v1/login",
+                &[("Content-Type", "application/json")],
+                b"[1,2,3]",
+            ),
+            400,
+        ),
+        (
+            http_request(
+                "GET",
+                "/api/v1/rooms/99999/messages",
+                &[("Cookie", &cookie)],
+                b"",
+            ),
+            404,
+        ),
+        (
+            http_request(
+                "DELETE",
+                "/api/v1/messages/99999",
+                &[("Cookie", &cookie)],
+                b"",
+            ),
+            404,
+        ),
+        (
+            http_request(
+                "GET",
+                "/api/v1/messages/99999/comments",
+                &[("Cookie", &cookie)],
+                b"",
+            ),
+            404,
+        ),
+        (
+            http_request(
+                "GET",
+                "/api/v1/rooms/-3/messages",
+                &[("Cookie", &cookie)],
+                b"",
+            ),
+            400,
+        ),
+        (
+            http_request(
+                "GET",
+                "/api/v1/rooms/18446744073709551616/messages",
+                &[("Cookie", &cookie)],
+                b"",
+            ),
+            400,
+        ),
+        (
+            http_request("GET", "/api/v1/no-such-thing", &[("Cookie", &cookie)], b""),
+            404,
+        ),
+        (
+            http_request(
+                "GET",
+                "/api/v1/rooms",
+                &[("Authorization", "Bearer nonsense")],
+                b"",
+            ),
+            401,
+        ),
+        (
+            http_request(
+                "GET",
+                "/api/v1/rooms",
+                &[("Cookie", "VirolaUserSessionId=")],
+                b"",
+            ),
+            401,
+        ),
         (http_request("GET", "/", &[], b""), 404),
     ];
     for (request, want) in &cases {
         let resp = raw_https(&server.addr, request);
-        let status: u16 = resp.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
-        assert_eq!(status, *want, "{}", String::from_utf8_lossy(&request[..request.len().min(120)]));
+        let status: u16 = resp
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        assert_eq!(
+            status,
+            *want,
+            "{}",
+            String::from_utf8_lossy(&request[..request.len().min(120)])
+        );
         let v = body_json(&resp);
         assert_eq!(v["httpStatusCode"], *want);
-        assert!(v["errorText"].as_str().map(|t| !t.is_empty()).unwrap_or(false), "{resp}");
+        assert!(
+            v["errorText"]
+                .as_str()
+                .map(|t| !t.is_empty())
+                .unwrap_or(false),
+            "{resp}"
+        );
     }
 
     // Garbage instead of a TLS handshake: the connection is dropped, nobody else notices.
-    for junk in [&b"GET / HTTP/1.1\r\n\r\n"[..], &[0u8; 4096][..], b"\x16\x03\x01\xff\xff"] {
+    for junk in [
+        &b"GET / HTTP/1.1\r\n\r\n"[..],
+        &[0u8; 4096][..],
+        b"\x16\x03\x01\xff\xff",
+    ] {
         use std::io::{Read, Write};
         let mut tcp = std::net::TcpStream::connect(&server.addr).unwrap();
         tcp.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
@@ -527,8 +965,14 @@ async fn bad_input_gets_clear_errors_and_others_keep_working() {
     junk_ws.send_text("this is not json").await.unwrap();
     let ev = expect_event(&mut junk_ws, "Error").await;
     assert_eq!(ev.data["httpStatusCode"], 400);
-    junk_ws.send_binary(vec![0xde, 0xad, 0xbe, 0xef]).await.unwrap();
-    assert_eq!(expect_event(&mut junk_ws, "Error").await.data["httpStatusCode"], 400);
+    junk_ws
+        .send_binary(vec![0xde, 0xad, 0xbe, 0xef])
+        .await
+        .unwrap();
+    assert_eq!(
+        expect_event(&mut junk_ws, "Error").await.data["httpStatusCode"],
+        400
+    );
     junk_ws.send_text(r#"{"type":"Ping"}"#).await.unwrap();
     expect_event(&mut junk_ws, "Pong").await;
     // An oversized frame ends that connection (and only that one).
@@ -545,14 +989,21 @@ async fn bad_input_gets_clear_errors_and_others_keep_working() {
     .await
     .expect("oversized frame closes the stream");
     if let Some(c) = closed {
-        assert_ne!(c.code, Some(1000), "closed as an error, not normally: {c:?}");
+        assert_ne!(
+            c.code,
+            Some(1000),
+            "closed as an error, not normally: {c:?}"
+        );
     }
 
     // Everyone else was not disturbed: Bob still gets events, posts still work.
     let m = admin.send_text(room, "still here").await.expect("send");
     let ev = expect_event(&mut bob_events, "TextMessagesCreated").await;
     assert_eq!(ev.data["messages"][0]["messageId"], m.message_id);
-    assert_eq!(admin.history(room, None, None, None).await.unwrap().len(), 1);
+    assert_eq!(
+        admin.history(room, None, None, None).await.unwrap().len(),
+        1
+    );
 }
 
 #[actix_rt::test]
@@ -561,7 +1012,10 @@ async fn unauthenticated_event_stream_is_refused_with_401() {
     let mut c: Client = server.client();
     let err = c.events().await.err().expect("refused");
     assert_eq!(err.status(), Some(401));
-    let resp = raw_https(&server.addr, &http_request("GET", "/api/v1/events", &[], b""));
+    let resp = raw_https(
+        &server.addr,
+        &http_request("GET", "/api/v1/events", &[], b""),
+    );
     assert!(resp.starts_with("HTTP/1.1 401"), "{resp}");
     assert_eq!(body_json(&resp)["httpStatusCode"], 401);
 }

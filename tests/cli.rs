@@ -17,7 +17,10 @@ struct Cli<'a> {
 
 impl<'a> Cli<'a> {
     fn new(server: &'a TestServer, tmp: &Path) -> Self {
-        Cli { server, known: tmp.join("known_servers") }
+        Cli {
+            server,
+            known: tmp.join("known_servers"),
+        }
     }
 
     fn cmd(&self, user: &str, password: &str) -> Command {
@@ -33,13 +36,25 @@ impl<'a> Cli<'a> {
 
     /// Runs a command; returns stdout, panicking on failure.
     fn ok(&self, user: &str, password: &str, args: &[&str]) -> String {
-        let out = self.cmd(user, password).args(args).output().expect("run confab");
-        assert!(out.status.success(), "confab {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+        let out = self
+            .cmd(user, password)
+            .args(args)
+            .output()
+            .expect("run confab");
+        assert!(
+            out.status.success(),
+            "confab {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8_lossy(&out.stdout).trim().to_string()
     }
 
     fn fails(&self, user: &str, password: &str, args: &[&str]) -> String {
-        let out = self.cmd(user, password).args(args).output().expect("run confab");
+        let out = self
+            .cmd(user, password)
+            .args(args)
+            .output()
+            .expect("run confab");
         assert!(!out.status.success(), "confab {args:?} should fail");
         String::from_utf8_lossy(&out.stderr).to_string()
     }
@@ -56,16 +71,30 @@ fn two_users_chat_live_with_follow_and_send() {
     let pw_s = pw_file.to_string_lossy().to_string();
 
     // First use: trusted and remembered.
-    let alice_id = cli.ok("admin", &admin_pw, &["create-user", "alice", "--password-file", &pw_s]);
+    let alice_id = cli.ok(
+        "admin",
+        &admin_pw,
+        &["create-user", "alice", "--password-file", &pw_s],
+    );
     assert!(alice_id.parse::<u64>().is_ok(), "{alice_id}");
     let known = std::fs::read_to_string(&cli.known).unwrap();
     assert!(known.contains(&server.addr), "{known}");
-    assert!(known.contains(&server.fingerprint.replace(':', "")), "{known}");
+    assert!(
+        known.contains(&server.fingerprint.replace(':', "")),
+        "{known}"
+    );
 
     let bob = cli.ok("admin", &admin_pw, &["--json", "create-user", "bob"]);
     let bob: Value = serde_json::from_str(&bob).unwrap();
-    let bob_pw = bob["password"].as_str().expect("generated password").to_string();
-    let room = cli.ok("alice", "correct horse battery", &["create-room", "Lunch", "--member", "bob"]);
+    let bob_pw = bob["password"]
+        .as_str()
+        .expect("generated password")
+        .to_string();
+    let room = cli.ok(
+        "alice",
+        "correct horse battery",
+        &["create-room", "Lunch", "--member", "bob"],
+    );
 
     // Bob follows; Alice sends two messages by room name.
     let mut follow = cli
@@ -76,30 +105,61 @@ fn two_users_chat_live_with_follow_and_send() {
         .spawn()
         .unwrap();
     let mut ready = String::new();
-    BufReader::new(follow.stderr.take().unwrap()).read_line(&mut ready).unwrap();
+    BufReader::new(follow.stderr.take().unwrap())
+        .read_line(&mut ready)
+        .unwrap();
     assert!(ready.contains("following events"), "{ready}");
-    let id1 = cli.ok("alice", "correct horse battery", &["send", "Lunch", "pizza?"]);
-    let id2 = cli.ok("alice", "correct horse battery", &["send", &room, "at noon"]);
+    let id1 = cli.ok(
+        "alice",
+        "correct horse battery",
+        &["send", "Lunch", "pizza?"],
+    );
+    let id2 = cli.ok(
+        "alice",
+        "correct horse battery",
+        &["send", &room, "at noon"],
+    );
     let status = wait_timeout(&mut follow, Duration::from_secs(20));
     assert!(status.success());
     let mut out = String::new();
     std::io::Read::read_to_string(&mut follow.stdout.take().unwrap(), &mut out).unwrap();
-    let events: Vec<Value> = out.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let events: Vec<Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     assert_eq!(events.len(), 2, "{out}");
     assert_eq!(events[0]["type"], "TextMessagesCreated");
     assert_eq!(events[0]["data"]["messages"][0]["text"], "pizza?");
-    assert_eq!(events[0]["data"]["messages"][0]["messageId"].to_string(), id1);
+    assert_eq!(
+        events[0]["data"]["messages"][0]["messageId"].to_string(),
+        id1
+    );
     assert_eq!(events[1]["data"]["messages"][0]["text"], "at noon");
-    assert_eq!(events[1]["data"]["messages"][0]["messageId"].to_string(), id2);
+    assert_eq!(
+        events[1]["data"]["messages"][0]["messageId"].to_string(),
+        id2
+    );
 
     // History, comment, read, delete, as Bob.
     let history = cli.ok("bob", &bob_pw, &["history", "Lunch"]);
-    assert!(history.contains("pizza?") && history.contains("at noon"), "{history}");
-    let last1 = cli.ok("bob", &bob_pw, &["--json", "history", "Lunch", "--limit", "1"]);
+    assert!(
+        history.contains("pizza?") && history.contains("at noon"),
+        "{history}"
+    );
+    let last1 = cli.ok(
+        "bob",
+        &bob_pw,
+        &["--json", "history", "Lunch", "--limit", "1"],
+    );
     let last1: Value = serde_json::from_str(&last1).unwrap();
     assert_eq!(last1.as_array().unwrap().len(), 1);
     assert_eq!(last1[0]["text"], "at noon");
-    let before: Value = serde_json::from_str(&cli.ok("bob", &bob_pw, &["--json", "history", "Lunch", "--before", &id2])).unwrap();
+    let before: Value = serde_json::from_str(&cli.ok(
+        "bob",
+        &bob_pw,
+        &["--json", "history", "Lunch", "--before", &id2],
+    ))
+    .unwrap();
     assert_eq!(before[0]["text"], "pizza?");
     let comment = cli.ok("bob", &bob_pw, &["comment", &id1, "yes please"]);
     assert!(comment.parse::<u64>().is_ok());
@@ -112,7 +172,12 @@ fn two_users_chat_live_with_follow_and_send() {
 
     // Tokens: CONFAB_TOKEN works in place of a password.
     let token = cli.ok("bob", &bob_pw, &["token"]);
-    let out = cli.cmd("nobody", "wrong").env("CONFAB_TOKEN", &token).args(["--json", "rooms"]).output().unwrap();
+    let out = cli
+        .cmd("nobody", "wrong")
+        .env("CONFAB_TOKEN", &token)
+        .args(["--json", "rooms"])
+        .output()
+        .unwrap();
     assert!(out.status.success());
     let rooms: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(rooms[0]["displayName"], "Lunch");
@@ -127,18 +192,33 @@ fn trust_errors_are_clear() {
     // A pinned fingerprint in any case, with or without colons.
     let fp = server.fingerprint.to_lowercase();
     cli.ok("admin", &pw, &["--fingerprint", &fp, "rooms"]);
-    cli.ok("admin", &pw, &["--fingerprint", &fp.replace(':', ""), "rooms"]);
+    cli.ok(
+        "admin",
+        &pw,
+        &["--fingerprint", &fp.replace(':', ""), "rooms"],
+    );
     let wrong = "AB".repeat(32);
     let err = cli.fails("admin", &pw, &["--fingerprint", &wrong, "rooms"]);
     assert!(err.contains("does not match --fingerprint"), "{err}");
     // A remembered certificate that changed is refused.
     std::fs::write(&cli.known, format!("{} {}\n", server.addr, wrong)).unwrap();
     let err = cli.fails("admin", &pw, &["rooms"]);
-    assert!(err.contains("has CHANGED") && err.contains(&cli.known.to_string_lossy().to_string()), "{err}");
+    assert!(
+        err.contains("has CHANGED") && err.contains(&cli.known.to_string_lossy().to_string()),
+        "{err}"
+    );
     // Wrong password and missing password.
     let err = cli.fails("admin", "nope", &["--insecure", "rooms"]);
-    assert!(err.contains("The username or password is invalid."), "{err}");
-    let out = Command::new(CLI_BIN).env_remove("CONFAB_PASSWORD").env_remove("CONFAB_TOKEN").args(["--server", &server.addr, "--insecure", "rooms"]).output().unwrap();
+    assert!(
+        err.contains("The username or password is invalid."),
+        "{err}"
+    );
+    let out = Command::new(CLI_BIN)
+        .env_remove("CONFAB_PASSWORD")
+        .env_remove("CONFAB_TOKEN")
+        .args(["--server", &server.addr, "--insecure", "rooms"])
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("no password"));
 }

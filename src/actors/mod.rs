@@ -16,13 +16,15 @@ pub use registry::Registry;
 pub use room::RoomActor;
 pub use session::EventSession;
 
-use std::sync::Arc;
+/// One serialized event. Cloning shares the bytes (reference count), so one event sent to a
+/// hundred sessions is serialized once and never copied.
+pub type Payload = bytestring::ByteString;
 
 /// Serializes one event as it goes on the wire: `{"type": kind, "data": data}`.
-pub fn event_payload(kind: &str, data: serde_json::Value) -> Arc<str> {
+pub fn event_payload(kind: &str, data: serde_json::Value) -> Payload {
     let event = crate::model::ServerEvent {
         event_type: kind.to_string(),
         data,
     };
-    Arc::from(serde_json::to_string(&event).unwrap_or_default())
+    Payload::from(serde_json::to_string(&event).unwrap_or_default())
 }

@@ -9,6 +9,7 @@ use actix::prelude::*;
 
 use super::room::RoomActor;
 use super::session::{CloseSession, Deliver, EventSession};
+use super::Payload;
 use crate::model::{RoomId, UserId};
 use crate::storage::{StorageError, Store};
 
@@ -29,7 +30,7 @@ impl Registry {
         }
     }
 
-    fn deliver_to(&self, user_id: UserId, payload: &Arc<str>) {
+    fn deliver_to(&self, user_id: UserId, payload: &Payload) {
         if let Some(list) = self.sessions.get(&user_id) {
             for (_, addr) in list {
                 addr.do_send(Deliver(payload.clone()));
@@ -120,14 +121,14 @@ impl Handler<GetRoom> for Registry {
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct Broadcast {
-    pub users: Vec<UserId>,
-    pub payload: Arc<str>,
+    pub users: Arc<[UserId]>,
+    pub payload: Payload,
 }
 
 impl Handler<Broadcast> for Registry {
     type Result = ();
     fn handle(&mut self, msg: Broadcast, _: &mut Context<Self>) {
-        for user in msg.users {
+        for &user in msg.users.iter() {
             self.deliver_to(user, &msg.payload);
         }
     }
@@ -136,13 +137,13 @@ impl Handler<Broadcast> for Registry {
 /// A payload of its own for each listed user (per-user views such as rooms).
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct DeliverEach(pub Vec<(UserId, Arc<str>)>);
+pub struct DeliverEach(pub Vec<(UserId, Payload)>);
 
 impl Handler<DeliverEach> for Registry {
     type Result = ();
     fn handle(&mut self, msg: DeliverEach, _: &mut Context<Self>) {
-        for (user, payload) in msg.0 {
-            self.deliver_to(user, &payload);
+        for (user, payload) in &msg.0 {
+            self.deliver_to(*user, payload);
         }
     }
 }

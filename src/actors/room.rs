@@ -10,8 +10,8 @@ use std::sync::Arc;
 use actix::prelude::*;
 use tokio::sync::oneshot;
 
-use super::event_payload;
 use super::registry::{Broadcast, DeliverEach, Registry};
+use super::{event_payload, Payload};
 use crate::api::error::ApiError;
 use crate::model::{MessageId, MessageType, NewMessage, RoomId, RoomType, TextMessage, UserId};
 use crate::storage::{MemberRecord, MessageRecord, RoomRecord, Store};
@@ -19,9 +19,9 @@ use crate::storage::{MemberRecord, MessageRecord, RoomRecord, Store};
 /// Who an event goes to once the write is durable.
 enum Delivery {
     /// Every member at delivery time.
-    Members(Arc<str>),
+    Members(Payload),
     /// One user, with a payload of their own.
-    User(UserId, Arc<str>),
+    User(UserId, Payload),
 }
 
 struct Pending {
@@ -101,23 +101,21 @@ impl RoomActor {
         let batch = std::mem::take(&mut self.awaiting);
         self.flushing = true;
         let store = self.store.clone();
-        ctx.spawn(
-            async move { store.durable().await }
-                .into_actor(self)
-                .map(move |result, act, ctx| {
-                    act.flushing = false;
-                    let result = result.map_err(ApiError::from);
-                    for pending in batch {
-                        if result.is_ok() {
-                            act.deliver(pending.deliveries);
-                        }
-                        (pending.reply)(result.clone());
+        ctx.spawn(async move { store.durable().await }.into_actor(self).map(
+            move |result, act, ctx| {
+                act.flushing = false;
+                let result = result.map_err(ApiError::from);
+                for pending in batch {
+                    if result.is_ok() {
+                        act.deliver(pending.deliveries);
                     }
-                    if !act.awaiting.is_empty() {
-                        act.start_flush(ctx);
-                    }
-                }),
-        );
+                    (pending.reply)(result.clone());
+                }
+                if !act.awaiting.is_empty() {
+                    act.start_flush(ctx);
+                }
+            },
+        ));
     }
 
     fn deliver(&self, deliveries: Vec<Delivery>) {
@@ -125,7 +123,7 @@ impl RoomActor {
         for d in deliveries {
             match d {
                 Delivery::Members(payload) => self.registry.do_send(Broadcast {
-                    users: self.members.keys().copied().collect(),
+                    users: self.members.keys().copied().collect::<Vec<_>>().into(),
                     payload,
                 }),
                 Delivery::User(user, payload) => each.push((user, payload)),
@@ -136,11 +134,15 @@ impl RoomActor {
         }
     }
 
-    fn messages_event(kind: &str, messages: &[TextMessage]) -> Arc<str> {
+    fn messages_event(kind: &str, messages: &[TextMessage]) -> Payload {
         event_payload(kind, serde_json::json!({ "messages": messages }))
     }
 
-    fn post(&mut self, user_id: UserId, draft: NewMessage) -> Result<(TextMessage, Vec<Delivery>), ApiError> {
+    fn post(
+        &mut self,
+        user_id: UserId,
+        draft: NewMessage,
+    ) -> Result<(TextMessage, Vec<Delivery>), ApiError> {
         self.require_member(user_id)?;
         let mut deliveries = Vec::new();
         let parent_id = draft.parent_message_id.unwrap_or(0);
@@ -179,7 +181,9 @@ impl RoomActor {
             message_type,
             priority: draft.priority.unwrap_or_default(),
             comment_count: 0,
-            issue_properties: draft.issue_properties.filter(|_| message_type == MessageType::Issue),
+            issue_properties: draft
+                .issue_properties
+                .filter(|_| message_type == MessageType::Issue),
             meeting_properties: draft
                 .meeting_properties
                 .filter(|_| message_type == MessageType::Meeting),
@@ -193,12 +197,20 @@ impl RoomActor {
         // The new message goes out before the parent's new comment count.
         deliveries.insert(
             0,
-            Delivery::Members(Self::messages_event("TextMessagesCreated", &[view.clone()])),
+            Delivery::Members(Self::messages_event(
+                "TextMessagesCreated",
+                std::slice::from_ref(&view),
+            )),
         );
         Ok((view, deliveries))
     }
 
-    fn delete(&mut self, user_id: UserId, is_admin: bool, message_id: MessageId) -> Result<Vec<Delivery>, ApiError> {
+    fn delete(
+        &mut self,
+        user_id: UserId,
+        is_admin: bool,
+        message_id: MessageId,
+    ) -> Result<Vec<Delivery>, ApiError> {
         let member = self.require_member(user_id).ok().copied();
         let record = self
             .store
@@ -211,7 +223,8 @@ impl RoomActor {
         }
         if record.user_id != user_id && !is_moderator && !is_admin {
             return Err(ApiError::Forbidden(
-                "Only the author, a room moderator or an administrator may delete this message".into(),
+                "Only the author, a room moderator or an administrator may delete this message"
+                    .into(),
             ));
         }
         let mut deliveries = Vec::new();
@@ -248,7 +261,11 @@ impl RoomActor {
         Ok(deliveries)
     }
 
-    fn mark_read(&mut self, user_id: UserId, message_id: MessageId) -> Result<Vec<Delivery>, ApiError> {
+    fn mark_read(
+        &mut self,
+        user_id: UserId,
+        message_id: MessageId,
+    ) -> Result<Vec<Delivery>, ApiError> {
         self.require_member(user_id)?;
         let record = self
             .store
@@ -266,12 +283,21 @@ impl RoomActor {
         ))])
     }
 
-    fn add_member(&mut self, by: UserId, by_admin: bool, user_id: UserId) -> Result<Vec<Delivery>, ApiError> {
+    fn add_member(
+        &mut self,
+        by: UserId,
+        by_admin: bool,
+        user_id: UserId,
+    ) -> Result<Vec<Delivery>, ApiError> {
         let room = self
             .room
             .clone()
             .ok_or_else(|| ApiError::room_not_found(self.room_id))?;
-        let by_moderator = self.members.get(&by).map(|m| m.is_moderator).unwrap_or(false);
+        let by_moderator = self
+            .members
+            .get(&by)
+            .map(|m| m.is_moderator)
+            .unwrap_or(false);
         if !by_admin && !by_moderator {
             if self.members.contains_key(&by) {
                 return Err(ApiError::Forbidden(
@@ -318,7 +344,10 @@ impl Actor for RoomActor {
 
 impl Supervised for RoomActor {
     fn restarting(&mut self, _ctx: &mut Context<Self>) {
-        tracing::warn!(room = self.room_id, "room actor restarting; reloading from storage");
+        tracing::warn!(
+            room = self.room_id,
+            "room actor restarting; reloading from storage"
+        );
         // Dropping the pending replies answers their callers with 503.
         self.awaiting.clear();
         self.flushing = false;
@@ -408,7 +437,9 @@ pub struct AnnounceCreated;
 impl Handler<AnnounceCreated> for RoomActor {
     type Result = ();
     fn handle(&mut self, _: AnnounceCreated, _: &mut Context<Self>) {
-        let Some(room) = self.room.clone() else { return };
+        let Some(room) = self.room.clone() else {
+            return;
+        };
         let mut each = Vec::new();
         for &user in self.members.keys() {
             match self.store.room_view(&room, user) {

@@ -14,15 +14,18 @@ use actix_ws::{CloseCode, CloseReason, Message as WsMessage};
 use tokio::sync::mpsc;
 
 use super::registry::{Connect, Disconnect, Registry};
+use super::Payload;
 use crate::model::UserId;
 
 static NEXT_SESSION_ID: AtomicU64 = AtomicU64::new(1);
 
 const PING_EVERY: Duration = Duration::from_secs(30);
 const IDLE_LIMIT_MS: u64 = 90_000;
+const WRITE_TIMEOUT: Duration = Duration::from_secs(20);
 
+/// What the writer task puts on the socket.
 enum Outbound {
-    Text(Arc<str>),
+    Text(Payload),
     Ping,
 }
 
@@ -32,6 +35,9 @@ pub struct EventSession {
     registry: Addr<Registry>,
     out: mpsc::Sender<Outbound>,
     close_reason: Arc<Mutex<Option<CloseReason>>>,
+    /// Set when the client is dropped for being too slow: the writer then stops writing
+    /// what is queued and sends the close frame at once.
+    abandon: Arc<std::sync::atomic::AtomicBool>,
     last_seen_ms: Arc<AtomicU64>,
 }
 
@@ -48,12 +54,15 @@ impl EventSession {
         let (out, mut rx) = mpsc::channel::<Outbound>(queue.max(1));
         let close_reason = Arc::new(Mutex::new(None));
         let last_seen_ms = Arc::new(AtomicU64::new(crate::now_ms()));
+        let abandon = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let writer_abandon = abandon.clone();
         let addr = EventSession {
             id: NEXT_SESSION_ID.fetch_add(1, Ordering::Relaxed),
             user_id,
             registry,
             out,
             close_reason: close_reason.clone(),
+            abandon,
             last_seen_ms: last_seen_ms.clone(),
         }
         .start();
@@ -63,10 +72,17 @@ impl EventSession {
         let mut writer_ws = ws.clone();
         actix_rt::spawn(async move {
             loop {
-                match rx.recv().await {
+                let next = if writer_abandon.load(Ordering::Relaxed) {
+                    None
+                } else {
+                    rx.recv().await
+                };
+                match next {
                     Some(Outbound::Text(t)) => {
-                        if writer_ws.text(t.to_string()).await.is_err() {
-                            break;
+                        // A socket that accepts nothing for this long is dead or hostile.
+                        match tokio::time::timeout(WRITE_TIMEOUT, writer_ws.text(t)).await {
+                            Ok(Ok(())) => {}
+                            _ => break,
                         }
                     }
                     Some(Outbound::Ping) => {
@@ -97,7 +113,9 @@ impl EventSession {
                         }
                     }
                     Ok(WsMessage::Close(_)) => break,
-                    Ok(WsMessage::Text(text)) => reader_addr.do_send(ClientFrame::Text(text.to_string())),
+                    Ok(WsMessage::Text(text)) => {
+                        reader_addr.do_send(ClientFrame::Text(text.to_string()))
+                    }
                     Ok(WsMessage::Binary(_)) => reader_addr.do_send(ClientFrame::Binary),
                     Ok(_) => {}
                     Err(e) => {
@@ -128,17 +146,20 @@ impl EventSession {
     fn enqueue(&mut self, ctx: &mut Context<Self>, item: Outbound) {
         match self.out.try_send(item) {
             Ok(()) => {}
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                tracing::info!(
-                    user = self.user_id,
-                    session = self.id,
-                    "event client too slow: outbound queue full, disconnecting"
-                );
-                self.set_close(CloseCode::Policy, "too slow: event queue full");
-                ctx.stop();
-            }
+            Err(mpsc::error::TrySendError::Full(_)) => self.drop_too_slow(ctx),
             Err(mpsc::error::TrySendError::Closed(_)) => ctx.stop(),
         }
+    }
+
+    fn drop_too_slow(&mut self, ctx: &mut Context<Self>) {
+        tracing::info!(
+            user = self.user_id,
+            session = self.id,
+            "event client too slow: outbound queue full, disconnecting"
+        );
+        self.set_close(CloseCode::Policy, "too slow: event queue full");
+        self.abandon.store(true, Ordering::Relaxed);
+        ctx.stop();
     }
 
     fn set_close(&self, code: CloseCode, reason: &str) {
@@ -162,6 +183,7 @@ impl Actor for EventSession {
             session_id: self.id,
             addr: ctx.address(),
         });
+
         ctx.run_interval(PING_EVERY, |act, ctx| {
             let idle = crate::now_ms().saturating_sub(act.last_seen_ms.load(Ordering::Relaxed));
             if idle > IDLE_LIMIT_MS {
@@ -178,6 +200,7 @@ impl Actor for EventSession {
             user_id: self.user_id,
             session_id: self.id,
         });
+
         Running::Stop
     }
 }
@@ -185,7 +208,7 @@ impl Actor for EventSession {
 /// An event for this session's user.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct Deliver(pub Arc<str>);
+pub struct Deliver(pub Payload);
 
 impl Handler<Deliver> for EventSession {
     type Result = ();
@@ -224,7 +247,11 @@ impl Handler<ClientFrame> for EventSession {
     type Result = ();
     fn handle(&mut self, msg: ClientFrame, ctx: &mut Context<Self>) {
         match msg {
-            ClientFrame::Binary => self.send_error(ctx, 400, "Binary frames are not accepted on the event stream"),
+            ClientFrame::Binary => self.send_error(
+                ctx,
+                400,
+                "Binary frames are not accepted on the event stream",
+            ),
             ClientFrame::Text(text) => {
                 let parsed: Result<serde_json::Value, _> = serde_json::from_str(&text);
                 match parsed {
@@ -233,7 +260,11 @@ impl Handler<ClientFrame> for EventSession {
                         self.enqueue(ctx, Outbound::Text(pong));
                     }
                     Ok(_) => self.send_error(ctx, 400, "Unknown command on the event stream"),
-                    Err(e) => self.send_error(ctx, 400, &format!("Malformed JSON on the event stream: {e}")),
+                    Err(e) => self.send_error(
+                        ctx,
+                        400,
+                        &format!("Malformed JSON on the event stream: {e}"),
+                    ),
                 }
             }
         }

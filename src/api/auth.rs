@@ -9,7 +9,9 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use actix_web::{dev::Payload, web, FromRequest, HttpRequest};
-use argon2::password_hash::{rand_core::OsRng, PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::password_hash::{
+    rand_core::OsRng, PasswordHash, PasswordHasher, PasswordVerifier, SaltString,
+};
 use argon2::Argon2;
 
 use super::error::{ApiError, BAD_CREDENTIALS, NO_CREDENTIALS};
@@ -35,7 +37,10 @@ impl Authed {
 pub fn credential(req: &HttpRequest) -> Option<String> {
     if let Some(h) = req.headers().get(actix_web::http::header::AUTHORIZATION) {
         if let Ok(s) = h.to_str() {
-            if let Some(t) = s.strip_prefix("Bearer ").or_else(|| s.strip_prefix("bearer ")) {
+            if let Some(t) = s
+                .strip_prefix("Bearer ")
+                .or_else(|| s.strip_prefix("bearer "))
+            {
                 return Some(t.trim().to_string());
             }
         }
@@ -90,7 +95,9 @@ impl FromRequest for Admin {
         Box::pin(async move {
             let a = fut.await?;
             if !a.user.is_admin {
-                return Err(ApiError::Forbidden("Only an administrator may do this".into()));
+                return Err(ApiError::Forbidden(
+                    "Only an administrator may do this".into(),
+                ));
             }
             Ok(Admin(a))
         })
@@ -169,13 +176,19 @@ impl LoginLimiter {
     }
 
     pub fn failed(&self, key: &str) {
-        let Ok(mut entries) = self.entries.lock() else { return };
+        let Ok(mut entries) = self.entries.lock() else {
+            return;
+        };
         let now = Instant::now();
         if entries.len() >= MAX_KEYS && !entries.contains_key(key) {
             let window = self.window;
             entries.retain(|_, (_, start)| now.duration_since(*start) < window);
             if entries.len() >= MAX_KEYS {
-                if let Some(oldest) = entries.iter().min_by_key(|(_, (_, s))| *s).map(|(k, _)| k.clone()) {
+                if let Some(oldest) = entries
+                    .iter()
+                    .min_by_key(|(_, (_, s))| *s)
+                    .map(|(k, _)| k.clone())
+                {
                     entries.remove(&oldest);
                 }
             }
@@ -191,5 +204,33 @@ impl LoginLimiter {
         if let Ok(mut entries) = self.entries.lock() {
             entries.remove(key);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn limiter_blocks_after_the_allowed_failures_and_forgets_on_success() {
+        let l = LoginLimiter::new(3, 60);
+        for _ in 0..2 {
+            l.failed("user:a");
+        }
+        assert!(l.blocked("user:a").is_none());
+        l.failed("user:a");
+        assert!(l.blocked("user:a").is_some());
+        assert!(l.blocked("user:b").is_none());
+        l.succeeded("user:a");
+        assert!(l.blocked("user:a").is_none());
+    }
+
+    #[test]
+    fn passwords_verify_only_against_their_own_hash() {
+        let h = hash_password("correct horse").expect("hash");
+        assert!(h.starts_with("$argon2id$"));
+        assert!(verify_password("correct horse", &h));
+        assert!(!verify_password("wrong horse", &h));
+        assert!(!verify_password("correct horse", "not a hash"));
     }
 }

@@ -16,7 +16,11 @@ fn placeholder(id: u64, name: &str) -> String {
         .take(2)
         .flat_map(|c| c.to_uppercase())
         .collect();
-    let initials = if initials.is_empty() { "?".to_string() } else { initials };
+    let initials = if initials.is_empty() {
+        "?".to_string()
+    } else {
+        initials
+    };
     let escaped = initials
         .replace('&', "&amp;")
         .replace('<', "&lt;")
@@ -32,13 +36,20 @@ fn placeholder(id: u64, name: &str) -> String {
 fn image(svg: String, file: &str) -> HttpResponse {
     HttpResponse::Ok()
         .content_type("image/svg+xml")
-        .insert_header(("Content-Disposition", format!("inline; filename=\"{file}\"")))
+        .insert_header((
+            "Content-Disposition",
+            format!("inline; filename=\"{file}\""),
+        ))
         .insert_header(("Cache-Control", "private, max-age=300"))
         .body(svg)
 }
 
 /// `GET /api/v1/users/{userId}/avatar.jpg`
-pub async fn user_avatar(state: State, _auth: Authed, path: web::Path<u64>) -> Result<HttpResponse, ApiError> {
+pub async fn user_avatar(
+    state: State,
+    _auth: Authed,
+    path: web::Path<u64>,
+) -> Result<HttpResponse, ApiError> {
     let id = path.into_inner();
     let user = state
         .store
@@ -48,7 +59,11 @@ pub async fn user_avatar(state: State, _auth: Authed, path: web::Path<u64>) -> R
 }
 
 /// `GET /api/v1/rooms/{roomId}/avatar.jpg` (members only)
-pub async fn room_avatar(state: State, auth: Authed, path: web::Path<u64>) -> Result<HttpResponse, ApiError> {
+pub async fn room_avatar(
+    state: State,
+    auth: Authed,
+    path: web::Path<u64>,
+) -> Result<HttpResponse, ApiError> {
     let id = path.into_inner();
     let room = super::rooms::visible_room(&state, &auth, id)?;
     let view = state.store.room_view(&room, auth.id())?;

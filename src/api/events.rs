@@ -7,7 +7,11 @@ use super::error::ApiError;
 use super::State;
 use crate::actors::EventSession;
 
-pub async fn events(state: State, req: HttpRequest, body: web::Payload) -> Result<HttpResponse, ApiError> {
+pub async fn events(
+    state: State,
+    req: HttpRequest,
+    body: web::Payload,
+) -> Result<HttpResponse, ApiError> {
     let auth = authenticate(&state, &req)?;
     let (response, session, stream) = actix_ws::handle(&req, body)
         .map_err(|e| ApiError::BadRequest(format!("WebSocket upgrade expected: {e}")))?;

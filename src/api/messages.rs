@@ -28,11 +28,18 @@ impl PageQuery {
         let limit = match self.limit {
             None | Some(0) => None,
             Some(l) if l < 0 => {
-                return Err(ApiError::BadRequest("limit must be a positive number".into()))
+                return Err(ApiError::BadRequest(
+                    "limit must be a positive number".into(),
+                ))
             }
             Some(l) => Some(l as usize),
         };
-        let direction = match self.direction.as_deref().map(str::to_ascii_lowercase).as_deref() {
+        let direction = match self
+            .direction
+            .as_deref()
+            .map(str::to_ascii_lowercase)
+            .as_deref()
+        {
             None | Some("forward") => Direction::Forward,
             Some("backward") => Direction::Backward,
             Some(other) => {
@@ -58,10 +65,14 @@ fn validate(state: &AppState, mut draft: NewMessage) -> Result<NewMessage, ApiEr
     }
     let kind = draft.message_type.unwrap_or_default();
     if draft.issue_properties.is_some() && kind != MessageType::Issue {
-        return Err(ApiError::BadRequest("issueProperties need messageType \"Issue\"".into()));
+        return Err(ApiError::BadRequest(
+            "issueProperties need messageType \"Issue\"".into(),
+        ));
     }
     if draft.meeting_properties.is_some() && kind != MessageType::Meeting {
-        return Err(ApiError::BadRequest("meetingProperties need messageType \"Meeting\"".into()));
+        return Err(ApiError::BadRequest(
+            "meetingProperties need messageType \"Meeting\"".into(),
+        ));
     }
     if kind == MessageType::Issue && draft.issue_properties.is_none() {
         draft.issue_properties = Some(IssueProperties {
@@ -71,7 +82,9 @@ fn validate(state: &AppState, mut draft: NewMessage) -> Result<NewMessage, ApiEr
         });
     }
     if kind == MessageType::Meeting && draft.meeting_properties.is_none() {
-        return Err(ApiError::BadRequest("messageType \"Meeting\" needs meetingProperties".into()));
+        return Err(ApiError::BadRequest(
+            "messageType \"Meeting\" needs meetingProperties".into(),
+        ));
     }
     if let Some(issue) = &draft.issue_properties {
         for &a in &issue.assignees {
@@ -84,7 +97,11 @@ fn validate(state: &AppState, mut draft: NewMessage) -> Result<NewMessage, ApiEr
 }
 
 /// The message, if it exists and the caller is a member of its room.
-fn visible_message(state: &AppState, auth: &Authed, message_id: u64) -> Result<MessageRecord, ApiError> {
+fn visible_message(
+    state: &AppState,
+    auth: &Authed,
+    message_id: u64,
+) -> Result<MessageRecord, ApiError> {
     let record = state
         .store
         .message(message_id)?
@@ -103,7 +120,9 @@ pub async fn history(
     let room_id = path.into_inner();
     let (cursor, limit, direction) = query.parse()?;
     visible_room(&state, &auth, room_id)?;
-    let ids = state.store.room_message_ids(room_id, cursor, limit, direction)?;
+    let ids = state
+        .store
+        .room_message_ids(room_id, cursor, limit, direction)?;
     let messages = state.store.api_messages(&ids)?;
     Ok(ok_json(json!({ "messages": messages, "roomId": room_id })))
 }
@@ -118,19 +137,34 @@ pub async fn post(
     let room_id = path.into_inner();
     let draft = validate(&state, body.into_inner())?;
     let room = state.room_actor(room_id).await?;
-    let message = room.send(PostMessage { user_id: auth.id(), draft }).await??;
-    Ok(ok_json(json!({ "messageId": message.message_id, "message": message })))
+    let message = room
+        .send(PostMessage {
+            user_id: auth.id(),
+            draft,
+        })
+        .await??;
+    Ok(ok_json(
+        json!({ "messageId": message.message_id, "message": message }),
+    ))
 }
 
 /// `GET /api/v1/messages/{messageId}` (extension)
-pub async fn get_one(state: State, auth: Authed, path: web::Path<u64>) -> Result<HttpResponse, ApiError> {
+pub async fn get_one(
+    state: State,
+    auth: Authed,
+    path: web::Path<u64>,
+) -> Result<HttpResponse, ApiError> {
     let record = visible_message(&state, &auth, path.into_inner())?;
     let message = state.store.api_message(&record)?;
     Ok(ok_json(json!({ "message": message })))
 }
 
 /// `DELETE /api/v1/messages/{messageId}`
-pub async fn delete(state: State, auth: Authed, path: web::Path<u64>) -> Result<HttpResponse, ApiError> {
+pub async fn delete(
+    state: State,
+    auth: Authed,
+    path: web::Path<u64>,
+) -> Result<HttpResponse, ApiError> {
     let message_id = path.into_inner();
     let record = state
         .store
@@ -147,10 +181,18 @@ pub async fn delete(state: State, auth: Authed, path: web::Path<u64>) -> Result<
 }
 
 /// `POST /api/v1/messages/{messageId}/read`
-pub async fn mark_read(state: State, auth: Authed, path: web::Path<u64>) -> Result<HttpResponse, ApiError> {
+pub async fn mark_read(
+    state: State,
+    auth: Authed,
+    path: web::Path<u64>,
+) -> Result<HttpResponse, ApiError> {
     let record = visible_message(&state, &auth, path.into_inner())?;
     let room = state.room_actor(record.room_id).await?;
-    room.send(MarkRead { user_id: auth.id(), message_id: record.message_id }).await??;
+    room.send(MarkRead {
+        user_id: auth.id(),
+        message_id: record.message_id,
+    })
+    .await??;
     Ok(ok_json(json!({})))
 }
 
@@ -163,7 +205,9 @@ pub async fn comments(
 ) -> Result<HttpResponse, ApiError> {
     let (cursor, limit, direction) = query.parse()?;
     let parent = visible_message(&state, &auth, path.into_inner())?;
-    let ids = state.store.comment_page_ids(parent.message_id, cursor, limit, direction)?;
+    let ids = state
+        .store
+        .comment_page_ids(parent.message_id, cursor, limit, direction)?;
     let messages = state.store.api_messages(&ids)?;
     Ok(ok_json(json!({
         "messages": messages,
@@ -183,6 +227,13 @@ pub async fn post_comment(
     let mut draft = validate(&state, body.into_inner())?;
     draft.parent_message_id = Some(parent.message_id);
     let room = state.room_actor(parent.room_id).await?;
-    let message = room.send(PostMessage { user_id: auth.id(), draft }).await??;
-    Ok(ok_json(json!({ "messageId": message.message_id, "message": message })))
+    let message = room
+        .send(PostMessage {
+            user_id: auth.id(),
+            draft,
+        })
+        .await??;
+    Ok(ok_json(
+        json!({ "messageId": message.message_id, "message": message }),
+    ))
 }

@@ -84,20 +84,38 @@ pub fn configure(cfg: &mut web::ServiceConfig, limits: &Limits, web_root: Option
             .route("/server-health", web::get().to(health::server_health))
             .route("/users", web::get().to(users::list))
             .route("/users", web::post().to(users::create))
-            .route("/users/{userId}/avatar.jpg", web::get().to(avatar::user_avatar))
+            .route(
+                "/users/{userId}/avatar.jpg",
+                web::get().to(avatar::user_avatar),
+            )
             .route("/rooms", web::get().to(rooms::list))
             .route("/rooms", web::post().to(rooms::create))
-            .route("/rooms/{roomId}/avatar.jpg", web::get().to(avatar::room_avatar))
+            .route(
+                "/rooms/{roomId}/avatar.jpg",
+                web::get().to(avatar::room_avatar),
+            )
             .route("/rooms/{roomId}/members", web::get().to(rooms::members))
             .route("/rooms/{roomId}/members", web::post().to(rooms::add_member))
             .route("/rooms/{roomId}/messages", web::get().to(messages::history))
             .route("/rooms/{roomId}/messages", web::post().to(messages::post))
-            .route("/room-permissions/{roomId}", web::get().to(rooms::permissions))
+            .route(
+                "/room-permissions/{roomId}",
+                web::get().to(rooms::permissions),
+            )
             .route("/messages/{messageId}", web::get().to(messages::get_one))
             .route("/messages/{messageId}", web::delete().to(messages::delete))
-            .route("/messages/{messageId}/read", web::post().to(messages::mark_read))
-            .route("/messages/{messageId}/comments", web::get().to(messages::comments))
-            .route("/messages/{messageId}/comments", web::post().to(messages::post_comment))
+            .route(
+                "/messages/{messageId}/read",
+                web::post().to(messages::mark_read),
+            )
+            .route(
+                "/messages/{messageId}/comments",
+                web::get().to(messages::comments),
+            )
+            .route(
+                "/messages/{messageId}/comments",
+                web::post().to(messages::post_comment),
+            )
             .route("/events", web::get().to(events::events))
             .default_service(web::to(api_not_found)),
     );
@@ -117,11 +135,7 @@ pub fn configure(cfg: &mut web::ServiceConfig, limits: &Limits, web_root: Option
 }
 
 async fn api_not_found(req: HttpRequest) -> HttpResponse {
-    let e = ApiError::NotFound(format!(
-        "No API endpoint {} {}",
-        req.method(),
-        req.path()
-    ));
+    let e = ApiError::NotFound(format!("No API endpoint {} {}", req.method(), req.path()));
     actix_web::ResponseError::error_response(&e)
 }
 

@@ -19,7 +19,9 @@ pub fn visible_room(state: &AppState, auth: &Authed, room_id: u64) -> Result<Roo
         .room(room_id)?
         .ok_or_else(|| ApiError::room_not_found(room_id))?;
     if state.store.member(room_id, auth.id())?.is_none() {
-        return Err(ApiError::Forbidden(format!("You are not a member of room {room_id}")));
+        return Err(ApiError::Forbidden(format!(
+            "You are not a member of room {room_id}"
+        )));
     }
     Ok(room)
 }
@@ -49,8 +51,16 @@ pub struct NewRoom {
 /// `POST /api/v1/rooms` (extension). A group room (`"Public"`, the default) with the
 /// creator as moderator plus `members`; or the private room between the caller and the one
 /// user in `members` (found again, not duplicated, if it exists).
-pub async fn create(state: State, auth: Authed, body: web::Json<NewRoom>) -> Result<HttpResponse, ApiError> {
-    let NewRoom { display_name, room_type, members } = body.into_inner();
+pub async fn create(
+    state: State,
+    auth: Authed,
+    body: web::Json<NewRoom>,
+) -> Result<HttpResponse, ApiError> {
+    let NewRoom {
+        display_name,
+        room_type,
+        members,
+    } = body.into_inner();
     for &m in &members {
         if state.store.user(m)?.is_none() {
             return Err(ApiError::NotFound(format!("User {m} not found")));
@@ -69,7 +79,9 @@ pub async fn create(state: State, auth: Authed, body: web::Json<NewRoom>) -> Res
         RoomType::Public => {
             let name = display_name.trim();
             if name.is_empty() || name.len() > 128 {
-                return Err(ApiError::BadRequest("displayName must be 1-128 bytes".into()));
+                return Err(ApiError::BadRequest(
+                    "displayName must be 1-128 bytes".into(),
+                ));
             }
             let mut all = vec![auth.id()];
             for m in members {
@@ -77,19 +89,31 @@ pub async fn create(state: State, auth: Authed, body: web::Json<NewRoom>) -> Res
                     all.push(m);
                 }
             }
-            (state.store.create_room(name, RoomType::Public, auth.id(), &all)?, true)
+            (
+                state
+                    .store
+                    .create_room(name, RoomType::Public, auth.id(), &all)?,
+                true,
+            )
         }
     };
     state.store.durable().await?;
     if created {
-        state.room_actor(room.room_id).await?.do_send(AnnounceCreated);
+        state
+            .room_actor(room.room_id)
+            .await?
+            .do_send(AnnounceCreated);
     }
     let view = state.store.room_view(&room, auth.id())?;
     Ok(ok_json(json!({ "roomId": room.room_id, "room": view })))
 }
 
 /// `GET /api/v1/rooms/{roomId}/members` (extension)
-pub async fn members(state: State, auth: Authed, path: web::Path<u64>) -> Result<HttpResponse, ApiError> {
+pub async fn members(
+    state: State,
+    auth: Authed,
+    path: web::Path<u64>,
+) -> Result<HttpResponse, ApiError> {
     let room_id = path.into_inner();
     visible_room(&state, &auth, room_id)?;
     let members: Vec<_> = state
@@ -122,11 +146,17 @@ pub async fn add_member(
         user_id: body.user_id,
     })
     .await??;
-    Ok(ok_json(json!({ "roomId": room_id, "userId": body.user_id })))
+    Ok(ok_json(
+        json!({ "roomId": room_id, "userId": body.user_id }),
+    ))
 }
 
 /// `GET /api/v1/room-permissions/{roomId}`
-pub async fn permissions(state: State, auth: Authed, path: web::Path<u64>) -> Result<HttpResponse, ApiError> {
+pub async fn permissions(
+    state: State,
+    auth: Authed,
+    path: web::Path<u64>,
+) -> Result<HttpResponse, ApiError> {
     let room_id = path.into_inner();
     visible_room(&state, &auth, room_id)?;
     Ok(ok_json(json!({

@@ -29,12 +29,21 @@ fn session_cookie(value: String) -> Cookie<'static> {
 }
 
 /// `POST /api/v1/login`
-pub async fn login(state: State, req: HttpRequest, body: web::Json<LoginBody>) -> Result<HttpResponse, ApiError> {
-    let LoginBody { user_name, password } = body.into_inner();
+pub async fn login(
+    state: State,
+    req: HttpRequest,
+    body: web::Json<LoginBody>,
+) -> Result<HttpResponse, ApiError> {
+    let LoginBody {
+        user_name,
+        password,
+    } = body.into_inner();
     let user_key = format!("user:{}", user_name.to_lowercase());
     let addr_key = format!(
         "addr:{}",
-        req.peer_addr().map(|a| a.ip().to_string()).unwrap_or_default()
+        req.peer_addr()
+            .map(|a| a.ip().to_string())
+            .unwrap_or_default()
     );
     for key in [&user_key, &addr_key] {
         if let Some(wait) = state.login_limiter.blocked(key) {
@@ -82,7 +91,8 @@ fn dummy_hash() -> &'static str {
 
 /// `POST /api/v1/logout`
 pub async fn logout(state: State, req: HttpRequest) -> Result<HttpResponse, ApiError> {
-    let cred = auth::credential(&req).ok_or_else(|| ApiError::Unauthorized(NO_CREDENTIALS.into()))?;
+    let cred =
+        auth::credential(&req).ok_or_else(|| ApiError::Unauthorized(NO_CREDENTIALS.into()))?;
     // Safe to call with an expired session: the cookie is cleared either way.
     if state.store.delete_session(&cred)? {
         state.store.durable().await?;

@@ -41,8 +41,17 @@ pub fn generate_password() -> String {
 }
 
 /// `POST /api/v1/users` (extension, administrators only)
-pub async fn create(state: State, _admin: Admin, body: web::Json<NewUser>) -> Result<HttpResponse, ApiError> {
-    let NewUser { user_name, display_name, password, is_admin } = body.into_inner();
+pub async fn create(
+    state: State,
+    _admin: Admin,
+    body: web::Json<NewUser>,
+) -> Result<HttpResponse, ApiError> {
+    let NewUser {
+        user_name,
+        display_name,
+        password,
+        is_admin,
+    } = body.into_inner();
     if !valid_user_name(&user_name) {
         return Err(ApiError::BadRequest(
             "userName must be 1-64 characters of letters, digits, '.', '_' or '-'".into(),
@@ -50,7 +59,9 @@ pub async fn create(state: State, _admin: Admin, body: web::Json<NewUser>) -> Re
     }
     let display_name = display_name.unwrap_or_else(|| user_name.clone());
     if display_name.trim().is_empty() || display_name.len() > 128 {
-        return Err(ApiError::BadRequest("displayName must be 1-128 bytes".into()));
+        return Err(ApiError::BadRequest(
+            "displayName must be 1-128 bytes".into(),
+        ));
     }
     if let Some(p) = &password {
         if p.len() < 8 || p.len() > 1024 {
@@ -58,13 +69,17 @@ pub async fn create(state: State, _admin: Admin, body: web::Json<NewUser>) -> Re
         }
     }
     if state.store.user_by_name(&user_name)?.is_some() {
-        return Err(ApiError::Conflict(format!("A user named '{user_name}' already exists")));
+        return Err(ApiError::Conflict(format!(
+            "A user named '{user_name}' already exists"
+        )));
     }
     let generated = password.is_none();
     let password = password.unwrap_or_else(generate_password);
     let to_hash = password.clone();
     let hash = auth::with_hash_slot(&state, move || auth::hash_password(&to_hash)).await??;
-    let user = state.store.create_user(&user_name, &display_name, hash, is_admin)?;
+    let user = state
+        .store
+        .create_user(&user_name, &display_name, hash, is_admin)?;
     state.store.durable().await?;
     let mut body = json!({ "userId": user.user_id, "user": user.to_api() });
     if generated {

@@ -108,17 +108,29 @@ fn start_server(args: &Args) -> Server {
             .and_then(|f| std::fs::read_to_string(f).ok())
             .or_else(|| std::env::var("CONFAB_PASSWORD").ok())
             .unwrap_or_default();
-        return Server { addr: addr.clone(), fingerprint: None, admin_password: pw.trim().into(), child: None, _tmp: None };
+        return Server {
+            addr: addr.clone(),
+            fingerprint: None,
+            admin_password: pw.trim().into(),
+            child: None,
+            _tmp: None,
+        };
     }
     let exe = std::env::current_exe().expect("current exe");
     let server_bin = exe.with_file_name("confab-server");
     let dir = std::env::temp_dir().join(format!("confab-bench-{}", std::process::id()));
     let tmp = tempfile_dir::TempDir(dir.clone());
     let mut cmd = Command::new(server_bin);
-    cmd.args(["--listen", "127.0.0.1:0", "--log-level", "warn,confab=info", "--storage-dir"])
-        .arg(&dir)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
+    cmd.args([
+        "--listen",
+        "127.0.0.1:0",
+        "--log-level",
+        "warn,confab=info",
+        "--storage-dir",
+    ])
+    .arg(&dir)
+    .stdout(Stdio::null())
+    .stderr(Stdio::piped());
     if let Some(w) = args.server_workers {
         cmd.args(["--workers", &w.to_string()]);
     }
@@ -131,7 +143,9 @@ fn start_server(args: &Args) -> Server {
             Ok(())
         });
     }
-    let mut child = cmd.spawn().expect("start confab-server (build it with cargo build --release)");
+    let mut child = cmd
+        .spawn()
+        .expect("start confab-server (build it with cargo build --release)");
     let stderr = child.stderr.take().expect("stderr");
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
@@ -145,8 +159,11 @@ fn start_server(args: &Args) -> Server {
             }
         }
     });
-    let (addr, fp) = rx.recv_timeout(Duration::from_secs(30)).expect("server start");
-    let admin_password = std::fs::read_to_string(dir.join("initial-admin-password")).expect("admin password");
+    let (addr, fp) = rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("server start");
+    let admin_password =
+        std::fs::read_to_string(dir.join("initial-admin-password")).expect("admin password");
     Server {
         addr: addr.expect("address"),
         fingerprint: Some(fp),
@@ -177,7 +194,8 @@ fn cpu_ms(pid: u32) -> u64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
     let f: Vec<&str> = after.split_whitespace().collect();
-    let ticks: u64 = f.get(11).and_then(|v| v.parse().ok()).unwrap_or(0) + f.get(12).and_then(|v| v.parse().ok()).unwrap_or(0);
+    let ticks: u64 = f.get(11).and_then(|v| v.parse().ok()).unwrap_or(0)
+        + f.get(12).and_then(|v| v.parse().ok()).unwrap_or(0);
     // SAFETY: sysconf has no preconditions.
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
     ticks * 1000 / hz
@@ -186,7 +204,15 @@ fn cpu_ms(pid: u32) -> u64 {
 async fn rss_kib(server: &Server, admin: &mut Client) -> u64 {
     match &server.child {
         Some(c) => proc_status_kib(c.id(), "VmRSS:"),
-        None => admin.server_health().await.ok().and_then(|h| h["residentMemoryBytes"].as_u64()).unwrap_or(0) / 1024,
+        None => {
+            admin
+                .server_health()
+                .await
+                .ok()
+                .and_then(|h| h["residentMemoryBytes"].as_u64())
+                .unwrap_or(0)
+                / 1024
+        }
     }
 }
 
@@ -228,9 +254,17 @@ fn spawn_receivers(addr: String, trust: Trust, sessions: Vec<String>, counters: 
                             counters.deliveries.fetch_add(1, Ordering::Relaxed);
                             counters.last_delivery_us.fetch_max(now, Ordering::Relaxed);
                             if let Some(pos) = memchr_find(&frame, b"bench:2:") {
-                                let digits: Vec<u8> = frame[pos + 8..].iter().take_while(|b| b.is_ascii_digit()).copied().collect();
-                                if let Some(sent) = std::str::from_utf8(&digits).ok().and_then(|s| s.parse::<u64>().ok()) {
-                                    local.push(now.saturating_sub(sent).min(u32::MAX as u64) as u32);
+                                let digits: Vec<u8> = frame[pos + 8..]
+                                    .iter()
+                                    .take_while(|b| b.is_ascii_digit())
+                                    .copied()
+                                    .collect();
+                                if let Some(sent) = std::str::from_utf8(&digits)
+                                    .ok()
+                                    .and_then(|s| s.parse::<u64>().ok())
+                                {
+                                    local
+                                        .push(now.saturating_sub(sent).min(u32::MAX as u64) as u32);
                                     if local.len() >= 256 {
                                         if let Ok(mut l) = counters.latencies.lock() {
                                             l.append(&mut local);
@@ -266,7 +300,10 @@ fn main() {
     let server = start_server(&args);
     let system = actix_rt::System::new();
     let report = system.block_on(run(args.clone(), &server));
-    println!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&report).unwrap_or_default()
+    );
     if let Some(mut c) = server.child {
         // SAFETY: plain kill(2) on our own child.
         unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
@@ -278,7 +315,10 @@ fn main() {
 async fn run(args: Args, server: &Server) -> serde_json::Value {
     let t = trust(server);
     let mut admin = Client::new(&server.addr, t.clone()).expect("client");
-    admin.login("admin", &server.admin_password).await.expect("admin login");
+    admin
+        .login("admin", &server.admin_password)
+        .await
+        .expect("admin login");
     let rss_start = rss_kib(server, &mut admin).await;
 
     // Users, in parallel batches (argon2 on the server bounds this).
@@ -292,7 +332,8 @@ async fn run(args: Args, server: &Server) -> serde_json::Value {
             let mut c = admin.another();
             c.use_token(admin.session_id().unwrap_or_default());
             async move {
-                c.create_user(&format!("bench{run_tag}-{i}"), Some(password), false).await
+                c.create_user(&format!("bench{run_tag}-{i}"), Some(password), false)
+                    .await
             }
         });
         for r in join_all(futs).await {
@@ -302,15 +343,27 @@ async fn run(args: Args, server: &Server) -> serde_json::Value {
     let rooms_n = args.rooms.max(1);
     let mut rooms = Vec::new();
     for r in 0..rooms_n {
-        let members: Vec<u64> = user_ids.iter().enumerate().filter(|(i, _)| i % rooms_n == r).map(|(_, &u)| u).collect();
-        rooms.push(admin.create_room(&format!("bench-room-{r}"), &members).await.expect("room"));
+        let members: Vec<u64> = user_ids
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| i % rooms_n == r)
+            .map(|(_, &u)| u)
+            .collect();
+        rooms.push(
+            admin
+                .create_room(&format!("bench-room-{r}"), &members)
+                .await
+                .expect("room"),
+        );
     }
     let mut sessions = Vec::with_capacity(n);
     for chunk in (0..n).collect::<Vec<_>>().chunks(16) {
         let futs = chunk.iter().map(|i| {
             let mut c = admin.another();
             async move {
-                c.login(&format!("bench{run_tag}-{i}"), password).await.expect("login");
+                c.login(&format!("bench{run_tag}-{i}"), password)
+                    .await
+                    .expect("login");
                 c.session_id().unwrap_or_default().to_string()
             }
         });
@@ -330,16 +383,24 @@ async fn run(args: Args, server: &Server) -> serde_json::Value {
     let threads = args.receiver_threads.max(1);
     let per = n.div_ceil(threads);
     for part in sessions.chunks(per) {
-        spawn_receivers(server.addr.clone(), t.clone(), part.to_vec(), counters.clone());
+        spawn_receivers(
+            server.addr.clone(),
+            t.clone(),
+            part.to_vec(),
+            counters.clone(),
+        );
     }
     let connect_start = Instant::now();
-    while counters.connected.load(Ordering::Relaxed) < n && connect_start.elapsed() < Duration::from_secs(120) {
+    while counters.connected.load(Ordering::Relaxed) < n
+        && connect_start.elapsed() < Duration::from_secs(120)
+    {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let connected = counters.connected.load(Ordering::Relaxed);
     tokio::time::sleep(Duration::from_secs(2)).await;
     let rss_connected = rss_kib(server, &mut admin).await;
-    let per_session_kib = (rss_connected.saturating_sub(rss_before)) as f64 / connected.max(1) as f64;
+    let per_session_kib =
+        (rss_connected.saturating_sub(rss_before)) as f64 / connected.max(1) as f64;
     let members_per_room = n as f64 / rooms_n as f64;
 
     // Phase 1: throughput.
@@ -369,7 +430,10 @@ async fn run(args: Args, server: &Server) -> serde_json::Value {
                 if i >= total {
                     break;
                 }
-                if c.send_text(rooms[i % rooms.len()], &format!("bench:1:{}", now_us())).await.is_ok() {
+                if c.send_text(rooms[i % rooms.len()], &format!("bench:1:{}", now_us()))
+                    .await
+                    .is_ok()
+                {
                     ok += 1;
                 }
             }
@@ -382,12 +446,21 @@ async fn run(args: Args, server: &Server) -> serde_json::Value {
     let health1 = admin.server_health().await.unwrap_or_default();
     let expected = (acked as f64 * members_per_room) as u64;
     let wait_start = Instant::now();
-    while counters.deliveries.load(Ordering::Relaxed) - deliveries0 < expected && wait_start.elapsed() < Duration::from_secs(30) {
+    while counters.deliveries.load(Ordering::Relaxed) - deliveries0 < expected
+        && wait_start.elapsed() < Duration::from_secs(30)
+    {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let delivered = counters.deliveries.load(Ordering::Relaxed) - deliveries0;
-    let delivery_secs = (counters.last_delivery_us.load(Ordering::Relaxed).saturating_sub(p1_start_us)) as f64 / 1e6;
-    let fsyncs = health1["fsyncs"].as_u64().unwrap_or(0).saturating_sub(health0["fsyncs"].as_u64().unwrap_or(0));
+    let delivery_secs = (counters
+        .last_delivery_us
+        .load(Ordering::Relaxed)
+        .saturating_sub(p1_start_us)) as f64
+        / 1e6;
+    let fsyncs = health1["fsyncs"]
+        .as_u64()
+        .unwrap_or(0)
+        .saturating_sub(health0["fsyncs"].as_u64().unwrap_or(0));
 
     // Phase 2: fixed rate, latency.
     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -420,7 +493,10 @@ async fn run(args: Args, server: &Server) -> serde_json::Value {
                 if due > now {
                     tokio::time::sleep(Duration::from_micros(due - now)).await;
                 }
-                if c.send_text(rooms[i % rooms.len()], &format!("bench:2:{}", now_us())).await.is_ok() {
+                if c.send_text(rooms[i % rooms.len()], &format!("bench:2:{}", now_us()))
+                    .await
+                    .is_ok()
+                {
                     ok += 1;
                 }
                 k += 1;
@@ -432,11 +508,17 @@ async fn run(args: Args, server: &Server) -> serde_json::Value {
     let p2_secs = (now_us() - p2_start_us) as f64 / 1e6;
     let expected2 = (acked2 as f64 * members_per_room) as u64;
     let wait_start = Instant::now();
-    while counters.deliveries.load(Ordering::Relaxed) - deliveries2 < expected2 && wait_start.elapsed() < Duration::from_secs(30) {
+    while counters.deliveries.load(Ordering::Relaxed) - deliveries2 < expected2
+        && wait_start.elapsed() < Duration::from_secs(30)
+    {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let mut lat = counters.latencies.lock().map(|l| l.clone()).unwrap_or_default();
+    let mut lat = counters
+        .latencies
+        .lock()
+        .map(|l| l.clone())
+        .unwrap_or_default();
     lat.sort_unstable();
     let rss_end = rss_kib(server, &mut admin).await;
 

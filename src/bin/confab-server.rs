@@ -7,18 +7,19 @@ fn main() {
     let args: Vec<String> = normalize_help_flags(std::env::args());
     let strs: Vec<&str> = args.iter().map(String::as_str).collect();
     let cmd = strs.first().copied().unwrap_or("confab-server");
-    let parsed = match <ServerArgs as argh::FromArgs>::from_args(&[cmd], strs.get(1..).unwrap_or(&[])) {
-        Ok(a) => a,
-        Err(early) => {
-            let ok = early.status.is_ok();
-            if ok {
-                println!("{}", early.output);
-                std::process::exit(0);
+    let parsed =
+        match <ServerArgs as argh::FromArgs>::from_args(&[cmd], strs.get(1..).unwrap_or(&[])) {
+            Ok(a) => a,
+            Err(early) => {
+                let ok = early.status.is_ok();
+                if ok {
+                    println!("{}", early.output);
+                    std::process::exit(0);
+                }
+                eprintln!("{}", early.output);
+                std::process::exit(2);
             }
-            eprintln!("{}", early.output);
-            std::process::exit(2);
-        }
-    };
+        };
     let filter = tracing_subscriber::EnvFilter::try_new(&parsed.log_level)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     tracing_subscriber::fmt()

@@ -225,7 +225,10 @@ fn read_secret(path: &PathBuf) -> String {
 fn main() {
     let args: Vec<String> = confab::config::normalize_help_flags(std::env::args());
     let strs: Vec<&str> = args.iter().map(String::as_str).collect();
-    let cli = match Cli::from_args(&[strs.first().copied().unwrap_or("confab")], strs.get(1..).unwrap_or(&[])) {
+    let cli = match Cli::from_args(
+        &[strs.first().copied().unwrap_or("confab")],
+        strs.get(1..).unwrap_or(&[]),
+    ) {
         Ok(c) => c,
         Err(early) => {
             if early.status.is_ok() {
@@ -255,7 +258,11 @@ async fn connect(cli: &Cli) -> Result<Client, ClientError> {
     } else if cli.insecure {
         Trust::Insecure
     } else {
-        Trust::KnownServers(cli.known_servers.clone().unwrap_or_else(trust::default_known_servers))
+        Trust::KnownServers(
+            cli.known_servers
+                .clone()
+                .unwrap_or_else(trust::default_known_servers),
+        )
     };
     let mut client = Client::new(&server, trust)?;
     if let Ok(token) = std::env::var("CONFAB_TOKEN") {
@@ -270,7 +277,10 @@ async fn connect(cli: &Cli) -> Result<Client, ClientError> {
     let password = match &cli.password_file {
         Some(p) => read_secret(p),
         None => std::env::var("CONFAB_PASSWORD").map_err(|_| {
-            ClientError::Usage("no password: give --password-file FILE or set CONFAB_PASSWORD (or CONFAB_TOKEN)".into())
+            ClientError::Usage(
+                "no password: give --password-file FILE or set CONFAB_PASSWORD (or CONFAB_TOKEN)"
+                    .into(),
+            )
         })?,
     };
     client.login(&user, &password).await?;
@@ -283,8 +293,15 @@ fn print_messages(cli: &Cli, messages: &[confab::model::TextMessage]) {
         return;
     }
     for m in messages {
-        let comments = if m.comment_count > 0 { format!(" [{} comments]", m.comment_count) } else { String::new() };
-        println!("{}\t{}\tuser {}\t{}{}", m.message_id, m.created_utc, m.user_id, m.text, comments);
+        let comments = if m.comment_count > 0 {
+            format!(" [{} comments]", m.comment_count)
+        } else {
+            String::new()
+        };
+        println!(
+            "{}\t{}\tuser {}\t{}{}",
+            m.message_id, m.created_utc, m.user_id, m.text, comments
+        );
     }
 }
 
@@ -304,15 +321,27 @@ async fn run(cli: Cli) -> Result<(), ClientError> {
                 println!("{}", json!(users));
             } else {
                 for u in users {
-                    println!("{}\t{}\t{}\t{:?}{}", u.user_id, u.user_name, u.display_name, u.status, if u.is_admin { "\tadmin" } else { "" });
+                    println!(
+                        "{}\t{}\t{}\t{:?}{}",
+                        u.user_id,
+                        u.user_name,
+                        u.display_name,
+                        u.status,
+                        if u.is_admin { "\tadmin" } else { "" }
+                    );
                 }
             }
         }
         Command::CreateUser(cmd) => {
             let password = cmd.password_file.as_ref().map(read_secret);
-            let (id, generated) = c.create_user(&cmd.name, password.as_deref(), cmd.admin).await?;
+            let (id, generated) = c
+                .create_user(&cmd.name, password.as_deref(), cmd.admin)
+                .await?;
             match generated {
-                Some(p) => out(json!({ "userId": id, "password": p }), format!("{id}\npassword: {p}")),
+                Some(p) => out(
+                    json!({ "userId": id, "password": p }),
+                    format!("{id}\npassword: {p}"),
+                ),
                 None => out(json!({ "userId": id }), id.to_string()),
             }
         }
@@ -322,7 +351,10 @@ async fn run(cli: Cli) -> Result<(), ClientError> {
                 println!("{}", json!(rooms));
             } else {
                 for r in rooms {
-                    println!("{}\t{}\t{:?}\tunread {}", r.room_id, r.display_name, r.room_type, r.unread_message_count);
+                    println!(
+                        "{}\t{}\t{:?}\tunread {}",
+                        r.room_id, r.display_name, r.room_type, r.unread_message_count
+                    );
                 }
             }
         }
@@ -338,7 +370,10 @@ async fn run(cli: Cli) -> Result<(), ClientError> {
             let room = c.resolve_room(&cmd.room).await?;
             let user = c.resolve_user(&cmd.user).await?;
             c.add_member(room, user).await?;
-            out(json!({ "roomId": room, "userId": user }), format!("added user {user} to room {room}"));
+            out(
+                json!({ "roomId": room, "userId": user }),
+                format!("added user {user} to room {room}"),
+            );
         }
         Command::Members(cmd) => {
             let room = c.resolve_room(&cmd.room).await?;
@@ -347,23 +382,39 @@ async fn run(cli: Cli) -> Result<(), ClientError> {
                 println!("{}", json!(members));
             } else {
                 for m in members {
-                    println!("{}{}", m["userId"], if m["isModerator"] == json!(true) { "\tmoderator" } else { "" });
+                    println!(
+                        "{}{}",
+                        m["userId"],
+                        if m["isModerator"] == json!(true) {
+                            "\tmoderator"
+                        } else {
+                            ""
+                        }
+                    );
                 }
             }
         }
         Command::Send(cmd) => {
             let room = c.resolve_room(&cmd.room).await?;
             let m = c.send_text(room, &cmd.text).await?;
-            out(json!({ "messageId": m.message_id, "message": m }), m.message_id.to_string());
+            out(
+                json!({ "messageId": m.message_id, "message": m }),
+                m.message_id.to_string(),
+            );
         }
         Command::History(cmd) => {
             let room = c.resolve_room(&cmd.room).await?;
-            let messages = c.history(room, cmd.before, cmd.limit, Some(Direction::Backward)).await?;
+            let messages = c
+                .history(room, cmd.before, cmd.limit, Some(Direction::Backward))
+                .await?;
             print_messages(&cli, &messages);
         }
         Command::Comment(cmd) => {
             let m = c.comment(cmd.message_id, &cmd.text).await?;
-            out(json!({ "messageId": m.message_id, "message": m }), m.message_id.to_string());
+            out(
+                json!({ "messageId": m.message_id, "message": m }),
+                m.message_id.to_string(),
+            );
         }
         Command::Comments(cmd) => {
             let messages = c.comments(cmd.message_id, None, None, None).await?;
@@ -371,11 +422,17 @@ async fn run(cli: Cli) -> Result<(), ClientError> {
         }
         Command::Delete(cmd) => {
             c.delete_message(cmd.message_id).await?;
-            out(json!({ "deleted": cmd.message_id }), format!("deleted {}", cmd.message_id));
+            out(
+                json!({ "deleted": cmd.message_id }),
+                format!("deleted {}", cmd.message_id),
+            );
         }
         Command::Read(cmd) => {
             c.mark_read(cmd.message_id).await?;
-            out(json!({ "read": cmd.message_id }), format!("marked {} as read", cmd.message_id));
+            out(
+                json!({ "read": cmd.message_id }),
+                format!("marked {} as read", cmd.message_id),
+            );
         }
         Command::Follow(cmd) => {
             let mut events = c.events().await?;
@@ -411,7 +468,14 @@ async fn run(cli: Cli) -> Result<(), ClientError> {
         }
         Command::Health(_) => {
             let v = c.server_health().await?;
-            println!("{}", if cli.json { v.to_string() } else { serde_json::to_string_pretty(&v).unwrap_or_default() });
+            println!(
+                "{}",
+                if cli.json {
+                    v.to_string()
+                } else {
+                    serde_json::to_string_pretty(&v).unwrap_or_default()
+                }
+            );
         }
     }
     Ok(())

@@ -13,8 +13,8 @@ use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
 
 use crate::model::{ErrorBody, NewMessage, Room, RoomPermissions, ServerEvent, TextMessage, User};
-pub use trust::{normalize_fingerprint, Trust};
 use trust::TrustState;
+pub use trust::{normalize_fingerprint, Trust};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -72,7 +72,11 @@ impl Client {
     }
 
     /// Like [`Client::new`], with at most `limit` pooled connections (0 = no limit).
-    pub fn with_pool_limit(server: &str, trust: Trust, limit: usize) -> Result<Client, ClientError> {
+    pub fn with_pool_limit(
+        server: &str,
+        trust: Trust,
+        limit: usize,
+    ) -> Result<Client, ClientError> {
         let (trust, connector) = TrustState::new(trust, server)?;
         Ok(Self::build(trust, connector, limit))
     }
@@ -89,18 +93,25 @@ impl Client {
         use actix_tls::connect::{ConnectError, ConnectInfo, Connection, ConnectorService};
         type Info = ConnectInfo<awc::http::Uri>;
         type Conn = Connection<awc::http::Uri, actix_rt::net::TcpStream>;
-        let tcp = actix_tls::connect::Connector::new(actix_tls::connect::Resolver::default()).service();
-        let tcp = actix_service::apply_fn::<ConnectorService, ConnectorService, _, _, Info, Info, Conn, ConnectError>(
-            tcp,
-            |req: Info, srv: &ConnectorService| {
-                let connecting = actix_service::Service::call(srv, req);
-                async move {
-                    let conn: Conn = connecting.await?;
-                    let _ = conn.io_ref().set_nodelay(true);
-                    Ok(conn)
-                }
-            },
-        );
+        let tcp =
+            actix_tls::connect::Connector::new(actix_tls::connect::Resolver::default()).service();
+        let tcp = actix_service::apply_fn::<
+            ConnectorService,
+            ConnectorService,
+            _,
+            _,
+            Info,
+            Info,
+            Conn,
+            ConnectError,
+        >(tcp, |req: Info, srv: &ConnectorService| {
+            let connecting = actix_service::Service::call(srv, req);
+            async move {
+                let conn: Conn = connecting.await?;
+                let _ = conn.io_ref().set_nodelay(true);
+                Ok(conn)
+            }
+        });
         let http = awc::Client::builder()
             .connector(
                 awc::Connector::new()
@@ -145,7 +156,9 @@ impl Client {
             Some(Credential::Session(s)) => {
                 req = req.insert_header(("Cookie", format!("VirolaUserSessionId={s}")))
             }
-            Some(Credential::Token(t)) => req = req.insert_header(("Authorization", format!("Bearer {t}"))),
+            Some(Credential::Token(t)) => {
+                req = req.insert_header(("Authorization", format!("Bearer {t}")))
+            }
             None => {}
         }
         req
@@ -161,7 +174,11 @@ impl Client {
         let url = format!("{}{}", self.base, path);
         let req = self.authorize(self.http.request(method, url));
         let sent = match body {
-            Some(b) => req.insert_header(("Content-Type", "application/json")).send_body(b).await,
+            Some(b) => {
+                req.insert_header(("Content-Type", "application/json"))
+                    .send_body(b)
+                    .await
+            }
             None => req.send().await,
         };
         let mut resp = sent.map_err(|e| self.trust.explain_failure(e.to_string()))?;
@@ -173,12 +190,20 @@ impl Client {
             .await
             .map_err(|e| ClientError::Transport(e.to_string()))?;
         let value: Value = serde_json::from_slice(&bytes).map_err(|e| {
-            ClientError::Decode(format!("HTTP {status}, body is not JSON ({e}): {}", String::from_utf8_lossy(&bytes[..bytes.len().min(200)])))
+            ClientError::Decode(format!(
+                "HTTP {status}, body is not JSON ({e}): {}",
+                String::from_utf8_lossy(&bytes[..bytes.len().min(200)])
+            ))
         })?;
         Ok((status, value))
     }
 
-    async fn call(&mut self, method: awc::http::Method, path: &str, body: Option<Value>) -> Result<Value, ClientError> {
+    async fn call(
+        &mut self,
+        method: awc::http::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Result<Value, ClientError> {
         let bytes = body.map(|b| serde_json::to_vec(&b).unwrap_or_default());
         let (status, value) = self.request_raw(method, path, bytes).await?;
         if status != 200 {
@@ -186,7 +211,10 @@ impl Client {
                 error_text: value.to_string(),
                 http_status_code: status,
             });
-            return Err(ClientError::Api { status, text: err.error_text });
+            return Err(ClientError::Api {
+                status,
+                text: err.error_text,
+            });
         }
         Ok(value)
     }
@@ -209,7 +237,10 @@ impl Client {
     /// `POST /api/v1/login`; later requests carry the session cookie.
     pub async fn login(&mut self, user_name: &str, password: &str) -> Result<u64, ClientError> {
         let v = self
-            .post("/api/v1/login", json!({ "userName": user_name, "password": password }))
+            .post(
+                "/api/v1/login",
+                json!({ "userName": user_name, "password": password }),
+            )
             .await?;
         let user_id: u64 = Self::field(&v, "userId")?;
         let session: String = Self::field(&v, "userSessionId")?;
@@ -250,30 +281,56 @@ impl Client {
         limit: Option<usize>,
         direction: Option<Direction>,
     ) -> Result<Vec<TextMessage>, ClientError> {
-        let path = format!("/api/v1/rooms/{room_id}/messages{}", page_query(cursor, limit, direction));
+        let path = format!(
+            "/api/v1/rooms/{room_id}/messages{}",
+            page_query(cursor, limit, direction)
+        );
         let v = self.get(&path).await?;
         Self::field(&v, "messages")
     }
 
     /// Posts a message; returns it as stored (the server answers after fsync).
-    pub async fn send(&mut self, room_id: u64, message: &NewMessage) -> Result<TextMessage, ClientError> {
+    pub async fn send(
+        &mut self,
+        room_id: u64,
+        message: &NewMessage,
+    ) -> Result<TextMessage, ClientError> {
         let body = serde_json::to_value(message).map_err(|e| ClientError::Usage(e.to_string()))?;
-        let v = self.post(&format!("/api/v1/rooms/{room_id}/messages"), body).await?;
+        let v = self
+            .post(&format!("/api/v1/rooms/{room_id}/messages"), body)
+            .await?;
         Self::field(&v, "message")
     }
 
-    pub async fn send_text(&mut self, room_id: u64, text: &str) -> Result<TextMessage, ClientError> {
-        self.send(room_id, &NewMessage { content: text.to_string(), ..Default::default() }).await
+    pub async fn send_text(
+        &mut self,
+        room_id: u64,
+        text: &str,
+    ) -> Result<TextMessage, ClientError> {
+        self.send(
+            room_id,
+            &NewMessage {
+                content: text.to_string(),
+                ..Default::default()
+            },
+        )
+        .await
     }
 
     pub async fn delete_message(&mut self, message_id: u64) -> Result<(), ClientError> {
-        self.call(awc::http::Method::DELETE, &format!("/api/v1/messages/{message_id}"), None)
-            .await
-            .map(|_| ())
+        self.call(
+            awc::http::Method::DELETE,
+            &format!("/api/v1/messages/{message_id}"),
+            None,
+        )
+        .await
+        .map(|_| ())
     }
 
     pub async fn mark_read(&mut self, message_id: u64) -> Result<(), ClientError> {
-        self.post(&format!("/api/v1/messages/{message_id}/read"), json!({})).await.map(|_| ())
+        self.post(&format!("/api/v1/messages/{message_id}/read"), json!({}))
+            .await
+            .map(|_| ())
     }
 
     pub async fn comments(
@@ -283,20 +340,32 @@ impl Client {
         limit: Option<usize>,
         direction: Option<Direction>,
     ) -> Result<Vec<TextMessage>, ClientError> {
-        let path = format!("/api/v1/messages/{message_id}/comments{}", page_query(cursor, limit, direction));
+        let path = format!(
+            "/api/v1/messages/{message_id}/comments{}",
+            page_query(cursor, limit, direction)
+        );
         let v = self.get(&path).await?;
         Self::field(&v, "messages")
     }
 
-    pub async fn comment(&mut self, message_id: u64, text: &str) -> Result<TextMessage, ClientError> {
+    pub async fn comment(
+        &mut self,
+        message_id: u64,
+        text: &str,
+    ) -> Result<TextMessage, ClientError> {
         let v = self
-            .post(&format!("/api/v1/messages/{message_id}/comments"), json!({ "content": text }))
+            .post(
+                &format!("/api/v1/messages/{message_id}/comments"),
+                json!({ "content": text }),
+            )
             .await?;
         Self::field(&v, "message")
     }
 
     pub async fn permissions(&mut self, room_id: u64) -> Result<RoomPermissions, ClientError> {
-        let v = self.get(&format!("/api/v1/room-permissions/{room_id}")).await?;
+        let v = self
+            .get(&format!("/api/v1/room-permissions/{room_id}"))
+            .await?;
         let inner = v.get("roomPermissions").cloned().unwrap_or(Value::Null);
         Self::field(&inner, "permissions")
     }
@@ -321,26 +390,37 @@ impl Client {
 
     pub async fn create_room(&mut self, name: &str, members: &[u64]) -> Result<u64, ClientError> {
         let v = self
-            .post("/api/v1/rooms", json!({ "displayName": name, "members": members }))
+            .post(
+                "/api/v1/rooms",
+                json!({ "displayName": name, "members": members }),
+            )
             .await?;
         Self::field(&v, "roomId")
     }
 
     pub async fn create_private_room(&mut self, other: u64) -> Result<u64, ClientError> {
         let v = self
-            .post("/api/v1/rooms", json!({ "roomType": "Private", "members": [other] }))
+            .post(
+                "/api/v1/rooms",
+                json!({ "roomType": "Private", "members": [other] }),
+            )
             .await?;
         Self::field(&v, "roomId")
     }
 
     pub async fn add_member(&mut self, room_id: u64, user_id: u64) -> Result<(), ClientError> {
-        self.post(&format!("/api/v1/rooms/{room_id}/members"), json!({ "userId": user_id }))
-            .await
-            .map(|_| ())
+        self.post(
+            &format!("/api/v1/rooms/{room_id}/members"),
+            json!({ "userId": user_id }),
+        )
+        .await
+        .map(|_| ())
     }
 
     pub async fn members(&mut self, room_id: u64) -> Result<Vec<Value>, ClientError> {
-        let v = self.get(&format!("/api/v1/rooms/{room_id}/members")).await?;
+        let v = self
+            .get(&format!("/api/v1/rooms/{room_id}/members"))
+            .await?;
         Self::field(&v, "members")
     }
 
@@ -364,8 +444,12 @@ impl Client {
             .collect();
         match matches.as_slice() {
             [id] => Ok(*id),
-            [] => Err(ClientError::Usage(format!("no room named '{room}' among your rooms"))),
-            _ => Err(ClientError::Usage(format!("several rooms are named '{room}'; use the room id"))),
+            [] => Err(ClientError::Usage(format!(
+                "no room named '{room}' among your rooms"
+            ))),
+            _ => Err(ClientError::Usage(format!(
+                "several rooms are named '{room}'; use the room id"
+            ))),
         }
     }
 
@@ -387,7 +471,9 @@ impl Client {
         let url = format!("{}/api/v1/events", self.base);
         let mut req = self.http.ws(url).max_frame_size(16 * 1024 * 1024);
         match &self.credential {
-            Some(Credential::Session(s)) => req = req.header("Cookie", format!("VirolaUserSessionId={s}")),
+            Some(Credential::Session(s)) => {
+                req = req.header("Cookie", format!("VirolaUserSessionId={s}"))
+            }
             Some(Credential::Token(t)) => req = req.header("Authorization", format!("Bearer {t}")),
             None => {}
         }
@@ -415,7 +501,11 @@ fn page_query(cursor: Option<u64>, limit: Option<usize>, direction: Option<Direc
     if let Some(d) = direction {
         parts.push(format!(
             "direction={}",
-            if d == Direction::Backward { "backward" } else { "forward" }
+            if d == Direction::Backward {
+                "backward"
+            } else {
+                "forward"
+            }
         ));
     }
     if parts.is_empty() {
@@ -451,7 +541,12 @@ impl EventStream {
     pub async fn next_frame(&mut self) -> Result<Result<ServerEvent, Closed>, ClientError> {
         loop {
             let frame = match self.framed.next().await {
-                None => return Ok(Err(Closed { code: None, reason: None })),
+                None => {
+                    return Ok(Err(Closed {
+                        code: None,
+                        reason: None,
+                    }))
+                }
                 Some(f) => f.map_err(|e| ClientError::Transport(e.to_string()))?,
             };
             match frame {
@@ -494,7 +589,10 @@ impl EventStream {
     }
 
     /// The next event within `timeout` (`Ok(None)` on timeout or close).
-    pub async fn next_within(&mut self, timeout: Duration) -> Result<Option<ServerEvent>, ClientError> {
+    pub async fn next_within(
+        &mut self,
+        timeout: Duration,
+    ) -> Result<Option<ServerEvent>, ClientError> {
         match tokio::time::timeout(timeout, self.next()).await {
             Ok(r) => r,
             Err(_) => Ok(None),

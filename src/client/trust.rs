@@ -24,6 +24,14 @@ pub enum Trust {
 }
 
 /// Upper-case hex without separators; `None` unless it is 32 bytes of hex.
+///
+/// ```
+/// use confab::client::normalize_fingerprint;
+/// let colons = "ab:".repeat(31) + "ab";
+/// assert_eq!(normalize_fingerprint(&colons), Some("AB".repeat(32)));
+/// assert_eq!(normalize_fingerprint("00:11"), None);
+/// assert_eq!(normalize_fingerprint(&"zz".repeat(32)), None);
+/// ```
 pub fn normalize_fingerprint(fp: &str) -> Option<String> {
     let hex: String = fp
         .chars()
@@ -50,7 +58,10 @@ fn read_known(path: &Path) -> HashMap<String, String> {
         .lines()
         .filter_map(|l| {
             let mut parts = l.split_whitespace();
-            Some((parts.next()?.to_string(), normalize_fingerprint(parts.next()?)?))
+            Some((
+                parts.next()?.to_string(),
+                normalize_fingerprint(parts.next()?)?,
+            ))
         })
         .collect()
 }
@@ -89,9 +100,9 @@ impl TrustState {
         };
         match &trust {
             Trust::CaFile(file) => {
-                builder
-                    .set_ca_file(file)
-                    .map_err(|e| ClientError::Tls(format!("cannot load CA file {}: {e}", file.display())))?;
+                builder.set_ca_file(file).map_err(|e| {
+                    ClientError::Tls(format!("cannot load CA file {}: {e}", file.display()))
+                })?;
                 builder.set_verify(SslVerifyMode::PEER);
             }
             Trust::Insecure => builder.set_verify(SslVerifyMode::NONE),
@@ -159,11 +170,16 @@ impl TrustState {
         if self.recorded || self.expected.is_some() {
             return Ok(());
         }
-        let Trust::KnownServers(file) = &self.trust else { return Ok(()) };
-        let Some(fp) = self.seen.lock().ok().and_then(|s| s.clone()) else { return Ok(()) };
+        let Trust::KnownServers(file) = &self.trust else {
+            return Ok(());
+        };
+        let Some(fp) = self.seen.lock().ok().and_then(|s| s.clone()) else {
+            return Ok(());
+        };
         if let Some(parent) = file.parent() {
-            std::fs::create_dir_all(parent)
-                .map_err(|e| ClientError::Tls(format!("cannot create {}: {e}", parent.display())))?;
+            std::fs::create_dir_all(parent).map_err(|e| {
+                ClientError::Tls(format!("cannot create {}: {e}", parent.display()))
+            })?;
         }
         use std::io::Write;
         let mut f = std::fs::OpenOptions::new()

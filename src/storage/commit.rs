@@ -25,10 +25,22 @@ pub struct CommitStats {
     pub requests: AtomicU64,
 }
 
-#[derive(Clone)]
 pub struct GroupCommit {
-    queue: mpsc::Sender<Waiter>,
+    /// `None` only while dropping.
+    queue: Option<mpsc::Sender<Waiter>>,
+    thread: Option<std::thread::JoinHandle<()>>,
     pub stats: Arc<CommitStats>,
+}
+
+impl Drop for GroupCommit {
+    /// Closing the queue ends the thread; joining it releases its database handle, so the
+    /// storage folder can be opened again at once.
+    fn drop(&mut self) {
+        self.queue.take();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
 }
 
 impl GroupCommit {
@@ -36,7 +48,7 @@ impl GroupCommit {
         let (queue, mut rx) = mpsc::channel::<Waiter>(QUEUE_CAPACITY);
         let stats = Arc::new(CommitStats::default());
         let thread_stats = stats.clone();
-        std::thread::Builder::new()
+        let thread = std::thread::Builder::new()
             .name("confab-group-commit".into())
             .spawn(move || {
                 let mut batch = Vec::with_capacity(256);
@@ -59,13 +71,21 @@ impl GroupCommit {
                 }
             })
             .expect("spawning the group-commit thread");
-        GroupCommit { queue, stats }
+        GroupCommit {
+            queue: Some(queue),
+            thread: Some(thread),
+            stats,
+        }
     }
 
     /// Resolves once every write made before this call is on disk.
     pub async fn durable(&self) -> Result<(), StorageError> {
         let (tx, rx) = oneshot::channel();
-        self.queue
+        let queue = self
+            .queue
+            .as_ref()
+            .ok_or_else(|| StorageError::Flush("the group-commit thread has stopped".into()))?;
+        queue
             .send(tx)
             .await
             .map_err(|_| StorageError::Flush("the group-commit thread has stopped".into()))?;

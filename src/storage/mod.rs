@@ -138,7 +138,10 @@ fn id_at(bytes: &[u8], offset: usize) -> Result<u64> {
         .map(u64::from_be_bytes)
         .ok_or_else(|| StorageError::Corrupt {
             what: "key",
-            detail: format!("expected an id at byte {offset} of a {}-byte key", bytes.len()),
+            detail: format!(
+                "expected an id at byte {offset} of a {}-byte key",
+                bytes.len()
+            ),
         })
 }
 
@@ -238,6 +241,8 @@ pub struct Store {
     next_user_id: AtomicU64,
     next_room_id: AtomicU64,
     next_message_id: AtomicU64,
+    /// Serializes private-room creation so two concurrent requests make one room.
+    private_rooms: std::sync::Mutex<()>,
 }
 
 fn next_id_after_last(tree: &sled::Tree) -> Result<u64> {
@@ -303,6 +308,7 @@ impl Store {
             next_user_id: AtomicU64::new(0),
             next_room_id: AtomicU64::new(0),
             next_message_id: AtomicU64::new(0),
+            private_rooms: std::sync::Mutex::new(()),
             db,
         };
         store
@@ -486,6 +492,7 @@ impl Store {
     /// Finds or creates the private room between two users.
     pub fn private_room(&self, a: UserId, b: UserId) -> Result<(RoomRecord, bool)> {
         let key = pair(a.min(b), a.max(b));
+        let _guard = self.private_rooms.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(existing) = self.userpair_roomid.get(key)? {
             if let Some(room) = self.room(id_at(&existing, 0)?)? {
                 return Ok((room, false));
@@ -582,7 +589,10 @@ impl Store {
             self.parentid_commentid
                 .remove(pair(record.parent_message_id, record.message_id))?;
         }
-        for kv in self.messageid_userid_read.scan_prefix(be(record.message_id)) {
+        for kv in self
+            .messageid_userid_read
+            .scan_prefix(be(record.message_id))
+        {
             self.messageid_userid_read.remove(kv?.0)?;
         }
         self.messageid_message.remove(be(record.message_id))?;
@@ -760,5 +770,105 @@ impl Store {
             count += 1;
         }
         Ok(count)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path(), 8 * 1024 * 1024).expect("open");
+        (dir, store)
+    }
+
+    fn message(store: &Store, room: RoomId, parent: MessageId) -> MessageRecord {
+        let record = MessageRecord {
+            message_id: store.next_message_id(),
+            parent_message_id: parent,
+            room_id: room,
+            user_id: 1,
+            text: "t".into(),
+            created_utc: 1,
+            last_modified_utc: 1,
+            last_edited_utc: 1,
+            markup_type: MarkupType::TextPlain,
+            message_type: MessageType::Regular,
+            priority: Priority::Normal,
+            comment_count: 0,
+            issue_properties: None,
+            meeting_properties: None,
+        };
+        store.insert_message(&record).expect("insert");
+        record
+    }
+
+    #[test]
+    fn pages_stay_within_their_room_and_respect_cursor_edges() {
+        let (_d, store) = store();
+        // Interleave two rooms so a page that leaked across the key prefix would show it.
+        let mut a = Vec::new();
+        for _ in 0..5 {
+            a.push(message(&store, 7, 0).message_id);
+            message(&store, 8, 0);
+        }
+        let page = |c, l, d| store.room_message_ids(7, c, l, d).expect("page");
+        assert_eq!(page(None, None, Direction::Forward), a);
+        assert_eq!(page(None, Some(2), Direction::Backward), a[3..]);
+        assert_eq!(page(Some(a[2]), Some(10), Direction::Backward), a[..2]);
+        assert_eq!(page(Some(a[2]), Some(1), Direction::Forward), a[3..4]);
+        assert!(page(Some(a[0]), None, Direction::Backward).is_empty());
+        assert!(page(Some(a[4]), None, Direction::Forward).is_empty());
+        assert!(page(Some(u64::MAX), None, Direction::Forward).is_empty());
+        assert_eq!(page(Some(u64::MAX), Some(1), Direction::Backward), a[4..]);
+        assert!(store
+            .room_message_ids(9, None, None, Direction::Backward)
+            .expect("page")
+            .is_empty());
+    }
+
+    #[test]
+    fn unread_counts_follow_the_read_position() {
+        let (_d, store) = store();
+        let ids: Vec<_> = (0..4).map(|_| message(&store, 3, 0)).collect();
+        assert_eq!(store.unread_count(2, 3).expect("count"), 4);
+        assert!(store.mark_read(&ids[1], 2, 10).expect("read"));
+        assert!(!store.mark_read(&ids[1], 2, 11).expect("read again"));
+        assert_eq!(store.unread_count(2, 3).expect("count"), 2);
+        // Reading an older message never moves the position back.
+        store.mark_read(&ids[0], 2, 12).expect("read");
+        assert_eq!(store.unread_count(2, 3).expect("count"), 2);
+        assert_eq!(
+            store.read_timestamps(ids[1].message_id).expect("ts")[0].read_utc,
+            10
+        );
+    }
+
+    #[test]
+    fn ids_continue_after_reopen_and_names_are_unique() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let last = {
+            let store = Store::open(dir.path(), 8 << 20).expect("open");
+            store
+                .create_user("Ann", "Ann", String::new(), false)
+                .expect("user");
+            assert!(matches!(
+                store.create_user("ann", "x", String::new(), false),
+                Err(StorageError::Conflict(_))
+            ));
+            let m = message(&store, 1, 0);
+            store.flush().expect("flush");
+            m.message_id
+        };
+        let store = Store::open(dir.path(), 8 << 20).expect("reopen");
+        assert!(store.next_message_id() > last);
+        assert_eq!(
+            store
+                .user_by_name("ANN")
+                .expect("lookup")
+                .map(|u| u.user_id),
+            Some(1)
+        );
     }
 }

@@ -104,12 +104,19 @@ impl TestServer {
             use std::os::unix::process::CommandExt;
             cmd.uid(uid).gid(uid);
         }
-        let mut child = cmd.stdout(Stdio::null()).stderr(Stdio::piped()).spawn().expect("spawn");
+        let mut child = cmd
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn");
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Some(status) = child.try_wait().expect("wait") {
                 let mut stderr = String::new();
-                let _ = child.stderr.take().map(|mut s| s.read_to_string(&mut stderr));
+                let _ = child
+                    .stderr
+                    .take()
+                    .map(|mut s| s.read_to_string(&mut stderr));
                 return FailedStart { status, stderr };
             }
             if Instant::now() > deadline {
@@ -144,7 +151,10 @@ impl TestServer {
     /// Creates a user with a known password and returns a logged-in client for it.
     pub async fn user(&self, admin: &mut Client, name: &str) -> (u64, Client) {
         let password = format!("{name}-password-123");
-        let (id, _) = admin.create_user(name, Some(&password), false).await.expect("create user");
+        let (id, _) = admin
+            .create_user(name, Some(&password), false)
+            .await
+            .expect("create user");
         (id, self.login(name, &password).await)
     }
 
