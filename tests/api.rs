@@ -290,7 +290,28 @@ async fn events_reach_every_session_of_members_and_nobody_else() {
             assert!(m.get(field).is_some(), "event message lacks {field}");
         }
     }
+    // Shortly after, members get their own view of the room: new last message, unread count.
+    let ev = expect_event(&mut alice_desktop, "RoomUpdated").await;
+    assert_eq!(ev.data["room"]["roomId"], room);
+    assert_eq!(ev.data["room"]["lastMessage"]["messageId"], sent.message_id);
+    assert_eq!(ev.data["room"]["unreadMessageCount"], 1);
+    let ev = expect_event(&mut bob_events, "RoomUpdated").await;
+    assert_eq!(
+        ev.data["room"]["unreadMessageCount"], 0,
+        "own messages are not unread"
+    );
     expect_silence(&mut carol_events, 300).await;
+
+    // Reading updates the reader's badge on all of their sessions at once.
+    alice.mark_read(sent.message_id).await.expect("read");
+    for stream in [&mut alice_desktop, &mut alice_phone] {
+        loop {
+            let ev = expect_event(stream, "RoomUpdated").await;
+            if ev.data["room"]["unreadMessageCount"] == 0 {
+                break;
+            }
+        }
+    }
 
     // Deletion reaches members only, in the documented shape.
     bob.delete_message(sent.message_id).await.expect("delete");

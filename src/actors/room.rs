@@ -37,7 +37,12 @@ pub struct RoomActor {
     members: HashMap<UserId, MemberRecord>,
     awaiting: Vec<Pending>,
     flushing: bool,
+    /// A coalesced `RoomUpdated` (new last message, unread counts) is scheduled.
+    update_scheduled: bool,
 }
+
+/// How long new messages are gathered before members get one `RoomUpdated` for them.
+const ROOM_UPDATE_DELAY: std::time::Duration = std::time::Duration::from_millis(300);
 
 type Reply<T> = ResponseFuture<Result<T, ApiError>>;
 
@@ -55,7 +60,42 @@ impl RoomActor {
             members: HashMap::new(),
             awaiting: Vec::new(),
             flushing: false,
+            update_scheduled: false,
         }
+    }
+
+    /// Each member's view of the room (their unread count, the last message), as events.
+    fn room_updates(&self, users: impl Iterator<Item = UserId>) -> Vec<(UserId, Payload)> {
+        let Some(room) = &self.room else {
+            return Vec::new();
+        };
+        users
+            .filter_map(|user| match self.store.room_view(room, user) {
+                Ok(view) => Some((
+                    user,
+                    event_payload("RoomUpdated", serde_json::json!({ "room": view })),
+                )),
+                Err(e) => {
+                    tracing::error!(room = self.room_id, "room view failed: {e}");
+                    None
+                }
+            })
+            .collect()
+    }
+
+    /// Schedules one `RoomUpdated` to every member for the messages of the next moment.
+    fn schedule_room_update(&mut self, ctx: &mut Context<Self>) {
+        if self.update_scheduled {
+            return;
+        }
+        self.update_scheduled = true;
+        ctx.run_later(ROOM_UPDATE_DELAY, |act, _| {
+            act.update_scheduled = false;
+            let updates = act.room_updates(act.members.keys().copied());
+            if !updates.is_empty() {
+                act.registry.do_send(DeliverEach(updates));
+            }
+        });
     }
 
     fn load(&mut self) -> Result<(), ApiError> {
@@ -277,10 +317,15 @@ impl RoomActor {
             return Ok(Vec::new());
         }
         let view = self.store.api_message(&record)?;
-        Ok(vec![Delivery::Members(Self::messages_event(
+        let mut deliveries = vec![Delivery::Members(Self::messages_event(
             "TextMessagesUpdated",
             &[view],
-        ))])
+        ))];
+        // The reader's unread count changed: their sessions update the room's badge.
+        for (user, payload) in self.room_updates(std::iter::once(user_id)) {
+            deliveries.push(Delivery::User(user, payload));
+        }
+        Ok(deliveries)
     }
 
     fn add_member(
@@ -367,7 +412,12 @@ impl Handler<PostMessage> for RoomActor {
     type Result = Reply<TextMessage>;
     fn handle(&mut self, msg: PostMessage, ctx: &mut Context<Self>) -> Self::Result {
         match self.post(msg.user_id, msg.draft) {
-            Ok((view, deliveries)) => self.commit(ctx, deliveries, view),
+            Ok((view, deliveries)) => {
+                if view.parent_message_id == 0 {
+                    self.schedule_room_update(ctx);
+                }
+                self.commit(ctx, deliveries, view)
+            }
             Err(e) => answer(Err(e)),
         }
     }
@@ -386,7 +436,10 @@ impl Handler<DeleteMessage> for RoomActor {
     type Result = Reply<()>;
     fn handle(&mut self, msg: DeleteMessage, ctx: &mut Context<Self>) -> Self::Result {
         match self.delete(msg.user_id, msg.is_admin, msg.message_id) {
-            Ok(deliveries) => self.commit(ctx, deliveries, ()),
+            Ok(deliveries) => {
+                self.schedule_room_update(ctx);
+                self.commit(ctx, deliveries, ())
+            }
             Err(e) => answer(Err(e)),
         }
     }
