@@ -1040,3 +1040,68 @@ async fn unauthenticated_event_stream_is_refused_with_401() {
     assert!(resp.starts_with("HTTP/1.1 401"), "{resp}");
     assert_eq!(body_json(&resp)["httpStatusCode"], 401);
 }
+
+#[actix_rt::test]
+async fn a_client_that_stops_reading_is_dropped_and_others_get_everything() {
+    let server = TestServer::start();
+    let mut admin = server.admin().await;
+    let (alice_id, mut alice) = server.user(&mut admin, "alice").await;
+    let (bob_id, mut bob) = server.user(&mut admin, "bob").await;
+    let room = admin
+        .create_room("Firehose", &[alice_id, bob_id])
+        .await
+        .expect("room");
+    let mut stuck = alice.events().await.expect("events"); // never read until the end
+    let mut reader = bob.events().await.expect("events");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    // Large messages fill the kernel's socket buffers quickly; then the per-session queue
+    // (256 events) fills and the server gives up on the stuck client.
+    let big = "x".repeat(60 * 1024);
+    let total = 700;
+    let reading = actix_rt::spawn(async move {
+        let mut got = 0;
+        while got < total {
+            match reader
+                .next_within(Duration::from_secs(20))
+                .await
+                .expect("stream")
+            {
+                Some(ev) if ev.event_type == "TextMessagesCreated" => got += 1,
+                Some(_) => {}
+                None => break,
+            }
+        }
+        (got, reader)
+    });
+    for _ in 0..total {
+        admin.send_text(room, &big).await.expect("send");
+    }
+    let (got, _reader) = reading.await.unwrap();
+    assert_eq!(got, total, "a reading client gets every event");
+
+    let mut frames = 0;
+    let closed = loop {
+        match tokio::time::timeout(Duration::from_secs(20), stuck.next_frame()).await {
+            Ok(Ok(Ok(_))) => frames += 1,
+            Ok(Ok(Err(closed))) => break Some(closed),
+            Ok(Err(_)) | Err(_) => break None,
+        }
+    };
+    assert!(
+        frames < total,
+        "the stuck client was cut off ({frames} events reached it)"
+    );
+    if let Some(c) = closed {
+        assert_eq!(c.code, Some(1008), "{c:?}");
+    }
+    // The server is fine: health answers, the room still takes posts.
+    let health = admin.server_health().await.expect("health");
+    assert_eq!(health["connectedSessions"], 1, "only bob's session remains");
+    admin.send_text(room, "still fine").await.expect("send");
+    assert!(
+        server.rss_kib() < 512 * 1024,
+        "server memory stayed bounded: {} KiB",
+        server.rss_kib()
+    );
+}

@@ -227,11 +227,15 @@ impl RoomActor {
             meeting_properties: draft
                 .meeting_properties
                 .filter(|_| message_type == MessageType::Meeting),
+            seq: if parent_id == 0 {
+                self.store.next_room_seq(self.room_id)?
+            } else {
+                0
+            },
         };
         self.store.insert_message(&record)?;
         if parent_id == 0 {
-            self.store
-                .advance_read_position(user_id, self.room_id, record.message_id)?;
+            self.store.advance_read_position(user_id, &record)?;
         }
         let view = self.store.api_message(&record)?;
         // The new message goes out before the parent's new comment count.

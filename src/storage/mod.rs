@@ -18,7 +18,9 @@
 //! | `roomid_messageid` | room ‖ message | empty (top-level messages in order) |
 //! | `parentid_commentid` | parent ‖ comment | empty (comments in order) |
 //! | `messageid_userid_read` | message ‖ user | read time (ms, BE) |
-//! | `userid_roomid_lastread` | user ‖ room | newest message id read |
+//! | `userid_roomid_lastread` | user ‖ room | newest message id read ‖ its room sequence number |
+//! | `roomid_seq` | room | sequence number of the room's newest top-level message |
+//! | `roomid_seq_deleted` | room ‖ seq | empty (deleted top-level messages, for unread counts) |
 //!
 //! Writes are applied in memory by sled and made durable by [`GroupCommit`]: callers that
 //! acknowledge a write to a client first await [`Store::durable`].
@@ -111,6 +113,10 @@ pub struct MessageRecord {
     pub comment_count: u64,
     pub issue_properties: Option<IssueProperties>,
     pub meeting_properties: Option<MeetingProperties>,
+    /// Position among the room's top-level messages (1, 2, …); 0 for comments. Makes unread
+    /// counts a subtraction instead of a scan.
+    #[serde(default)]
+    pub seq: u64,
 }
 
 /// Which way a history page goes from its cursor.
@@ -238,6 +244,8 @@ pub struct Store {
     parentid_commentid: sled::Tree,
     messageid_userid_read: sled::Tree,
     userid_roomid_lastread: sled::Tree,
+    roomid_seq: sled::Tree,
+    roomid_seq_deleted: sled::Tree,
     next_user_id: AtomicU64,
     next_room_id: AtomicU64,
     next_message_id: AtomicU64,
@@ -305,6 +313,8 @@ impl Store {
             parentid_commentid: t("parentid_commentid")?,
             messageid_userid_read: t("messageid_userid_read")?,
             userid_roomid_lastread: t("userid_roomid_lastread")?,
+            roomid_seq: t("roomid_seq")?,
+            roomid_seq_deleted: t("roomid_seq_deleted")?,
             next_user_id: AtomicU64::new(0),
             next_room_id: AtomicU64::new(0),
             next_message_id: AtomicU64::new(0),
@@ -551,6 +561,21 @@ impl Store {
         self.next_message_id.fetch_add(1, Ordering::SeqCst)
     }
 
+    /// The next sequence number for a top-level message of the room.
+    pub fn next_room_seq(&self, room_id: RoomId) -> Result<u64> {
+        let new = self.roomid_seq.update_and_fetch(be(room_id), |old| {
+            let n = old
+                .and_then(|o| <[u8; 8]>::try_from(o).ok())
+                .map(u64::from_be_bytes)
+                .unwrap_or(0);
+            Some(be(n + 1).to_vec())
+        })?;
+        match new {
+            Some(v) => id_at(&v, 0),
+            None => Ok(1),
+        }
+    }
+
     /// Stores a new message and indexes it. The record is written before the indexes so a
     /// crash can leave an unindexed record (invisible) but never an index without a record.
     pub fn insert_message(&self, record: &MessageRecord) -> Result<()> {
@@ -585,6 +610,10 @@ impl Store {
         if record.parent_message_id == 0 {
             self.roomid_messageid
                 .remove(pair(record.room_id, record.message_id))?;
+            if record.seq > 0 {
+                self.roomid_seq_deleted
+                    .insert(pair(record.room_id, record.seq), &[])?;
+            }
         } else {
             self.parentid_commentid
                 .remove(pair(record.parent_message_id, record.message_id))?;
@@ -733,43 +762,45 @@ impl Store {
             .compare_and_swap(key, None as Option<&[u8]>, Some(&be(now)))?
             .is_ok();
         if record.parent_message_id == 0 {
-            self.advance_read_position(user_id, record.room_id, record.message_id)?;
+            self.advance_read_position(user_id, record)?;
         }
         Ok(fresh)
     }
 
-    /// Moves the user's read position in a room forward to `message_id` (never back).
+    /// Moves the user's read position in the message's room forward to it (never back).
     /// Posting a message counts as having read the room up to it.
-    pub fn advance_read_position(
-        &self,
-        user_id: UserId,
-        room_id: RoomId,
-        message_id: MessageId,
-    ) -> Result<()> {
+    pub fn advance_read_position(&self, user_id: UserId, record: &MessageRecord) -> Result<()> {
         self.userid_roomid_lastread
-            .fetch_and_update(pair(user_id, room_id), |old| {
-                let old_id = old
-                    .and_then(|o| <[u8; 8]>::try_from(o).ok())
-                    .map(u64::from_be_bytes)
-                    .unwrap_or(0);
-                Some(be(old_id.max(message_id)).to_vec())
+            .fetch_and_update(pair(user_id, record.room_id), |old| {
+                let old_id = old.and_then(|o| id_at(o, 0).ok()).unwrap_or(0);
+                if old_id >= record.message_id {
+                    return old.map(|o| o.to_vec());
+                }
+                Some(pair(record.message_id, record.seq).to_vec())
             })?;
         Ok(())
     }
 
-    /// Top-level messages newer than the user's read position: a key-only range scan.
+    /// Top-level messages newer than the user's read position: the room's newest sequence
+    /// number minus the one read, minus messages deleted since (a short scan of deletions).
     pub fn unread_count(&self, user_id: UserId, room_id: RoomId) -> Result<u64> {
-        let last_read = match self.userid_roomid_lastread.get(pair(user_id, room_id))? {
+        let read_seq = match self.userid_roomid_lastread.get(pair(user_id, room_id))? {
+            Some(v) => id_at(&v, 8).unwrap_or(0),
+            None => 0,
+        };
+        let newest = match self.roomid_seq.get(be(room_id))? {
             Some(v) => id_at(&v, 0)?,
             None => 0,
         };
-        let range = pair(room_id, last_read.saturating_add(1))..=pair(room_id, u64::MAX);
-        let mut count = 0;
-        for kv in self.roomid_messageid.range(range) {
+        let mut deleted = 0;
+        for kv in self
+            .roomid_seq_deleted
+            .range(pair(room_id, read_seq.saturating_add(1))..=pair(room_id, u64::MAX))
+        {
             kv?;
-            count += 1;
+            deleted += 1;
         }
-        Ok(count)
+        Ok(newest.saturating_sub(read_seq).saturating_sub(deleted))
     }
 }
 
@@ -799,6 +830,11 @@ mod tests {
             comment_count: 0,
             issue_properties: None,
             meeting_properties: None,
+            seq: if parent == 0 {
+                store.next_room_seq(room).expect("seq")
+            } else {
+                0
+            },
         };
         store.insert_message(&record).expect("insert");
         record
