@@ -42,7 +42,7 @@ pub struct RoomActor {
 }
 
 /// How long new messages are gathered before members get one `RoomUpdated` for them.
-const ROOM_UPDATE_DELAY: std::time::Duration = std::time::Duration::from_millis(300);
+const ROOM_UPDATE_DELAY: std::time::Duration = std::time::Duration::from_secs(1);
 
 type Reply<T> = ResponseFuture<Result<T, ApiError>>;
 
@@ -64,20 +64,38 @@ impl RoomActor {
         }
     }
 
-    /// Each member's view of the room (their unread count, the last message), as events.
+    /// Each listed member's view of the room (their unread count, the last message), as
+    /// events. The shared parts are read once.
     fn room_updates(&self, users: impl Iterator<Item = UserId>) -> Vec<(UserId, Payload)> {
         let Some(room) = &self.room else {
             return Vec::new();
         };
+        let last = match self.store.last_message_summary(self.room_id) {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::error!(room = self.room_id, "room view failed: {e}");
+                return Vec::new();
+            }
+        };
         users
-            .filter_map(|user| match self.store.room_view(room, user) {
-                Ok(view) => Some((
-                    user,
-                    event_payload("RoomUpdated", serde_json::json!({ "room": view })),
-                )),
-                Err(e) => {
-                    tracing::error!(room = self.room_id, "room view failed: {e}");
-                    None
+            .filter_map(|user| {
+                let is_moderator = self
+                    .members
+                    .get(&user)
+                    .map(|m| m.is_moderator)
+                    .unwrap_or(false);
+                match self
+                    .store
+                    .room_view_with(room, user, last.clone(), is_moderator)
+                {
+                    Ok(view) => Some((
+                        user,
+                        event_payload("RoomUpdated", serde_json::json!({ "room": view })),
+                    )),
+                    Err(e) => {
+                        tracing::error!(room = self.room_id, "room view failed: {e}");
+                        None
+                    }
                 }
             })
             .collect()

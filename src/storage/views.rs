@@ -7,6 +7,36 @@ use crate::model::{LastMessage, Room, RoomType, UserId};
 impl Store {
     pub fn room_view(&self, room: &RoomRecord, user_id: UserId) -> Result<Room> {
         let member = self.member(room.room_id, user_id)?;
+        let last_message = self.last_message_summary(room.room_id)?;
+        self.room_view_with(
+            room,
+            user_id,
+            last_message,
+            member.map(|m| m.is_moderator).unwrap_or(false),
+        )
+    }
+
+    /// The room's newest top-level message, as rooms show it.
+    pub fn last_message_summary(
+        &self,
+        room_id: crate::model::RoomId,
+    ) -> Result<Option<LastMessage>> {
+        Ok(self.last_message(room_id)?.map(|m| LastMessage {
+            message_id: m.message_id,
+            user_id: m.user_id,
+            created_utc: m.created_utc,
+        }))
+    }
+
+    /// A user's view when the shared parts (last message, moderator flag) are known: only
+    /// the unread count (and a private room's name) is looked up.
+    pub fn room_view_with(
+        &self,
+        room: &RoomRecord,
+        user_id: UserId,
+        last_message: Option<LastMessage>,
+        is_moderator: bool,
+    ) -> Result<Room> {
         let display_name = match room.room_type {
             RoomType::Public => room.name.clone(),
             RoomType::Private => {
@@ -21,11 +51,6 @@ impl Store {
                 name
             }
         };
-        let last_message = self.last_message(room.room_id)?.map(|m| LastMessage {
-            message_id: m.message_id,
-            user_id: m.user_id,
-            created_utc: m.created_utc,
-        });
         Ok(Room {
             room_id: room.room_id,
             display_name,
@@ -34,7 +59,7 @@ impl Store {
             last_modified_utc: room.last_modified_utc,
             unread_message_count: self.unread_count(user_id, room.room_id)?,
             is_archived: room.is_archived,
-            is_moderator: member.map(|m| m.is_moderator).unwrap_or(false),
+            is_moderator,
             is_pinned: false,
             last_message,
             discussion_message_id: None,
