@@ -170,6 +170,28 @@ impl Handler<Shutdown> for Registry {
     }
 }
 
+/// Close every event session of one user (suspension). Answers how many.
+#[derive(Message)]
+#[rtype(result = "usize")]
+pub struct CloseUserSessions {
+    pub user_id: UserId,
+    pub reason: String,
+}
+
+impl Handler<CloseUserSessions> for Registry {
+    type Result = usize;
+    fn handle(&mut self, msg: CloseUserSessions, _: &mut Context<Self>) -> usize {
+        let list = self.sessions.get(&msg.user_id).cloned().unwrap_or_default();
+        for (_, addr) in &list {
+            addr.do_send(CloseSession {
+                code: actix_ws::CloseCode::Policy,
+                reason: msg.reason.clone(),
+            });
+        }
+        list.len()
+    }
+}
+
 #[derive(Debug, Clone, Copy, serde::Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct RegistryStats {

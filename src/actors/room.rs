@@ -350,6 +350,142 @@ impl RoomActor {
         Ok(deliveries)
     }
 
+    /// Moderator or administrator of this room, else 403 (404 for strangers).
+    fn require_moderator(&self, by: UserId, by_admin: bool, what: &str) -> Result<(), ApiError> {
+        if by_admin
+            || self
+                .members
+                .get(&by)
+                .map(|m| m.is_moderator)
+                .unwrap_or(false)
+        {
+            return Ok(());
+        }
+        if self.members.contains_key(&by) {
+            return Err(ApiError::Forbidden(format!(
+                "Only a room moderator or an administrator may {what}"
+            )));
+        }
+        Err(ApiError::room_not_found(self.room_id))
+    }
+
+    /// Takes a user out of the room: every session of theirs gets `RoomDeleted` once the
+    /// change is durable; from the moment it is applied they can read and post nothing here.
+    fn remove_member(&mut self, user_id: UserId) -> Result<Vec<Delivery>, ApiError> {
+        let room = self
+            .room
+            .clone()
+            .ok_or_else(|| ApiError::room_not_found(self.room_id))?;
+        if room.room_type == RoomType::Private {
+            return Err(ApiError::BadRequest(
+                "A private room always has exactly its two users".into(),
+            ));
+        }
+        if !self.members.contains_key(&user_id) {
+            return Err(ApiError::NotFound(format!(
+                "User {user_id} is not a member of room {}",
+                self.room_id
+            )));
+        }
+        self.store.remove_member(self.room_id, user_id)?;
+        self.members.remove(&user_id);
+        Ok(vec![Delivery::User(
+            user_id,
+            event_payload("RoomDeleted", serde_json::json!({ "roomId": self.room_id })),
+        )])
+    }
+
+    fn edit(
+        &mut self,
+        user_id: UserId,
+        is_admin: bool,
+        message_id: MessageId,
+        draft: NewMessage,
+    ) -> Result<(TextMessage, Vec<Delivery>), ApiError> {
+        let is_moderator = self.require_member(user_id)?.is_moderator;
+        let mut record = self
+            .store
+            .message(message_id)?
+            .filter(|m| m.room_id == self.room_id)
+            .ok_or_else(|| ApiError::message_not_found(message_id))?;
+        if record.user_id != user_id && !is_moderator && !is_admin {
+            return Err(ApiError::Forbidden(
+                "Only the author, a room moderator or an administrator may edit this message"
+                    .into(),
+            ));
+        }
+        let now = crate::now_ms();
+        record.text = draft.content;
+        if let Some(m) = draft.markup_type {
+            record.markup_type = m;
+        }
+        if let Some(p) = draft.priority {
+            record.priority = p;
+        }
+        if let Some(t) = draft.message_type {
+            record.message_type = t;
+        }
+        if draft.issue_properties.is_some() {
+            record.issue_properties = draft.issue_properties;
+        }
+        if draft.meeting_properties.is_some() {
+            record.meeting_properties = draft.meeting_properties;
+        }
+        if record.message_type != MessageType::Issue {
+            record.issue_properties = None;
+        }
+        if record.message_type != MessageType::Meeting {
+            record.meeting_properties = None;
+        }
+        record.last_edited_utc = now;
+        record.last_modified_utc = now;
+        self.store.update_message(&record)?;
+        let view = self.store.api_message(&record)?;
+        let event = Self::messages_event("TextMessagesUpdated", std::slice::from_ref(&view));
+        Ok((view, vec![Delivery::Members(event)]))
+    }
+
+    fn update_room(
+        &mut self,
+        by: UserId,
+        by_admin: bool,
+        change: RoomChange,
+    ) -> Result<Vec<Delivery>, ApiError> {
+        self.require_moderator(by, by_admin, "change this room")?;
+        let mut room = self
+            .room
+            .clone()
+            .ok_or_else(|| ApiError::room_not_found(self.room_id))?;
+        if let Some(name) = change.display_name {
+            let name = name.trim().to_string();
+            if room.room_type == RoomType::Private {
+                return Err(ApiError::BadRequest(
+                    "A private room is named after the other user".into(),
+                ));
+            }
+            if name.is_empty() || name.len() > 128 {
+                return Err(ApiError::BadRequest(
+                    "displayName must be 1-128 bytes".into(),
+                ));
+            }
+            room.name = name;
+        }
+        if let Some(a) = change.is_archived {
+            room.is_archived = a;
+        }
+        if let Some(l) = change.members_may_leave {
+            room.members_may_leave = l;
+        }
+        room.last_modified_utc = crate::now_ms();
+        self.store.update_room(&room)?;
+        self.room = Some(room);
+        Ok(self
+            .room_updates(self.members.keys().copied())
+            .into_iter()
+            .map(|(u, p)| Delivery::User(u, p))
+            .collect())
+    }
+
     fn add_member(
         &mut self,
         by: UserId,
@@ -360,19 +496,7 @@ impl RoomActor {
             .room
             .clone()
             .ok_or_else(|| ApiError::room_not_found(self.room_id))?;
-        let by_moderator = self
-            .members
-            .get(&by)
-            .map(|m| m.is_moderator)
-            .unwrap_or(false);
-        if !by_admin && !by_moderator {
-            if self.members.contains_key(&by) {
-                return Err(ApiError::Forbidden(
-                    "Only a room moderator or an administrator may add members".into(),
-                ));
-            }
-            return Err(ApiError::room_not_found(self.room_id));
-        }
+        self.require_moderator(by, by_admin, "add members")?;
         if room.room_type == RoomType::Private {
             return Err(ApiError::BadRequest(
                 "A private room always has exactly its two users".into(),
@@ -526,5 +650,88 @@ impl Handler<AnnounceCreated> for RoomActor {
             }
         }
         self.registry.do_send(DeliverEach(each));
+    }
+}
+
+/// Remove a member (moderators and administrators), or leave (`by == user_id`).
+#[derive(Message)]
+#[rtype(result = "Result<(), ApiError>")]
+pub struct RemoveMember {
+    pub by: UserId,
+    pub by_admin: bool,
+    pub user_id: UserId,
+}
+
+impl Handler<RemoveMember> for RoomActor {
+    type Result = Reply<()>;
+    fn handle(&mut self, msg: RemoveMember, ctx: &mut Context<Self>) -> Self::Result {
+        let private = self.room.as_ref().map(|r| r.room_type == RoomType::Private);
+        let allowed = if private == Some(true) && self.members.contains_key(&msg.by) {
+            Err(ApiError::BadRequest(
+                "A private room always has exactly its two users".into(),
+            ))
+        } else if msg.by == msg.user_id {
+            match (&self.room, self.members.contains_key(&msg.by)) {
+                (_, false) => Err(ApiError::room_not_found(self.room_id)),
+                (Some(room), true) if !room.members_may_leave && !msg.by_admin => Err(
+                    ApiError::Forbidden("Members may not leave this room; ask a moderator".into()),
+                ),
+                _ => Ok(()),
+            }
+        } else {
+            self.require_moderator(msg.by, msg.by_admin, "remove members")
+        };
+        match allowed.and_then(|_| self.remove_member(msg.user_id)) {
+            Ok(deliveries) => self.commit(ctx, deliveries, ()),
+            Err(e) => answer(Err(e)),
+        }
+    }
+}
+
+/// Edit a message's text (and optionally its model fields).
+#[derive(Message)]
+#[rtype(result = "Result<TextMessage, ApiError>")]
+pub struct EditMessage {
+    pub user_id: UserId,
+    pub is_admin: bool,
+    pub message_id: MessageId,
+    pub draft: NewMessage,
+}
+
+impl Handler<EditMessage> for RoomActor {
+    type Result = Reply<TextMessage>;
+    fn handle(&mut self, msg: EditMessage, ctx: &mut Context<Self>) -> Self::Result {
+        match self.edit(msg.user_id, msg.is_admin, msg.message_id, msg.draft) {
+            Ok((view, deliveries)) => self.commit(ctx, deliveries, view),
+            Err(e) => answer(Err(e)),
+        }
+    }
+}
+
+/// What a moderator may change about a room.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RoomChange {
+    pub display_name: Option<String>,
+    pub is_archived: Option<bool>,
+    pub members_may_leave: Option<bool>,
+}
+
+/// Rename, archive or set options (moderators and administrators); members get `RoomUpdated`.
+#[derive(Message)]
+#[rtype(result = "Result<(), ApiError>")]
+pub struct UpdateRoom {
+    pub by: UserId,
+    pub by_admin: bool,
+    pub change: RoomChange,
+}
+
+impl Handler<UpdateRoom> for RoomActor {
+    type Result = Reply<()>;
+    fn handle(&mut self, msg: UpdateRoom, ctx: &mut Context<Self>) -> Self::Result {
+        match self.update_room(msg.by, msg.by_admin, msg.change) {
+            Ok(deliveries) => self.commit(ctx, deliveries, ()),
+            Err(e) => answer(Err(e)),
+        }
     }
 }

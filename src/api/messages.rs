@@ -8,7 +8,7 @@ use super::auth::Authed;
 use super::error::ApiError;
 use super::rooms::visible_room;
 use super::{ok_json, AppState, State};
-use crate::actors::room::{DeleteMessage, MarkRead, PostMessage};
+use crate::actors::room::{DeleteMessage, EditMessage, MarkRead, PostMessage};
 use crate::model::{IssueProperties, IssueStatus, IssueType, MessageType, NewMessage};
 use crate::storage::{Direction, MessageRecord};
 
@@ -230,6 +230,37 @@ pub async fn post_comment(
     let message = room
         .send(PostMessage {
             user_id: auth.id(),
+            draft,
+        })
+        .await??;
+    Ok(ok_json(
+        json!({ "messageId": message.message_id, "message": message }),
+    ))
+}
+
+/// `PUT /api/v1/messages/{messageId}` (extension): edit the text (and optionally the model
+/// fields) — the author, a room moderator or an administrator. Members get
+/// `TextMessagesUpdated`.
+pub async fn edit(
+    state: State,
+    auth: Authed,
+    path: web::Path<u64>,
+    body: web::Json<NewMessage>,
+) -> Result<HttpResponse, ApiError> {
+    let message_id = path.into_inner();
+    let draft = validate(&state, body.into_inner())?;
+    if draft.parent_message_id.is_some() {
+        return Err(ApiError::BadRequest(
+            "parentMessageId cannot be changed".into(),
+        ));
+    }
+    let record = visible_message(&state, &auth, message_id)?;
+    let room = state.room_actor(record.room_id).await?;
+    let message = room
+        .send(EditMessage {
+            user_id: auth.id(),
+            is_admin: auth.user.is_admin,
+            message_id,
             draft,
         })
         .await??;

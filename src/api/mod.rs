@@ -84,12 +84,28 @@ pub fn configure(cfg: &mut web::ServiceConfig, limits: &Limits, web_root: Option
             .route("/server-health", web::get().to(health::server_health))
             .route("/users", web::get().to(users::list))
             .route("/users", web::post().to(users::create))
+            .route("/users/{userId}/suspend", web::post().to(users::suspend))
+            .route(
+                "/users/{userId}/reactivate",
+                web::post().to(users::reactivate),
+            )
+            .route(
+                "/users/{userId}/password",
+                web::post().to(users::reset_password),
+            )
+            .route("/users/{userId}/admin", web::post().to(users::set_admin))
             .route(
                 "/users/{userId}/avatar.jpg",
                 web::get().to(avatar::user_avatar),
             )
             .route("/rooms", web::get().to(rooms::list))
             .route("/rooms", web::post().to(rooms::create))
+            .route("/rooms/{roomId}", web::patch().to(rooms::update))
+            .route("/rooms/{roomId}/leave", web::post().to(rooms::leave))
+            .route(
+                "/rooms/{roomId}/members/{userId}",
+                web::delete().to(rooms::remove_member),
+            )
             .route(
                 "/rooms/{roomId}/avatar.jpg",
                 web::get().to(avatar::room_avatar),
@@ -104,6 +120,7 @@ pub fn configure(cfg: &mut web::ServiceConfig, limits: &Limits, web_root: Option
             )
             .route("/messages/{messageId}", web::get().to(messages::get_one))
             .route("/messages/{messageId}", web::delete().to(messages::delete))
+            .route("/messages/{messageId}", web::put().to(messages::edit))
             .route(
                 "/messages/{messageId}/read",
                 web::post().to(messages::mark_read),

@@ -8,7 +8,7 @@ use serde_json::json;
 use super::auth::Authed;
 use super::error::ApiError;
 use super::{ok_json, AppState, State};
-use crate::actors::room::{AddMember, AnnounceCreated};
+use crate::actors::room::{AddMember, AnnounceCreated, RemoveMember, RoomChange, UpdateRoom};
 use crate::model::{RoomPermissions, RoomType, UserId};
 use crate::storage::RoomRecord;
 
@@ -162,4 +162,63 @@ pub async fn permissions(
     Ok(ok_json(json!({
         "roomPermissions": { "roomId": room_id, "permissions": RoomPermissions::all_allowed() }
     })))
+}
+
+/// `DELETE /api/v1/rooms/{roomId}/members/{userId}` (extension; moderators and
+/// administrators). The removed user's sessions get `RoomDeleted` at once.
+pub async fn remove_member(
+    state: State,
+    auth: Authed,
+    path: web::Path<(u64, u64)>,
+) -> Result<HttpResponse, ApiError> {
+    let (room_id, user_id) = path.into_inner();
+    let room = state.room_actor(room_id).await?;
+    room.send(RemoveMember {
+        by: auth.id(),
+        by_admin: auth.user.is_admin,
+        user_id,
+    })
+    .await??;
+    Ok(ok_json(json!({ "roomId": room_id, "userId": user_id })))
+}
+
+/// `POST /api/v1/rooms/{roomId}/leave` (extension; when the room lets members leave).
+pub async fn leave(
+    state: State,
+    auth: Authed,
+    path: web::Path<u64>,
+) -> Result<HttpResponse, ApiError> {
+    let room_id = path.into_inner();
+    let room = state.room_actor(room_id).await?;
+    room.send(RemoveMember {
+        by: auth.id(),
+        by_admin: auth.user.is_admin,
+        user_id: auth.id(),
+    })
+    .await??;
+    Ok(ok_json(json!({ "roomId": room_id })))
+}
+
+/// `PATCH /api/v1/rooms/{roomId}` (extension; moderators and administrators): rename,
+/// archive or unarchive, room options. Members get `RoomUpdated`.
+pub async fn update(
+    state: State,
+    auth: Authed,
+    path: web::Path<u64>,
+    body: web::Json<RoomChange>,
+) -> Result<HttpResponse, ApiError> {
+    let room_id = path.into_inner();
+    let room = state.room_actor(room_id).await?;
+    room.send(UpdateRoom {
+        by: auth.id(),
+        by_admin: auth.user.is_admin,
+        change: body.into_inner(),
+    })
+    .await??;
+    let record = state
+        .store
+        .room(room_id)?
+        .ok_or_else(|| ApiError::room_not_found(room_id))?;
+    let view = state.store.room_view(&record, auth.id())?;
+    Ok(ok_json(json!({ "roomId": room_id, "room": view })))
 }

@@ -7,6 +7,8 @@ use serde_json::json;
 use super::auth::{self, Admin, Authed};
 use super::error::ApiError;
 use super::{ok_json, State};
+use crate::actors::registry::CloseUserSessions;
+use crate::model::UserStatus;
 
 /// `GET /api/v1/users`
 pub async fn list(state: State, _auth: Authed) -> Result<HttpResponse, ApiError> {
@@ -86,4 +88,128 @@ pub async fn create(
         body["password"] = json!(password);
     }
     Ok(ok_json(body))
+}
+
+fn user_not_found(id: u64) -> ApiError {
+    ApiError::NotFound(format!("User {id} not found"))
+}
+
+/// `POST /api/v1/users/{userId}/suspend` (extension, administrators): every session and token
+/// of the user stops working at once and their open event streams are closed; login is
+/// refused. Their messages stay. Nothing is deleted.
+pub async fn suspend(
+    state: State,
+    admin: Admin,
+    path: web::Path<u64>,
+) -> Result<HttpResponse, ApiError> {
+    let id = path.into_inner();
+    if id == admin.0.id() {
+        return Err(ApiError::BadRequest("You cannot suspend yourself".into()));
+    }
+    let user = state
+        .store
+        .update_user(id, |u| u.status = UserStatus::Suspended)?
+        .ok_or_else(|| user_not_found(id))?;
+    state.store.durable().await?;
+    let closed = state
+        .registry
+        .send(CloseUserSessions {
+            user_id: id,
+            reason: "account suspended".into(),
+        })
+        .await?;
+    Ok(ok_json(
+        json!({ "user": user.to_api(), "closedEventStreams": closed }),
+    ))
+}
+
+/// `POST /api/v1/users/{userId}/reactivate` (extension, administrators): everything works again.
+pub async fn reactivate(
+    state: State,
+    _admin: Admin,
+    path: web::Path<u64>,
+) -> Result<HttpResponse, ApiError> {
+    let id = path.into_inner();
+    let user = state
+        .store
+        .update_user(id, |u| u.status = UserStatus::Active)?
+        .ok_or_else(|| user_not_found(id))?;
+    state.store.durable().await?;
+    Ok(ok_json(json!({ "user": user.to_api() })))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PasswordBody {
+    #[serde(default)]
+    password: Option<String>,
+}
+
+/// `POST /api/v1/users/{userId}/password` (extension, administrators): set or generate a new
+/// password; the user's login sessions end (Web API tokens stay).
+pub async fn reset_password(
+    state: State,
+    _admin: Admin,
+    path: web::Path<u64>,
+    body: web::Json<PasswordBody>,
+) -> Result<HttpResponse, ApiError> {
+    let id = path.into_inner();
+    if state.store.user(id)?.is_none() {
+        return Err(user_not_found(id));
+    }
+    let given = body.into_inner().password;
+    if let Some(p) = &given {
+        if p.len() < 8 || p.len() > 1024 {
+            return Err(ApiError::BadRequest("password must be 8-1024 bytes".into()));
+        }
+    }
+    let generated = given.is_none();
+    let password = given.unwrap_or_else(generate_password);
+    let to_hash = password.clone();
+    let hash = auth::with_hash_slot(&state, move || auth::hash_password(&to_hash)).await??;
+    state.store.update_user(id, |u| u.password_hash = hash)?;
+    let ended = state.store.delete_sessions_of(id)?;
+    state.store.durable().await?;
+    let mut body = json!({ "userId": id, "endedSessions": ended });
+    if generated {
+        body["password"] = json!(password);
+    }
+    Ok(ok_json(body))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AdminBody {
+    is_admin: bool,
+}
+
+/// `POST /api/v1/users/{userId}/admin` (extension, administrators): make or unmake an
+/// administrator. The last administrator cannot be unmade.
+pub async fn set_admin(
+    state: State,
+    _admin: Admin,
+    path: web::Path<u64>,
+    body: web::Json<AdminBody>,
+) -> Result<HttpResponse, ApiError> {
+    let id = path.into_inner();
+    if !body.is_admin {
+        let admins = state
+            .store
+            .users()?
+            .iter()
+            .filter(|u| u.is_admin && u.user_id != id)
+            .count();
+        if admins == 0 {
+            return Err(ApiError::Conflict(
+                "The last administrator cannot be unmade".into(),
+            ));
+        }
+    }
+    let is_admin = body.is_admin;
+    let user = state
+        .store
+        .update_user(id, |u| u.is_admin = is_admin)?
+        .ok_or_else(|| user_not_found(id))?;
+    state.store.durable().await?;
+    Ok(ok_json(json!({ "user": user.to_api() })))
 }

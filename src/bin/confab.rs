@@ -56,6 +56,12 @@ enum Command {
     Follow(FollowCmd),
     Token(TokenCmd),
     Status(StatusCmd),
+    RemoveMember(RemoveMemberCmd),
+    Leave(LeaveCmd),
+    Edit(EditCmd),
+    Suspend(SuspendCmd),
+    Reactivate(ReactivateCmd),
+    ResetPassword(ResetPasswordCmd),
     Health(HealthCmd),
 }
 
@@ -199,6 +205,69 @@ struct FollowCmd {
 #[derive(FromArgs)]
 #[argh(subcommand, name = "token")]
 struct TokenCmd {}
+
+/// remove a member from a room (moderators and administrators)
+#[derive(FromArgs)]
+#[argh(subcommand, name = "remove-member")]
+struct RemoveMemberCmd {
+    /// room id or unique name
+    #[argh(positional)]
+    room: String,
+    /// user id or name
+    #[argh(positional)]
+    user: String,
+}
+
+/// leave a room
+#[derive(FromArgs)]
+#[argh(subcommand, name = "leave")]
+struct LeaveCmd {
+    /// room id or unique name
+    #[argh(positional)]
+    room: String,
+}
+
+/// edit a message's text
+#[derive(FromArgs)]
+#[argh(subcommand, name = "edit")]
+struct EditCmd {
+    /// message id
+    #[argh(positional)]
+    message_id: u64,
+    /// the new text
+    #[argh(positional)]
+    text: String,
+}
+
+/// suspend a user (administrators): their sessions stop at once, nothing is deleted
+#[derive(FromArgs)]
+#[argh(subcommand, name = "suspend")]
+struct SuspendCmd {
+    /// user id or name
+    #[argh(positional)]
+    user: String,
+}
+
+/// reactivate a suspended user (administrators)
+#[derive(FromArgs)]
+#[argh(subcommand, name = "reactivate")]
+struct ReactivateCmd {
+    /// user id or name
+    #[argh(positional)]
+    user: String,
+}
+
+/// set a user's password, generated and printed unless --password-file is given (administrators)
+#[derive(FromArgs)]
+#[argh(subcommand, name = "reset-password")]
+struct ResetPasswordCmd {
+    /// user id or name
+    #[argh(positional)]
+    user: String,
+    /// file holding the new password
+    #[argh(option)]
+    password_file: Option<PathBuf>,
+}
 
 /// show who you are logged in as
 #[derive(FromArgs)]
@@ -465,6 +534,57 @@ async fn run(cli: Cli) -> Result<(), ClientError> {
         Command::Status(_) => {
             let v = c.status().await?;
             out(v.clone(), format!("logged in as user {}", v["userId"]));
+        }
+        Command::RemoveMember(cmd) => {
+            let room = c.resolve_room(&cmd.room).await?;
+            let user = c.resolve_user(&cmd.user).await?;
+            c.remove_member(room, user).await?;
+            out(
+                json!({ "roomId": room, "userId": user }),
+                format!("removed user {user} from room {room}"),
+            );
+        }
+        Command::Leave(cmd) => {
+            let room = c.resolve_room(&cmd.room).await?;
+            c.leave(room).await?;
+            out(json!({ "roomId": room }), format!("left room {room}"));
+        }
+        Command::Edit(cmd) => {
+            let m = c.edit(cmd.message_id, &cmd.text).await?;
+            out(
+                json!({ "messageId": m.message_id, "message": m }),
+                m.message_id.to_string(),
+            );
+        }
+        Command::Suspend(cmd) => {
+            let user = c.resolve_user(&cmd.user).await?;
+            c.suspend(user).await?;
+            out(
+                json!({ "userId": user, "status": "Suspended" }),
+                format!("suspended user {user}"),
+            );
+        }
+        Command::Reactivate(cmd) => {
+            let user = c.resolve_user(&cmd.user).await?;
+            c.reactivate(user).await?;
+            out(
+                json!({ "userId": user, "status": "Active" }),
+                format!("reactivated user {user}"),
+            );
+        }
+        Command::ResetPassword(cmd) => {
+            let user = c.resolve_user(&cmd.user).await?;
+            let given = cmd.password_file.as_ref().map(read_secret);
+            match c.reset_password(user, given.as_deref()).await? {
+                Some(p) => out(
+                    json!({ "userId": user, "password": p }),
+                    format!("password: {p}"),
+                ),
+                None => out(
+                    json!({ "userId": user }),
+                    format!("password of user {user} set"),
+                ),
+            }
         }
         Command::Health(_) => {
             let v = c.server_health().await?;

@@ -424,6 +424,84 @@ impl Client {
         Self::field(&v, "members")
     }
 
+    /// Removes a member (moderators and administrators).
+    pub async fn remove_member(&mut self, room_id: u64, user_id: u64) -> Result<(), ClientError> {
+        self.call(
+            awc::http::Method::DELETE,
+            &format!("/api/v1/rooms/{room_id}/members/{user_id}"),
+            None,
+        )
+        .await
+        .map(|_| ())
+    }
+
+    pub async fn leave(&mut self, room_id: u64) -> Result<(), ClientError> {
+        self.post(&format!("/api/v1/rooms/{room_id}/leave"), json!({}))
+            .await
+            .map(|_| ())
+    }
+
+    /// Renames, archives or sets options of a room: `change` holds any of `displayName`,
+    /// `isArchived`, `membersMayLeave`.
+    pub async fn update_room(&mut self, room_id: u64, change: Value) -> Result<Room, ClientError> {
+        let v = self
+            .call(
+                awc::http::Method::PATCH,
+                &format!("/api/v1/rooms/{room_id}"),
+                Some(change),
+            )
+            .await?;
+        Self::field(&v, "room")
+    }
+
+    pub async fn edit(&mut self, message_id: u64, text: &str) -> Result<TextMessage, ClientError> {
+        let v = self
+            .call(
+                awc::http::Method::PUT,
+                &format!("/api/v1/messages/{message_id}"),
+                Some(json!({ "content": text })),
+            )
+            .await?;
+        Self::field(&v, "message")
+    }
+
+    pub async fn suspend(&mut self, user_id: u64) -> Result<(), ClientError> {
+        self.post(&format!("/api/v1/users/{user_id}/suspend"), json!({}))
+            .await
+            .map(|_| ())
+    }
+
+    pub async fn reactivate(&mut self, user_id: u64) -> Result<(), ClientError> {
+        self.post(&format!("/api/v1/users/{user_id}/reactivate"), json!({}))
+            .await
+            .map(|_| ())
+    }
+
+    /// Sets (or, with `None`, generates and returns) a user's password.
+    pub async fn reset_password(
+        &mut self,
+        user_id: u64,
+        password: Option<&str>,
+    ) -> Result<Option<String>, ClientError> {
+        let body = match password {
+            Some(p) => json!({ "password": p }),
+            None => json!({}),
+        };
+        let v = self
+            .post(&format!("/api/v1/users/{user_id}/password"), body)
+            .await?;
+        Ok(Self::field(&v, "password").ok())
+    }
+
+    pub async fn set_admin(&mut self, user_id: u64, is_admin: bool) -> Result<(), ClientError> {
+        self.post(
+            &format!("/api/v1/users/{user_id}/admin"),
+            json!({ "isAdmin": is_admin }),
+        )
+        .await
+        .map(|_| ())
+    }
+
     /// A new Web API token; the previous one stops working.
     pub async fn create_token(&mut self) -> Result<String, ClientError> {
         let v = self.post("/api/v1/web-api-token", json!({})).await?;

@@ -89,6 +89,13 @@ pub struct RoomRecord {
     pub created_utc: u64,
     pub last_modified_utc: u64,
     pub is_archived: bool,
+    /// Members may leave the room themselves.
+    #[serde(default = "yes")]
+    pub members_may_leave: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize)]
@@ -418,14 +425,32 @@ impl Store {
             .collect()
     }
 
-    pub fn set_password_hash(&self, user_id: UserId, password_hash: String) -> Result<()> {
-        let mut record = self
-            .user(user_id)?
-            .ok_or_else(|| StorageError::Conflict(format!("no user with id {user_id}")))?;
-        record.password_hash = password_hash;
+    /// Applies `change` to the stored user and saves it; `None` if there is no such user.
+    pub fn update_user(
+        &self,
+        user_id: UserId,
+        change: impl FnOnce(&mut UserRecord),
+    ) -> Result<Option<UserRecord>> {
+        let Some(mut record) = self.user(user_id)? else {
+            return Ok(None);
+        };
+        change(&mut record);
         record.last_modified_utc = crate::now_ms();
         self.userid_user.insert(be(user_id), encode(&record))?;
-        Ok(())
+        Ok(Some(record))
+    }
+
+    /// Ends every login session of the user (after a password reset). Web API tokens stay.
+    pub fn delete_sessions_of(&self, user_id: UserId) -> Result<usize> {
+        let mut n = 0;
+        for kv in self.sessionhash_session.iter() {
+            let (k, v) = kv?;
+            if decode::<SessionRecord>("session", &v)?.user_id == user_id {
+                self.sessionhash_session.remove(k)?;
+                n += 1;
+            }
+        }
+        Ok(n)
     }
 
     // ---- sessions and Web API tokens --------------------------------------------------
@@ -490,6 +515,7 @@ impl Store {
             created_utc: now,
             last_modified_utc: now,
             is_archived: false,
+            members_may_leave: true,
         };
         self.roomid_room.insert(be(room_id), encode(&record))?;
         for &user in members {
@@ -518,6 +544,22 @@ impl Store {
             .get(be(room_id))?
             .map(|v| decode("room", &v))
             .transpose()
+    }
+
+    pub fn update_room(&self, record: &RoomRecord) -> Result<()> {
+        self.roomid_room
+            .insert(be(record.room_id), encode(record))?;
+        Ok(())
+    }
+
+    /// Takes the user out of the room. Their messages stay; their read position stays too,
+    /// so after a re-add the unread count picks up where they left.
+    pub fn remove_member(&self, room_id: RoomId, user_id: UserId) -> Result<bool> {
+        self.userid_roomid.remove(pair(user_id, room_id))?;
+        Ok(self
+            .roomid_userid_member
+            .remove(pair(room_id, user_id))?
+            .is_some())
     }
 
     pub fn add_member(&self, room_id: RoomId, user_id: UserId, is_moderator: bool) -> Result<()> {

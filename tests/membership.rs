@@ -1,0 +1,330 @@
+//! Team rules as the seed describes them: removal (online and offline), re-adding with the
+//! whole history, others unaffected, suspension and reactivation, editing.
+
+mod util;
+
+use std::time::Duration;
+
+use confab::client::{ClientError, EventStream};
+use confab::model::ServerEvent;
+use serde_json::json;
+use util::*;
+
+fn status_of<T: std::fmt::Debug>(r: Result<T, ClientError>) -> u16 {
+    r.expect_err("expected an error")
+        .status()
+        .expect("an API error")
+}
+
+async fn expect_event(events: &mut EventStream, kind: &str, within: Duration) -> ServerEvent {
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let ev = events
+            .next_within(left)
+            .await
+            .expect("event stream")
+            .unwrap_or_else(|| panic!("no {kind} event within {within:?}"));
+        if ev.event_type == kind {
+            return ev;
+        }
+    }
+}
+
+#[actix_rt::test]
+async fn removed_online_user_loses_the_room_at_once_and_gets_it_all_back_when_re_added() {
+    let server = TestServer::start();
+    let mut admin = server.admin().await;
+    let (alice_id, mut alice) = server.user(&mut admin, "alice").await;
+    let (bob_id, mut bob) = server.user(&mut admin, "bob").await;
+    let room = alice.create_room("Team", &[bob_id]).await.unwrap();
+    let before = bob.send_text(room, "bob before").await.unwrap();
+    let parent = alice.send_text(room, "alice before").await.unwrap();
+    bob.comment(parent.message_id, "bob's comment")
+        .await
+        .unwrap();
+
+    // Bob on two devices; removal reaches both within a second.
+    let mut bob_a = bob.events().await.unwrap();
+    let mut bob_b = server
+        .login("bob", "bob-password-123")
+        .await
+        .events()
+        .await
+        .unwrap();
+    let mut alice_events = alice.events().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let t0 = std::time::Instant::now();
+    alice
+        .remove_member(room, bob_id)
+        .await
+        .expect("moderator removes bob");
+    for s in [&mut bob_a, &mut bob_b] {
+        let ev = expect_event(s, "RoomDeleted", Duration::from_secs(1)).await;
+        assert_eq!(ev.data, json!({ "roomId": room }));
+    }
+    assert!(t0.elapsed() < Duration::from_secs(1));
+
+    // From now on: nothing of the room, only 403/404.
+    assert!(bob.rooms().await.unwrap().iter().all(|r| r.room_id != room));
+    assert_eq!(status_of(bob.history(room, None, None, None).await), 403);
+    assert_eq!(status_of(bob.send_text(room, "let me back").await), 403);
+    assert_eq!(
+        status_of(bob.comments(parent.message_id, None, None, None).await),
+        403
+    );
+    assert_eq!(status_of(bob.comment(parent.message_id, "x").await), 403);
+    assert_eq!(status_of(bob.mark_read(parent.message_id).await), 403);
+    assert_eq!(status_of(bob.permissions(room).await), 403);
+    assert_eq!(status_of(bob.members(room).await), 403);
+    assert_eq!(status_of(bob.edit(before.message_id, "rewrite").await), 403);
+
+    // While he is away, the room goes on; he hears nothing of it.
+    let during = alice.send_text(room, "while bob was away").await.unwrap();
+    let ev = expect_event(
+        &mut alice_events,
+        "TextMessagesCreated",
+        Duration::from_secs(5),
+    )
+    .await;
+    assert_eq!(ev.data["messages"][0]["messageId"], during.message_id);
+    if let Some(ev) = bob_a.next_within(Duration::from_millis(300)).await.unwrap() {
+        panic!("removed user got {ev:?}");
+    }
+
+    // Others see no change: bob's messages and comments stay, attributed to him.
+    let history = alice.history(room, None, None, None).await.unwrap();
+    assert_eq!(history.len(), 3);
+    assert_eq!(
+        (history[0].message_id, history[0].user_id),
+        (before.message_id, bob_id)
+    );
+    let comments = alice
+        .comments(parent.message_id, None, None, None)
+        .await
+        .unwrap();
+    assert_eq!(comments[0].user_id, bob_id);
+
+    // Re-added: the room comes back with the whole history, including what he missed.
+    alice.add_member(room, bob_id).await.unwrap();
+    let ev = expect_event(&mut bob_a, "RoomCreated", Duration::from_secs(1)).await;
+    assert_eq!(ev.data["room"]["roomId"], room);
+    let history = bob.history(room, None, None, None).await.unwrap();
+    let ids: Vec<u64> = history.iter().map(|m| m.message_id).collect();
+    assert_eq!(
+        ids,
+        vec![before.message_id, parent.message_id, during.message_id]
+    );
+    let after = alice.send_text(room, "welcome back").await.unwrap();
+    let ev = expect_event(&mut bob_a, "TextMessagesCreated", Duration::from_secs(5)).await;
+    assert_eq!(ev.data["messages"][0]["messageId"], after.message_id);
+    assert_eq!(
+        bob.comments(parent.message_id, None, None, None)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    let _ = alice_id;
+}
+
+#[actix_rt::test]
+async fn removed_offline_user_finds_the_room_gone_at_next_login() {
+    let server = TestServer::start();
+    let mut admin = server.admin().await;
+    let (_a, mut alice) = server.user(&mut admin, "alice").await;
+    let (bob_id, bob) = server.user(&mut admin, "bob").await;
+    let room = alice.create_room("Quiet", &[bob_id]).await.unwrap();
+    drop(bob); // bob is offline
+    alice.remove_member(room, bob_id).await.unwrap();
+    let mut bob = server.login("bob", "bob-password-123").await;
+    assert!(bob.rooms().await.unwrap().is_empty());
+    assert_eq!(status_of(bob.history(room, None, None, None).await), 403);
+}
+
+#[actix_rt::test]
+async fn who_may_remove_and_leave() {
+    let server = TestServer::start();
+    let mut admin = server.admin().await;
+    let (alice_id, mut alice) = server.user(&mut admin, "alice").await;
+    let (bob_id, mut bob) = server.user(&mut admin, "bob").await;
+    let (carol_id, mut carol) = server.user(&mut admin, "carol").await;
+    let room = alice
+        .create_room("Rules", &[bob_id, carol_id])
+        .await
+        .unwrap();
+    // A plain member cannot remove others; a stranger gets 404; the admin can.
+    assert_eq!(status_of(bob.remove_member(room, carol_id).await), 403);
+    let (_s, mut stranger) = server.user(&mut admin, "stranger").await;
+    assert_eq!(status_of(stranger.remove_member(room, carol_id).await), 404);
+    admin
+        .remove_member(room, carol_id)
+        .await
+        .expect("admin removes");
+    assert_eq!(status_of(alice.remove_member(room, carol_id).await), 404);
+    // Members may leave by default; not when the room forbids it.
+    alice
+        .update_room(room, json!({ "membersMayLeave": false }))
+        .await
+        .unwrap();
+    assert_eq!(status_of(bob.leave(room).await), 403);
+    alice
+        .update_room(room, json!({ "membersMayLeave": true }))
+        .await
+        .unwrap();
+    bob.leave(room).await.expect("leave");
+    assert!(bob.rooms().await.unwrap().is_empty());
+    // Private rooms keep their two users.
+    let private = alice.create_private_room(carol_id).await.unwrap();
+    assert_eq!(status_of(alice.remove_member(private, carol_id).await), 400);
+    let _ = (alice_id, &mut carol);
+}
+
+#[actix_rt::test]
+async fn renaming_and_archiving_reach_members_as_room_updated() {
+    let server = TestServer::start();
+    let mut admin = server.admin().await;
+    let (_a, mut alice) = server.user(&mut admin, "alice").await;
+    let (bob_id, mut bob) = server.user(&mut admin, "bob").await;
+    let room = alice.create_room("Old name", &[bob_id]).await.unwrap();
+    let mut events = bob.events().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        status_of(
+            bob.update_room(room, json!({ "displayName": "Bob's" }))
+                .await
+        ),
+        403
+    );
+    let updated = alice
+        .update_room(
+            room,
+            json!({ "displayName": "New name", "isArchived": true }),
+        )
+        .await
+        .unwrap();
+    assert_eq!(updated.display_name, "New name");
+    let ev = expect_event(&mut events, "RoomUpdated", Duration::from_secs(2)).await;
+    assert_eq!(ev.data["room"]["displayName"], "New name");
+    assert_eq!(ev.data["room"]["isArchived"], true);
+    assert_eq!(
+        status_of(alice.update_room(room, json!({ "displayName": "" })).await),
+        400
+    );
+    assert_eq!(
+        status_of(alice.update_room(room, json!({ "colour": "red" })).await),
+        400
+    );
+}
+
+#[actix_rt::test]
+async fn suspension_stops_everything_at_once_and_reactivation_restores_it() {
+    let server = TestServer::start();
+    let mut admin = server.admin().await;
+    let (bob_id, mut bob) = server.user(&mut admin, "bob").await;
+    let room = admin.create_room("Work", &[bob_id]).await.unwrap();
+    let msg = bob.send_text(room, "my work").await.unwrap();
+    let token = bob.create_token().await.unwrap();
+    let mut by_token = server.client();
+    by_token.use_token(&token);
+    let mut events = bob.events().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    assert_eq!(status_of(bob.suspend(1).await), 403, "only admins suspend");
+    admin.suspend(bob_id).await.expect("suspend");
+    // The open stream is closed with a reason.
+    let closed = tokio::time::timeout(Duration::from_secs(2), async {
+        loop {
+            match events.next_frame().await {
+                Ok(Ok(_)) => continue,
+                Ok(Err(c)) => return Some(c),
+                Err(_) => return None,
+            }
+        }
+    })
+    .await
+    .expect("stream closed within 2 s");
+    assert_eq!(closed.and_then(|c| c.code), Some(1008));
+    // Session, token and login all refused, with a clear message.
+    let err = bob.rooms().await.unwrap_err();
+    assert_eq!(err.status(), Some(401));
+    assert!(err.to_string().contains("suspended"), "{err}");
+    assert_eq!(status_of(by_token.rooms().await), 401);
+    let err = server
+        .client()
+        .login("bob", "bob-password-123")
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("suspended"), "{err}");
+    let users = admin.users().await.unwrap();
+    assert_eq!(
+        users.iter().find(|u| u.user_id == bob_id).unwrap().status,
+        confab::model::UserStatus::Suspended
+    );
+    // His messages stay.
+    assert_eq!(admin.history(room, None, None, None).await.unwrap()[0], msg);
+
+    admin.reactivate(bob_id).await.expect("reactivate");
+    bob.rooms().await.expect("the old session works again");
+    by_token.rooms().await.expect("the token works again");
+    assert_eq!(status_of(admin.suspend(1).await), 400, "no self-suspension");
+}
+
+#[actix_rt::test]
+async fn password_reset_ends_sessions_and_admin_flag_changes() {
+    let server = TestServer::start();
+    let mut admin = server.admin().await;
+    let (bob_id, mut bob) = server.user(&mut admin, "bob").await;
+    let new = admin
+        .reset_password(bob_id, None)
+        .await
+        .unwrap()
+        .expect("generated");
+    assert_eq!(status_of(bob.rooms().await), 401, "old session ended");
+    assert_eq!(
+        status_of(server.client().login("bob", "bob-password-123").await),
+        401
+    );
+    let mut bob = server.login("bob", &new).await;
+    assert_eq!(status_of(bob.create_user("x", None, false).await), 403);
+    admin.set_admin(bob_id, true).await.unwrap();
+    bob.create_user("made-by-bob", None, false)
+        .await
+        .expect("bob is admin now");
+    admin.set_admin(bob_id, false).await.unwrap();
+    assert_eq!(
+        status_of(admin.set_admin(1, false).await),
+        409,
+        "the last admin stays"
+    );
+}
+
+#[actix_rt::test]
+async fn editing_messages() {
+    let server = TestServer::start();
+    let mut admin = server.admin().await;
+    let (alice_id, mut alice) = server.user(&mut admin, "alice").await;
+    let (bob_id, mut bob) = server.user(&mut admin, "bob").await;
+    let room = alice.create_room("Edits", &[bob_id]).await.unwrap();
+    let m = bob.send_text(room, "teh typo").await.unwrap();
+    let mut events = alice.events().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let edited = bob.edit(m.message_id, "the typo").await.unwrap();
+    assert_eq!(edited.text, "the typo");
+    assert!(edited.last_edited_utc >= m.created_utc);
+    assert_eq!(edited.created_utc, m.created_utc);
+    let ev = expect_event(&mut events, "TextMessagesUpdated", Duration::from_secs(2)).await;
+    assert_eq!(ev.data["messages"][0]["text"], "the typo");
+    // Another member cannot; the moderator (alice) and the admin can.
+    let (_c, mut carol) = server.user(&mut admin, "carol").await;
+    alice.add_member(room, 4).await.unwrap();
+    assert_eq!(status_of(carol.edit(m.message_id, "vandal").await), 403);
+    alice.edit(m.message_id, "moderated").await.unwrap();
+    assert_eq!(
+        bob.history(room, None, None, None).await.unwrap()[0].text,
+        "moderated"
+    );
+    assert_eq!(status_of(bob.edit(m.message_id, "  ").await), 400);
+    assert_eq!(status_of(bob.edit(999_999, "x").await), 404);
+    let _ = alice_id;
+}
