@@ -51,6 +51,8 @@ pub struct ServerArgs {
     /// most simultaneous connections per worker (default 25000)
     #[argh(option, default = "25000")]
     pub max_connections: usize,
+    #[argh(subcommand)]
+    pub command: Option<crate::admin::AdminArgs>,
 }
 
 /// Rewrites `-h` and `-?` into `--help`, which is what argh understands.

@@ -9,6 +9,7 @@
 //! - [`model`] holds the JSON shapes shared by server and client.
 
 pub mod actors;
+pub mod admin;
 pub mod api;
 pub mod client;
 pub mod config;

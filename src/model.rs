@@ -75,6 +75,14 @@ pub struct MeetingProperties {
     pub duration: u64,
 }
 
+/// One emoji and who reacted with it (Confab extension).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Reaction {
+    pub emoji: String,
+    pub user_ids: Vec<UserId>,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ReadTimestamp {
@@ -117,6 +125,9 @@ pub struct TextMessage {
     pub comment_count: u64,
     pub attachments: Vec<Attachment>,
     pub read_timestamps: Vec<ReadTimestamp>,
+    /// Extension: emoji reactions (absent when there are none).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub reactions: Vec<Reaction>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub issue_properties: Option<IssueProperties>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -328,3 +328,76 @@ async fn editing_messages() {
     assert_eq!(status_of(bob.edit(999_999, "x").await), 404);
     let _ = alice_id;
 }
+
+#[actix_rt::test]
+async fn reactions_and_pinned_rooms() {
+    let server = TestServer::start();
+    let mut admin = server.admin().await;
+    let (alice_id, mut alice) = server.user(&mut admin, "alice").await;
+    let (bob_id, mut bob) = server.user(&mut admin, "bob").await;
+    let room = alice.create_room("Fun", &[bob_id]).await.unwrap();
+    let other = alice.create_room("Other", &[bob_id]).await.unwrap();
+    let m = alice.send_text(room, "lunch?").await.unwrap();
+    let mut events = alice.events().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    let after = bob.react(m.message_id, "👍", true).await.unwrap();
+    assert_eq!(
+        after.reactions,
+        vec![confab::model::Reaction {
+            emoji: "👍".into(),
+            user_ids: vec![bob_id]
+        }]
+    );
+    let ev = expect_event(&mut events, "TextMessagesUpdated", Duration::from_secs(2)).await;
+    assert_eq!(ev.data["messages"][0]["reactions"][0]["emoji"], "👍");
+    alice.react(m.message_id, "👍", true).await.unwrap();
+    alice.react(m.message_id, "🎉", true).await.unwrap();
+    let r = bob
+        .react(m.message_id, "👍", false)
+        .await
+        .unwrap()
+        .reactions;
+    assert_eq!(r.len(), 2);
+    assert_eq!(
+        r.iter().find(|x| x.emoji == "👍").unwrap().user_ids,
+        vec![alice_id]
+    );
+    assert_eq!(
+        status_of(bob.react(m.message_id, "two words", true).await),
+        400
+    );
+    assert_eq!(status_of(bob.react(m.message_id, "", true).await), 400);
+    let (_s, mut stranger) = server.user(&mut admin, "stranger").await;
+    assert_eq!(
+        status_of(stranger.react(m.message_id, "👎", true).await),
+        403
+    );
+    // A message without reactions carries no reactions field (the documented shape).
+    let plain = alice.send_text(room, "plain").await.unwrap();
+    let (_, v) = alice
+        .request_raw(
+            awc::http::Method::GET,
+            &format!("/api/v1/messages/{}", plain.message_id),
+            None,
+        )
+        .await
+        .unwrap();
+    assert!(v["message"].get("reactions").is_none());
+
+    // Pinning is per user.
+    let pinned = bob.pin(other, true).await.unwrap();
+    assert!(pinned.is_pinned);
+    let bob_rooms = bob.rooms().await.unwrap();
+    assert!(
+        bob_rooms
+            .iter()
+            .find(|r| r.room_id == other)
+            .unwrap()
+            .is_pinned
+    );
+    assert!(!alice.rooms().await.unwrap().iter().any(|r| r.is_pinned));
+    bob.pin(other, false).await.unwrap();
+    assert!(!bob.rooms().await.unwrap().iter().any(|r| r.is_pinned));
+    assert_eq!(status_of(stranger.pin(room, true).await), 403);
+}

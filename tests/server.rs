@@ -494,3 +494,82 @@ async fn storage_folder_can_be_moved_to_another_place() {
     let history = admin.history(room, None, None, None).await.unwrap();
     assert_eq!(history, vec![sent]);
 }
+
+#[actix_rt::test]
+async fn offline_admin_resets_a_lost_password_but_not_while_the_server_runs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("storage");
+    let dir_s = dir.to_string_lossy().to_string();
+    let mut server = TestServer::start_in(&dir, &[]);
+    let old = server.admin_password();
+
+    // Refused while the server runs on the folder.
+    let out = std::process::Command::new(SERVER_BIN)
+        .args(["--storage-dir", &dir_s, "admin", "reset-password", "admin"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("in use by another running Confab server"),
+        "{err}"
+    );
+    assert!(server.stop().success());
+
+    let out = std::process::Command::new(SERVER_BIN)
+        .args(["--storage-dir", &dir_s, "admin", "reset-password", "admin"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let line = String::from_utf8_lossy(&out.stdout);
+    let new = line.trim().rsplit(' ').next().unwrap().to_string();
+    assert!(
+        line.contains("new password of 'admin'") && new.len() >= 16,
+        "{line}"
+    );
+    let pw_file = tmp.path().join("pw");
+    std::fs::write(&pw_file, "rescue-password-1\n").unwrap();
+    let out = std::process::Command::new(SERVER_BIN)
+        .args([
+            "--storage-dir",
+            &dir_s,
+            "admin",
+            "create-admin",
+            "rescuer",
+            "--password-file",
+        ])
+        .arg(&pw_file)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = std::process::Command::new(SERVER_BIN)
+        .args([
+            "--storage-dir",
+            &tmp.path().join("nothing").to_string_lossy(),
+            "admin",
+            "create-admin",
+            "x",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("holds no Confab storage"));
+
+    let server = TestServer::start_in(&dir, &[]);
+    assert!(
+        server.client().login("admin", &old).await.is_err(),
+        "old password is gone"
+    );
+    server.login("admin", &new).await;
+    let mut rescuer = server.login("rescuer", "rescue-password-1").await;
+    let users = rescuer.users().await.unwrap();
+    assert!(users.iter().any(|u| u.user_name == "rescuer" && u.is_admin));
+}

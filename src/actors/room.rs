@@ -735,3 +735,44 @@ impl Handler<UpdateRoom> for RoomActor {
         }
     }
 }
+
+/// Add or remove the user's emoji reaction on a message; members get `TextMessagesUpdated`.
+#[derive(Message)]
+#[rtype(result = "Result<TextMessage, ApiError>")]
+pub struct React {
+    pub user_id: UserId,
+    pub message_id: MessageId,
+    pub emoji: String,
+    pub on: bool,
+}
+
+impl Handler<React> for RoomActor {
+    type Result = Reply<TextMessage>;
+    fn handle(&mut self, msg: React, ctx: &mut Context<Self>) -> Self::Result {
+        let result = (|| {
+            self.require_member(msg.user_id)?;
+            let record = self
+                .store
+                .message(msg.message_id)?
+                .filter(|m| m.room_id == self.room_id)
+                .ok_or_else(|| ApiError::message_not_found(msg.message_id))?;
+            let changed =
+                self.store
+                    .set_reaction(msg.message_id, msg.user_id, &msg.emoji, msg.on)?;
+            let view = self.store.api_message(&record)?;
+            let deliveries = if changed {
+                vec![Delivery::Members(Self::messages_event(
+                    "TextMessagesUpdated",
+                    std::slice::from_ref(&view),
+                ))]
+            } else {
+                Vec::new()
+            };
+            Ok((view, deliveries))
+        })();
+        match result {
+            Ok((view, deliveries)) => self.commit(ctx, deliveries, view),
+            Err(e) => answer(Err(e)),
+        }
+    }
+}

@@ -8,7 +8,7 @@ use super::auth::Authed;
 use super::error::ApiError;
 use super::rooms::visible_room;
 use super::{ok_json, AppState, State};
-use crate::actors::room::{DeleteMessage, EditMessage, MarkRead, PostMessage};
+use crate::actors::room::{DeleteMessage, EditMessage, MarkRead, PostMessage, React};
 use crate::model::{IssueProperties, IssueStatus, IssueType, MessageType, NewMessage};
 use crate::storage::{Direction, MessageRecord};
 
@@ -262,6 +262,51 @@ pub async fn edit(
             is_admin: auth.user.is_admin,
             message_id,
             draft,
+        })
+        .await??;
+    Ok(ok_json(
+        json!({ "messageId": message.message_id, "message": message }),
+    ))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ReactionBody {
+    emoji: String,
+    /// `false` removes the reaction; default `true`.
+    #[serde(default = "default_true")]
+    add: bool,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+/// `POST /api/v1/messages/{messageId}/reactions` (extension): `{"emoji", "add"?}`.
+pub async fn react(
+    state: State,
+    auth: Authed,
+    path: web::Path<u64>,
+    body: web::Json<ReactionBody>,
+) -> Result<HttpResponse, ApiError> {
+    let ReactionBody { emoji, add } = body.into_inner();
+    let emoji = emoji.trim().to_string();
+    if emoji.is_empty()
+        || emoji.len() > 32
+        || emoji.chars().any(|c| c.is_whitespace() || c.is_control())
+    {
+        return Err(ApiError::BadRequest(
+            "emoji must be 1-32 bytes without spaces or control characters".into(),
+        ));
+    }
+    let record = visible_message(&state, &auth, path.into_inner())?;
+    let room = state.room_actor(record.room_id).await?;
+    let message = room
+        .send(React {
+            user_id: auth.id(),
+            message_id: record.message_id,
+            emoji,
+            on: add,
         })
         .await??;
     Ok(ok_json(

@@ -102,6 +102,11 @@ pub fn configure(cfg: &mut web::ServiceConfig, limits: &Limits, web_root: Option
             .route("/rooms", web::post().to(rooms::create))
             .route("/rooms/{roomId}", web::patch().to(rooms::update))
             .route("/rooms/{roomId}/leave", web::post().to(rooms::leave))
+            .route("/rooms/{roomId}/pin", web::put().to(rooms::pin))
+            .route(
+                "/messages/{messageId}/reactions",
+                web::post().to(messages::react),
+            )
             .route(
                 "/rooms/{roomId}/members/{userId}",
                 web::delete().to(rooms::remove_member),

@@ -222,3 +222,32 @@ pub async fn update(
     let view = state.store.room_view(&record, auth.id())?;
     Ok(ok_json(json!({ "roomId": room_id, "room": view })))
 }
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PinBody {
+    is_pinned: bool,
+}
+
+/// `PUT /api/v1/rooms/{roomId}/pin` (extension): `{"isPinned": bool}`, for the caller only;
+/// their sessions get `RoomUpdated`.
+pub async fn pin(
+    state: State,
+    auth: Authed,
+    path: web::Path<u64>,
+    body: web::Json<PinBody>,
+) -> Result<HttpResponse, ApiError> {
+    let room_id = path.into_inner();
+    let room = visible_room(&state, &auth, room_id)?;
+    state.store.set_pinned(auth.id(), room_id, body.is_pinned)?;
+    state.store.durable().await?;
+    let view = state.store.room_view(&room, auth.id())?;
+    let payload = crate::actors::event_payload("RoomUpdated", json!({ "room": view }));
+    state
+        .registry
+        .do_send(crate::actors::registry::DeliverEach(vec![(
+            auth.id(),
+            payload,
+        )]));
+    Ok(ok_json(json!({ "roomId": room_id, "room": view })))
+}

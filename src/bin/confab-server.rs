@@ -35,6 +35,19 @@ fn main() {
             std::process::exit(2);
         }
     };
+    if let Some(admin) = &parsed.command {
+        let dir = config.storage_dir.clone();
+        match confab::admin::run(&dir, admin, config.cache_bytes) {
+            Ok(line) => {
+                println!("{line}");
+                return;
+            }
+            Err(e) => {
+                eprintln!("confab-server admin: {e}");
+                std::process::exit(1);
+            }
+        }
+    }
     let fds = confab::raise_fd_limit();
     tracing::debug!("open-file limit {fds}");
     let system = actix_rt::System::new();

@@ -59,6 +59,8 @@ enum Command {
     RemoveMember(RemoveMemberCmd),
     Leave(LeaveCmd),
     Edit(EditCmd),
+    React(ReactCmd),
+    Pin(PinCmd),
     Suspend(SuspendCmd),
     Reactivate(ReactivateCmd),
     ResetPassword(ResetPasswordCmd),
@@ -237,6 +239,33 @@ struct EditCmd {
     /// the new text
     #[argh(positional)]
     text: String,
+}
+
+/// react to a message with an emoji (--remove takes it back)
+#[derive(FromArgs)]
+#[argh(subcommand, name = "react")]
+struct ReactCmd {
+    /// message id
+    #[argh(positional)]
+    message_id: u64,
+    /// the emoji
+    #[argh(positional)]
+    emoji: String,
+    /// remove the reaction instead
+    #[argh(switch)]
+    remove: bool,
+}
+
+/// pin a room to the top of your list (--unpin undoes it)
+#[derive(FromArgs)]
+#[argh(subcommand, name = "pin")]
+struct PinCmd {
+    /// room id or unique name
+    #[argh(positional)]
+    room: String,
+    /// unpin instead
+    #[argh(switch)]
+    unpin: bool,
 }
 
 /// suspend a user (administrators): their sessions stop at once, nothing is deleted
@@ -554,6 +583,26 @@ async fn run(cli: Cli) -> Result<(), ClientError> {
             out(
                 json!({ "messageId": m.message_id, "message": m }),
                 m.message_id.to_string(),
+            );
+        }
+        Command::React(cmd) => {
+            let m = c.react(cmd.message_id, &cmd.emoji, !cmd.remove).await?;
+            let summary: Vec<String> = m
+                .reactions
+                .iter()
+                .map(|r| format!("{} {}", r.emoji, r.user_ids.len()))
+                .collect();
+            out(
+                json!({ "messageId": m.message_id, "reactions": m.reactions }),
+                summary.join("  "),
+            );
+        }
+        Command::Pin(cmd) => {
+            let room = c.resolve_room(&cmd.room).await?;
+            let r = c.pin(room, !cmd.unpin).await?;
+            out(
+                json!({ "roomId": room, "isPinned": r.is_pinned }),
+                format!("room {room} pinned: {}", r.is_pinned),
             );
         }
         Command::Suspend(cmd) => {

@@ -465,6 +465,34 @@ impl Client {
         Self::field(&v, "message")
     }
 
+    /// Adds (or with `add == false` removes) an emoji reaction.
+    pub async fn react(
+        &mut self,
+        message_id: u64,
+        emoji: &str,
+        add: bool,
+    ) -> Result<TextMessage, ClientError> {
+        let v = self
+            .post(
+                &format!("/api/v1/messages/{message_id}/reactions"),
+                json!({ "emoji": emoji, "add": add }),
+            )
+            .await?;
+        Self::field(&v, "message")
+    }
+
+    /// Pins or unpins a room for the caller.
+    pub async fn pin(&mut self, room_id: u64, pinned: bool) -> Result<Room, ClientError> {
+        let v = self
+            .call(
+                awc::http::Method::PUT,
+                &format!("/api/v1/rooms/{room_id}/pin"),
+                Some(json!({ "isPinned": pinned })),
+            )
+            .await?;
+        Self::field(&v, "room")
+    }
+
     pub async fn suspend(&mut self, user_id: u64) -> Result<(), ClientError> {
         self.post(&format!("/api/v1/users/{user_id}/suspend"), json!({}))
             .await

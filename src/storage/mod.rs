@@ -12,7 +12,8 @@
 //! | `tokenhash_userid` / `userid_tokenhash` | sha256(token) / user | user / sha256(token) |
 //! | `roomid_room` | room | [`RoomRecord`] JSON |
 //! | `roomid_userid_member` | room ‖ user | [`MemberRecord`] JSON |
-//! | `userid_roomid` | user ‖ room | empty (the user's rooms) |
+//! | `userid_roomid` | user ‖ room | empty, or `p` when the user pinned the room |
+//! | `messageid_userid_reaction` | message ‖ user ‖ emoji | empty (emoji reactions) |
 //! | `userpair_roomid` | min(user) ‖ max(user) | private room |
 //! | `messageid_message` | message | [`MessageRecord`] JSON |
 //! | `roomid_messageid` | room ‖ message | empty (top-level messages in order) |
@@ -40,7 +41,7 @@ pub use commit::{CommitStats, GroupCommit};
 pub use error::StorageError;
 
 use crate::model::{
-    IssueProperties, MarkupType, MeetingProperties, MessageId, MessageType, Priority,
+    IssueProperties, MarkupType, MeetingProperties, MessageId, MessageType, Priority, Reaction,
     ReadTimestamp, RoomId, RoomType, TextMessage, User, UserId, UserStatus,
 };
 
@@ -253,6 +254,7 @@ pub struct Store {
     userid_roomid_lastread: sled::Tree,
     roomid_seq: sled::Tree,
     roomid_seq_deleted: sled::Tree,
+    messageid_userid_reaction: sled::Tree,
     next_user_id: AtomicU64,
     next_room_id: AtomicU64,
     next_message_id: AtomicU64,
@@ -322,6 +324,7 @@ impl Store {
             userid_roomid_lastread: t("userid_roomid_lastread")?,
             roomid_seq: t("roomid_seq")?,
             roomid_seq_deleted: t("roomid_seq_deleted")?,
+            messageid_userid_reaction: t("messageid_userid_reaction")?,
             next_user_id: AtomicU64::new(0),
             next_room_id: AtomicU64::new(0),
             next_message_id: AtomicU64::new(0),
@@ -573,6 +576,25 @@ impl Store {
         Ok(())
     }
 
+    /// Pins or unpins a room for one user; false if they are not a member.
+    pub fn set_pinned(&self, user_id: UserId, room_id: RoomId, pinned: bool) -> Result<bool> {
+        let key = pair(user_id, room_id);
+        if self.userid_roomid.get(key)?.is_none() {
+            return Ok(false);
+        }
+        self.userid_roomid
+            .insert(key, if pinned { &b"p"[..] } else { &[] })?;
+        Ok(true)
+    }
+
+    pub fn is_pinned(&self, user_id: UserId, room_id: RoomId) -> Result<bool> {
+        Ok(self
+            .userid_roomid
+            .get(pair(user_id, room_id))?
+            .map(|v| v.as_ref() == b"p")
+            .unwrap_or(false))
+    }
+
     pub fn member(&self, room_id: RoomId, user_id: UserId) -> Result<Option<MemberRecord>> {
         self.roomid_userid_member
             .get(pair(room_id, user_id))?
@@ -765,6 +787,7 @@ impl Store {
             comment_count: record.comment_count,
             attachments: Vec::new(),
             read_timestamps: self.read_timestamps(record.message_id)?,
+            reactions: self.reactions(record.message_id)?,
             issue_properties: record.issue_properties.clone(),
             meeting_properties: record.meeting_properties.clone(),
         })
@@ -775,6 +798,43 @@ impl Store {
         for &id in ids {
             if let Some(record) = self.message(id)? {
                 out.push(self.api_message(&record)?);
+            }
+        }
+        Ok(out)
+    }
+
+    // ---- reactions ----------------------------------------------------------------------
+
+    /// Adds or removes one user's reaction; true if anything changed.
+    pub fn set_reaction(
+        &self,
+        message_id: MessageId,
+        user_id: UserId,
+        emoji: &str,
+        on: bool,
+    ) -> Result<bool> {
+        let mut key = pair(message_id, user_id).to_vec();
+        key.extend_from_slice(emoji.as_bytes());
+        Ok(if on {
+            self.messageid_userid_reaction.insert(key, &[])?.is_none()
+        } else {
+            self.messageid_userid_reaction.remove(key)?.is_some()
+        })
+    }
+
+    /// The message's reactions, grouped by emoji (in order of first use by user id).
+    pub fn reactions(&self, message_id: MessageId) -> Result<Vec<Reaction>> {
+        let mut out: Vec<Reaction> = Vec::new();
+        for kv in self.messageid_userid_reaction.scan_prefix(be(message_id)) {
+            let (k, _) = kv?;
+            let user = id_at(&k, 8)?;
+            let emoji = String::from_utf8_lossy(&k[16..]).to_string();
+            match out.iter_mut().find(|r| r.emoji == emoji) {
+                Some(r) => r.user_ids.push(user),
+                None => out.push(Reaction {
+                    emoji,
+                    user_ids: vec![user],
+                }),
             }
         }
         Ok(out)

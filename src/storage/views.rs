@@ -60,7 +60,7 @@ impl Store {
             unread_message_count: self.unread_count(user_id, room.room_id)?,
             is_archived: room.is_archived,
             is_moderator,
-            is_pinned: false,
+            is_pinned: self.is_pinned(user_id, room.room_id)?,
             last_message,
             discussion_message_id: None,
         })

@@ -1,0 +1,126 @@
+//! `confab-server admin …`: offline repairs on a stopped server's storage folder, for when
+//! the administrator's password is lost. It takes the folder's lock like the server does,
+//! so it refuses clearly while a server runs on that folder.
+
+use std::path::Path;
+
+use argh::FromArgs;
+
+use crate::api::{auth, users};
+use crate::storage::{self, StorageError, Store};
+
+/// offline administration of a stopped server's storage folder
+#[derive(FromArgs, Debug, Clone, PartialEq)]
+#[argh(subcommand, name = "admin")]
+pub struct AdminArgs {
+    #[argh(subcommand)]
+    pub action: AdminAction,
+}
+
+#[derive(FromArgs, Debug, Clone, PartialEq)]
+#[argh(subcommand)]
+pub enum AdminAction {
+    ResetPassword(ResetPassword),
+    CreateAdmin(CreateAdmin),
+}
+
+/// set a user's password (printed when generated); ends their login sessions
+#[derive(FromArgs, Debug, Clone, PartialEq)]
+#[argh(subcommand, name = "reset-password")]
+pub struct ResetPassword {
+    /// user name
+    #[argh(positional)]
+    pub user: String,
+    /// file holding the new password (otherwise one is generated and printed)
+    #[argh(option)]
+    pub password_file: Option<std::path::PathBuf>,
+}
+
+/// create an administrator (password printed when generated)
+#[derive(FromArgs, Debug, Clone, PartialEq)]
+#[argh(subcommand, name = "create-admin")]
+pub struct CreateAdmin {
+    /// user name
+    #[argh(positional)]
+    pub user: String,
+    /// file holding the password (otherwise one is generated and printed)
+    #[argh(option)]
+    pub password_file: Option<std::path::PathBuf>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    #[error("{0}")]
+    Storage(#[from] StorageError),
+    #[error("{0}")]
+    Usage(String),
+}
+
+fn password_from(file: &Option<std::path::PathBuf>) -> Result<(String, bool), AdminError> {
+    match file {
+        Some(f) => {
+            let p = std::fs::read_to_string(f)
+                .map_err(|e| AdminError::Usage(format!("cannot read {}: {e}", f.display())))?
+                .trim_end_matches(['\n', '\r'])
+                .to_string();
+            if p.len() < 8 {
+                return Err(AdminError::Usage(
+                    "the password must be at least 8 bytes".into(),
+                ));
+            }
+            Ok((p, false))
+        }
+        None => Ok((users::generate_password(), true)),
+    }
+}
+
+/// Runs one offline action; returns the line to print.
+pub fn run(dir: &Path, args: &AdminArgs, cache_bytes: u64) -> Result<String, AdminError> {
+    if !dir.join("db").exists() {
+        return Err(AdminError::Usage(format!(
+            "{} holds no Confab storage (no db/ inside); give the server's --storage-dir",
+            dir.display()
+        )));
+    }
+    let _lock = storage::prepare_folder(dir)?;
+    let store = Store::open(dir, cache_bytes)?;
+    let hash = |p: &str| auth::hash_password(p).map_err(|e| AdminError::Usage(e.to_string()));
+    let line = match &args.action {
+        AdminAction::ResetPassword(r) => {
+            let user = store
+                .user_by_name(&r.user)?
+                .ok_or_else(|| AdminError::Usage(format!("no user named '{}'", r.user)))?;
+            let (password, generated) = password_from(&r.password_file)?;
+            let h = hash(&password)?;
+            store.update_user(user.user_id, |u| u.password_hash = h)?;
+            store.delete_sessions_of(user.user_id)?;
+            if generated {
+                format!("new password of '{}': {password}", user.user_name)
+            } else {
+                format!("password of '{}' set", user.user_name)
+            }
+        }
+        AdminAction::CreateAdmin(c) => {
+            if !users::valid_user_name(&c.user) {
+                return Err(AdminError::Usage(
+                    "a user name is 1-64 characters of letters, digits, '.', '_' or '-'".into(),
+                ));
+            }
+            let (password, generated) = password_from(&c.password_file)?;
+            let user = store.create_user(&c.user, &c.user, hash(&password)?, true)?;
+            if generated {
+                format!(
+                    "created administrator '{}' (id {}) with password {password}",
+                    user.user_name, user.user_id
+                )
+            } else {
+                format!(
+                    "created administrator '{}' (id {})",
+                    user.user_name, user.user_id
+                )
+            }
+        }
+    };
+    store.flush()?;
+    Ok(line)
+}
