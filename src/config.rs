@@ -51,6 +51,9 @@ pub struct ServerArgs {
     /// most simultaneous connections per worker (default 25000)
     #[argh(option, default = "25000")]
     pub max_connections: usize,
+    /// largest attachment in MiB (default 4096)
+    #[argh(option, default = "4096")]
+    pub max_file_mb: u64,
     #[argh(subcommand)]
     pub command: Option<crate::admin::AdminArgs>,
 }
@@ -88,6 +91,8 @@ pub struct ServerConfig {
 pub struct Limits {
     /// Largest JSON request body.
     pub max_json_body: usize,
+    /// Largest attachment file.
+    pub max_file_bytes: u64,
     /// Longest message text, in bytes.
     pub max_message_bytes: usize,
     /// Outbound events queued for one event connection before it is dropped as too slow.
@@ -103,6 +108,7 @@ impl Default for Limits {
     fn default() -> Self {
         Limits {
             max_json_body: 256 * 1024,
+            max_file_bytes: 4 << 30,
             max_message_bytes: 64 * 1024,
             session_queue: 256,
             max_ws_frame: 64 * 1024,
@@ -167,7 +173,10 @@ impl ServerArgs {
             cache_bytes: self.cache_mb.max(1) * 1024 * 1024,
             workers: workers.max(1),
             max_connections: self.max_connections.max(1),
-            limits: Limits::default(),
+            limits: Limits {
+                max_file_bytes: self.max_file_mb.max(1) * 1024 * 1024,
+                ..Limits::default()
+            },
         })
     }
 }

@@ -776,3 +776,29 @@ impl Handler<React> for RoomActor {
         }
     }
 }
+
+/// A message changed outside the actor (its attachments): members get
+/// `TextMessagesUpdated`, in order with the room's other events.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct AnnounceMessage(pub MessageId);
+
+impl Handler<AnnounceMessage> for RoomActor {
+    type Result = ();
+    fn handle(&mut self, msg: AnnounceMessage, ctx: &mut Context<Self>) {
+        let view = match self.store.message(msg.0) {
+            Ok(Some(record)) => self.store.api_message(&record),
+            Ok(None) => return,
+            Err(e) => Err(e),
+        };
+        match view {
+            Ok(view) => {
+                let event = Self::messages_event("TextMessagesUpdated", &[view]);
+                // Nobody waits for the answer; the commit still orders and delivers the event.
+                let reply = self.commit(ctx, vec![Delivery::Members(event)], ());
+                ctx.spawn(actix::fut::wrap_future::<_, Self>(reply).map(|_, _, _| ()));
+            }
+            Err(e) => tracing::error!(room = self.room_id, "announcing message {}: {e}", msg.0),
+        }
+    }
+}

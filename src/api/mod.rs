@@ -3,6 +3,7 @@
 //! Handlers are small; they authenticate, validate, then read from storage or send the
 //! write to the room's actor.
 
+pub mod attachments;
 pub mod auth;
 pub mod avatar;
 pub mod error;
@@ -137,6 +138,22 @@ pub fn configure(cfg: &mut web::ServiceConfig, limits: &Limits, web_root: Option
             .route(
                 "/messages/{messageId}/comments",
                 web::post().to(messages::post_comment),
+            )
+            .route(
+                "/messages/{messageId}/attachments",
+                web::post().to(attachments::upload),
+            )
+            .route(
+                "/attachments/{attachmentId}",
+                web::get().to(attachments::metadata),
+            )
+            .route(
+                "/attachments/{attachmentId}",
+                web::delete().to(attachments::delete),
+            )
+            .route(
+                "/attachments/{attachmentId}/{fileName}",
+                web::get().to(attachments::download),
             )
             .route("/events", web::get().to(events::events))
             .default_service(web::to(api_not_found)),

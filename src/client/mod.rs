@@ -2,6 +2,7 @@
 //! integration tests and the benchmark. It runs on an actix (single-threaded tokio)
 //! runtime, like awc, the HTTP client it is built on.
 
+mod multipart;
 pub mod trust;
 
 use std::time::Duration;
@@ -528,6 +529,141 @@ impl Client {
         )
         .await
         .map(|_| ())
+    }
+
+    /// Uploads files to a message as `multipart/form-data` (field `files`), streaming each
+    /// from disk. With `checksums`, each file is preceded by its SHA-1 for the server to verify.
+    pub async fn upload(
+        &mut self,
+        message_id: u64,
+        files: &[std::path::PathBuf],
+        checksums: bool,
+    ) -> Result<Vec<crate::model::Attachment>, ClientError> {
+        let boundary = format!(
+            "confab-{}",
+            hex::encode(openssl::sha::sha256(
+                format!("{message_id}{:?}", std::time::SystemTime::now()).as_bytes()
+            ))[..24]
+                .to_string()
+        );
+        let mut parts: Vec<multipart::Part> = Vec::new();
+        for path in files {
+            let name = path
+                .file_name()
+                .map(|n| n.to_string_lossy().replace('"', "_"))
+                .ok_or_else(|| ClientError::Usage(format!("{} is not a file", path.display())))?;
+            let file = std::fs::File::open(path)
+                .map_err(|e| ClientError::Usage(format!("cannot open {}: {e}", path.display())))?;
+            if checksums {
+                let sum = multipart::sha1_of(path)?;
+                parts.push(multipart::Part::Text(format!(
+                    "--{boundary}\r\nContent-Disposition: form-data; name=\"fileChecksum\"\r\n\r\n{sum}\r\n"
+                )));
+            }
+            parts.push(multipart::Part::Text(format!(
+                "--{boundary}\r\nContent-Disposition: form-data; name=\"files\"; filename=\"{name}\"\r\nContent-Type: application/octet-stream\r\n\r\n"
+            )));
+            parts.push(multipart::Part::File(file));
+            parts.push(multipart::Part::Text("\r\n".into()));
+        }
+        parts.push(multipart::Part::Text(format!("--{boundary}--\r\n")));
+        let url = format!("{}/api/v1/messages/{message_id}/attachments", self.base);
+        let req = self
+            .authorize(self.http.post(url))
+            .insert_header((
+                "Content-Type",
+                format!("multipart/form-data; boundary={boundary}"),
+            ))
+            .timeout(Duration::from_secs(3600));
+        let mut resp = req
+            .send_stream(multipart::stream(parts))
+            .await
+            .map_err(|e| self.trust.explain_failure(e.to_string()))?;
+        let status = resp.status().as_u16();
+        let bytes = resp
+            .body()
+            .limit(MAX_BODY)
+            .await
+            .map_err(|e| ClientError::Transport(e.to_string()))?;
+        let v: Value =
+            serde_json::from_slice(&bytes).map_err(|e| ClientError::Decode(e.to_string()))?;
+        if status != 200 {
+            return Err(ClientError::Api {
+                status,
+                text: v["errorText"].as_str().unwrap_or("").to_string(),
+            });
+        }
+        Self::field(&v, "attachments")
+    }
+
+    /// Attachment metadata.
+    pub async fn attachment(
+        &mut self,
+        attachment_id: u64,
+    ) -> Result<crate::model::Attachment, ClientError> {
+        let v = self
+            .get(&format!("/api/v1/attachments/{attachment_id}"))
+            .await?;
+        serde_json::from_value(v).map_err(|e| ClientError::Decode(e.to_string()))
+    }
+
+    pub async fn delete_attachment(&mut self, attachment_id: u64) -> Result<(), ClientError> {
+        self.call(
+            awc::http::Method::DELETE,
+            &format!("/api/v1/attachments/{attachment_id}"),
+            None,
+        )
+        .await
+        .map(|_| ())
+    }
+
+    /// Streams an attachment (or a `Range` of it, e.g. `bytes=0-99`) into `out`; returns the
+    /// HTTP status, the bytes written and their SHA-1 (hex).
+    pub async fn download(
+        &mut self,
+        attachment_id: u64,
+        file_name: &str,
+        range: Option<&str>,
+        out: &mut impl std::io::Write,
+    ) -> Result<(u16, u64, String), ClientError> {
+        let url = format!(
+            "{}/api/v1/attachments/{attachment_id}/{}",
+            self.base,
+            multipart::path_escape(file_name)
+        );
+        let mut req = self
+            .authorize(self.http.get(url))
+            .timeout(Duration::from_secs(3600));
+        if let Some(r) = range {
+            req = req.insert_header(("Range", r.to_string()));
+        }
+        let mut resp = req
+            .send()
+            .await
+            .map_err(|e| self.trust.explain_failure(e.to_string()))?;
+        let status = resp.status().as_u16();
+        if status != 200 && status != 206 {
+            let bytes = resp
+                .body()
+                .limit(MAX_BODY)
+                .await
+                .map_err(|e| ClientError::Transport(e.to_string()))?;
+            let v: Value = serde_json::from_slice(&bytes).unwrap_or_default();
+            return Err(ClientError::Api {
+                status,
+                text: v["errorText"].as_str().unwrap_or("").to_string(),
+            });
+        }
+        let mut sha1 = openssl::sha::Sha1::new();
+        let mut n = 0u64;
+        while let Some(chunk) = resp.next().await {
+            let chunk = chunk.map_err(|e| ClientError::Transport(e.to_string()))?;
+            sha1.update(&chunk);
+            n += chunk.len() as u64;
+            out.write_all(&chunk)
+                .map_err(|e| ClientError::Usage(format!("cannot write: {e}")))?;
+        }
+        Ok((status, n, hex::encode(sha1.finish())))
     }
 
     /// A new Web API token; the previous one stops working.

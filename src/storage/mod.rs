@@ -14,6 +14,10 @@
 //! | `roomid_userid_member` | room ‖ user | [`MemberRecord`] JSON |
 //! | `userid_roomid` | user ‖ room | empty, or `p` when the user pinned the room |
 //! | `messageid_userid_reaction` | message ‖ user ‖ emoji | empty (emoji reactions) |
+//! | `attachmentid_attachment` | attachment | [`AttachmentRecord`] JSON |
+//! | `messageid_attachmentid` | message ‖ attachment | empty |
+//! | `attachmentid_chunks` | attachment | its chunks' SHA-256s, concatenated |
+//! | `chunkhash_chunk` / `chunkhash_refs` | SHA-256 | ≤ 256 KiB of content / reference count |
 //! | `userpair_roomid` | min(user) ‖ max(user) | private room |
 //! | `messageid_message` | message | [`MessageRecord`] JSON |
 //! | `roomid_messageid` | room ‖ message | empty (top-level messages in order) |
@@ -26,6 +30,7 @@
 //! Writes are applied in memory by sled and made durable by [`GroupCommit`]: callers that
 //! acknowledge a write to a client first await [`Store::durable`].
 
+mod attachments;
 mod commit;
 mod error;
 mod views;
@@ -37,6 +42,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 
+pub use attachments::{AttachmentRecord, ChunkWriter, CHUNK_SIZE};
 pub use commit::{CommitStats, GroupCommit};
 pub use error::StorageError;
 
@@ -255,6 +261,12 @@ pub struct Store {
     roomid_seq: sled::Tree,
     roomid_seq_deleted: sled::Tree,
     messageid_userid_reaction: sled::Tree,
+    attachmentid_attachment: sled::Tree,
+    messageid_attachmentid: sled::Tree,
+    attachmentid_chunks: sled::Tree,
+    chunkhash_chunk: sled::Tree,
+    chunkhash_refs: sled::Tree,
+    next_attachment_id: AtomicU64,
     next_user_id: AtomicU64,
     next_room_id: AtomicU64,
     next_message_id: AtomicU64,
@@ -325,6 +337,12 @@ impl Store {
             roomid_seq: t("roomid_seq")?,
             roomid_seq_deleted: t("roomid_seq_deleted")?,
             messageid_userid_reaction: t("messageid_userid_reaction")?,
+            attachmentid_attachment: t("attachmentid_attachment")?,
+            messageid_attachmentid: t("messageid_attachmentid")?,
+            attachmentid_chunks: t("attachmentid_chunks")?,
+            chunkhash_chunk: t("chunkhash_chunk")?,
+            chunkhash_refs: t("chunkhash_refs")?,
+            next_attachment_id: AtomicU64::new(0),
             next_user_id: AtomicU64::new(0),
             next_room_id: AtomicU64::new(0),
             next_message_id: AtomicU64::new(0),
@@ -337,6 +355,10 @@ impl Store {
         store
             .next_room_id
             .store(next_id_after_last(&store.roomid_room)?, Ordering::SeqCst);
+        store.next_attachment_id.store(
+            next_id_after_last(&store.attachmentid_attachment)?,
+            Ordering::SeqCst,
+        );
         store.next_message_id.store(
             next_id_after_last(&store.messageid_message)?,
             Ordering::SeqCst,
@@ -668,7 +690,8 @@ impl Store {
             .transpose()
     }
 
-    /// Removes a message, its indexes and its read receipts. Indexes go first, so a crash
+    /// Removes a message, its indexes, read receipts, reactions and attachments (freeing
+    /// their chunks when no other attachment uses them). Indexes go first, so a crash
     /// half-way leaves at worst an unreachable record.
     pub fn delete_message(&self, record: &MessageRecord) -> Result<()> {
         if record.parent_message_id == 0 {
@@ -687,6 +710,15 @@ impl Store {
             .scan_prefix(be(record.message_id))
         {
             self.messageid_userid_read.remove(kv?.0)?;
+        }
+        for kv in self
+            .messageid_userid_reaction
+            .scan_prefix(be(record.message_id))
+        {
+            self.messageid_userid_reaction.remove(kv?.0)?;
+        }
+        for attachment in self.attachments_of(record.message_id)? {
+            self.delete_attachment(&attachment)?;
         }
         self.messageid_message.remove(be(record.message_id))?;
         Ok(())
@@ -785,7 +817,11 @@ impl Store {
             message_type: record.message_type,
             priority: record.priority,
             comment_count: record.comment_count,
-            attachments: Vec::new(),
+            attachments: self
+                .attachments_of(record.message_id)?
+                .iter()
+                .map(|a| a.to_api())
+                .collect(),
             read_timestamps: self.read_timestamps(record.message_id)?,
             reactions: self.reactions(record.message_id)?,
             issue_properties: record.issue_properties.clone(),

@@ -1,0 +1,298 @@
+//! Attachments: multipart upload (field `files`, one or more files), metadata, streamed
+//! download with HTTP range requests, deletion. Only members of the room where a file was
+//! posted can see or fetch it, whatever id they guess.
+
+use std::sync::Arc;
+
+use actix_multipart::Multipart;
+use actix_web::http::header;
+use actix_web::{web, HttpRequest, HttpResponse};
+use bytes::Bytes;
+use futures_util::{StreamExt, TryStreamExt};
+use serde_json::json;
+
+use super::auth::Authed;
+use super::error::ApiError;
+use super::rooms::visible_room;
+use super::{ok_json, AppState, State};
+use crate::actors::room::AnnounceMessage;
+use crate::storage::{AttachmentRecord, Store, CHUNK_SIZE};
+
+fn not_found(id: u64) -> ApiError {
+    ApiError::NotFound(format!("Attachment {id} not found"))
+}
+
+/// The attachment, if it exists and the caller is a member of its room (404 otherwise, so
+/// guessing ids tells a stranger nothing).
+fn visible_attachment(
+    state: &AppState,
+    auth: &Authed,
+    id: u64,
+) -> Result<AttachmentRecord, ApiError> {
+    let record = state.store.attachment(id)?.ok_or_else(|| not_found(id))?;
+    if state.store.member(record.room_id, auth.id())?.is_none() {
+        return Err(not_found(id));
+    }
+    Ok(record)
+}
+
+/// Author, room moderator or administrator.
+fn may_change_files(
+    state: &AppState,
+    auth: &Authed,
+    room_id: u64,
+    author: u64,
+) -> Result<(), ApiError> {
+    let member = state.store.member(room_id, auth.id())?;
+    let moderator = member.map(|m| m.is_moderator).unwrap_or(false);
+    if author == auth.id() || moderator || auth.user.is_admin {
+        Ok(())
+    } else {
+        Err(ApiError::Forbidden(
+            "Only the message's author, a room moderator or an administrator may attach or delete its files".into(),
+        ))
+    }
+}
+
+fn clean_file_name(name: &str) -> Option<String> {
+    let base = name.rsplit(['/', '\\']).next().unwrap_or("").trim();
+    let cleaned: String = base.chars().filter(|c| !c.is_control()).collect();
+    (!cleaned.is_empty() && cleaned != "." && cleaned != ".." && cleaned.len() <= 255)
+        .then_some(cleaned)
+}
+
+/// `POST /api/v1/messages/{messageId}/attachments`
+pub async fn upload(
+    state: State,
+    auth: Authed,
+    path: web::Path<u64>,
+    mut form: Multipart,
+) -> Result<HttpResponse, ApiError> {
+    let message_id = path.into_inner();
+    let message = state
+        .store
+        .message(message_id)?
+        .ok_or_else(|| ApiError::message_not_found(message_id))?;
+    visible_room(&state, &auth, message.room_id)?;
+    may_change_files(&state, &auth, message.room_id, message.user_id)?;
+
+    let max = state.limits.max_file_bytes;
+    let mut stored: Vec<AttachmentRecord> = Vec::new();
+    let mut expected_checksum: Option<String> = None;
+    let bad = |e: actix_multipart::MultipartError| {
+        ApiError::BadRequest(format!("Malformed multipart body: {e}"))
+    };
+    let result: Result<(), ApiError> = async {
+        while let Some(mut field) = form.try_next().await.map_err(bad)? {
+            let name = field.name().unwrap_or("").to_string();
+            if name == "fileChecksum" {
+                // Optional: the SHA-1 the client computed for the next file.
+                let mut text = Vec::new();
+                while let Some(part) = field.try_next().await.map_err(bad)? {
+                    text.extend_from_slice(&part);
+                    if text.len() > 128 {
+                        return Err(ApiError::BadRequest("fileChecksum is too long".into()));
+                    }
+                }
+                expected_checksum = Some(String::from_utf8_lossy(&text).trim().to_ascii_lowercase());
+                continue;
+            }
+            if name != "files" {
+                return Err(ApiError::BadRequest(format!(
+                    "Unexpected form field '{name}'; files go in the field 'files'"
+                )));
+            }
+            let file_name = field
+                .content_disposition()
+                .and_then(|cd| cd.get_filename())
+                .and_then(clean_file_name)
+                .ok_or_else(|| ApiError::BadRequest("Each file needs a file name".into()))?;
+            let content_type = mime_guess::from_path(&file_name)
+                .first_or_octet_stream()
+                .to_string();
+            let mut writer = state.store.begin_upload();
+            let copied: Result<(), ApiError> = async {
+                while let Some(part) = field.try_next().await.map_err(bad)? {
+                    if writer.size + part.len() as u64 > max {
+                        return Err(ApiError::PayloadTooLarge(format!(
+                            "'{file_name}' is larger than the limit of {max} bytes"
+                        )));
+                    }
+                    writer.write(&state.store, &part)?;
+                }
+                Ok(())
+            }
+            .await;
+            if let Err(e) = copied {
+                writer.abort(&state.store);
+                return Err(e);
+            }
+            let record = writer.finish(
+                &state.store,
+                message.message_id,
+                message.room_id,
+                auth.id(),
+                &file_name,
+                &content_type,
+            )?;
+            if let Some(want) = expected_checksum.take() {
+                if want != record.checksum {
+                    state.store.delete_attachment(&record)?;
+                    return Err(ApiError::BadRequest(format!(
+                        "ChecksumVerificationOnServerSideMismatch: '{file_name}' has SHA-1 {}, the client said {want}",
+                        record.checksum
+                    )));
+                }
+            }
+            stored.push(record);
+        }
+        Ok(())
+    }
+    .await;
+    if let Err(e) = result {
+        // All or nothing: files of this request stored before the error are removed too.
+        for r in &stored {
+            let _ = state.store.delete_attachment(r);
+        }
+        return Err(e);
+    }
+    if stored.is_empty() {
+        return Err(ApiError::BadRequest(
+            "No files: send them as multipart/form-data in the field 'files'".into(),
+        ));
+    }
+    state.store.durable().await?;
+    state
+        .room_actor(message.room_id)
+        .await?
+        .do_send(AnnounceMessage(message.message_id));
+    let attachments: Vec<_> = stored.iter().map(|a| a.to_api()).collect();
+    Ok(ok_json(json!({ "attachments": attachments })))
+}
+
+/// `GET /api/v1/attachments/{attachmentId}`: the documented metadata object.
+pub async fn metadata(
+    state: State,
+    auth: Authed,
+    path: web::Path<u64>,
+) -> Result<HttpResponse, ApiError> {
+    let record = visible_attachment(&state, &auth, path.into_inner())?;
+    let mut body = serde_json::to_value(record.to_api()).unwrap_or_default();
+    body["httpStatusCode"] = json!(200);
+    Ok(HttpResponse::Ok().json(body))
+}
+
+/// A single byte range from a `Range` header; `Err` when it cannot be satisfied.
+fn parse_range(value: &str, size: u64) -> Option<Result<(u64, u64), ()>> {
+    let spec = value.trim().strip_prefix("bytes=")?;
+    if spec.contains(',') {
+        return None; // several ranges: answer with the whole file
+    }
+    let (a, b) = spec.split_once('-')?;
+    let (start, end) = if a.is_empty() {
+        let n: u64 = b.trim().parse().ok()?;
+        if n == 0 {
+            return Some(Err(()));
+        }
+        (size.saturating_sub(n), size.saturating_sub(1))
+    } else {
+        let start: u64 = a.trim().parse().ok()?;
+        let end = if b.trim().is_empty() {
+            size.saturating_sub(1)
+        } else {
+            b.trim().parse::<u64>().ok()?.min(size.saturating_sub(1))
+        };
+        (start, end)
+    };
+    if size == 0 || start >= size || end < start {
+        return Some(Err(()));
+    }
+    Some(Ok((start, end)))
+}
+
+/// `GET /api/v1/attachments/{attachmentId}/{fileName}`: the content, streamed one chunk at a
+/// time, with `Content-Type`, `Content-Disposition`, `Content-Length` and range support.
+pub async fn download(
+    state: State,
+    auth: Authed,
+    req: HttpRequest,
+    path: web::Path<(u64, String)>,
+) -> Result<HttpResponse, ApiError> {
+    let (id, _name) = path.into_inner();
+    let record = visible_attachment(&state, &auth, id)?;
+    let chunks = state.store.attachment_chunks(id)?;
+    let size = record.file_size;
+    let range = req
+        .headers()
+        .get(header::RANGE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| parse_range(v, size));
+    let (start, end, mut resp) = match range {
+        Some(Err(())) => {
+            return Ok(HttpResponse::RangeNotSatisfiable()
+                .insert_header((header::CONTENT_RANGE, format!("bytes */{size}")))
+                .json(json!({ "errorText": format!("Range not satisfiable for {size} bytes"), "httpStatusCode": 416 })))
+        }
+        Some(Ok((s, e))) => {
+            let mut r = HttpResponse::PartialContent();
+            r.insert_header((header::CONTENT_RANGE, format!("bytes {s}-{e}/{size}")));
+            (s, e, r)
+        }
+        None => (0, size.saturating_sub(1), HttpResponse::Ok()),
+    };
+    let length = if size == 0 { 0 } else { end - start + 1 };
+    let disposition = header::ContentDisposition {
+        disposition: header::DispositionType::Attachment,
+        parameters: vec![header::DispositionParam::FilenameExt(
+            header::ExtendedValue {
+                charset: header::Charset::Ext("UTF-8".into()),
+                language_tag: None,
+                value: record.file_name.clone().into_bytes(),
+            },
+        )],
+    };
+    resp.insert_header((header::CONTENT_TYPE, record.content_type.clone()))
+        .insert_header(disposition)
+        .insert_header((header::ACCEPT_RANGES, "bytes"))
+        .no_chunking(length);
+    let store: Arc<Store> = state.store.clone();
+    let first = (start / CHUNK_SIZE as u64) as usize;
+    let stream = futures_util::stream::iter(first..chunks.len())
+        .map(move |i| {
+            let chunk_start = i as u64 * CHUNK_SIZE as u64;
+            if length == 0 || chunk_start > end {
+                return Ok(None);
+            }
+            let data = store.chunk(&chunks[i]).map_err(|e| {
+                tracing::error!("attachment {id}: {e}");
+                actix_web::error::ErrorInternalServerError("storage error")
+            })?;
+            let from = start.saturating_sub(chunk_start) as usize;
+            let to = ((end + 1 - chunk_start) as usize).min(data.len());
+            Ok::<_, actix_web::Error>(Some(Bytes::copy_from_slice(&data[from.min(to)..to])))
+        })
+        .try_filter_map(|b| async move { Ok(b) });
+    Ok(resp.streaming(stream))
+}
+
+/// `DELETE /api/v1/attachments/{attachmentId}`: frees the space when it was the last use.
+pub async fn delete(
+    state: State,
+    auth: Authed,
+    path: web::Path<u64>,
+) -> Result<HttpResponse, ApiError> {
+    let record = visible_attachment(&state, &auth, path.into_inner())?;
+    let author = state
+        .store
+        .message(record.message_id)?
+        .map(|m| m.user_id)
+        .unwrap_or(record.user_id);
+    may_change_files(&state, &auth, record.room_id, author)?;
+    state.store.delete_attachment(&record)?;
+    state.store.durable().await?;
+    state
+        .room_actor(record.room_id)
+        .await?
+        .do_send(AnnounceMessage(record.message_id));
+    Ok(ok_json(json!({})))
+}
