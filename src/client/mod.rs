@@ -539,13 +539,8 @@ impl Client {
         files: &[std::path::PathBuf],
         checksums: bool,
     ) -> Result<Vec<crate::model::Attachment>, ClientError> {
-        let boundary = format!(
-            "confab-{}",
-            hex::encode(openssl::sha::sha256(
-                format!("{message_id}{:?}", std::time::SystemTime::now()).as_bytes()
-            ))[..24]
-                .to_string()
-        );
+        // A boundary that cannot occur in the framing: random hex.
+        let boundary = format!("confab-{}", crate::api::auth::random_hex(12));
         let mut parts: Vec<multipart::Part> = Vec::new();
         for path in files {
             let name = path
