@@ -2,13 +2,10 @@
 //! download with HTTP range requests, deletion. Only members of the room where a file was
 //! posted can see or fetch it, whatever id they guess.
 
-use std::sync::Arc;
-
 use actix_multipart::Multipart;
 use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
-use bytes::Bytes;
-use futures_util::{StreamExt, TryStreamExt};
+use futures_util::TryStreamExt;
 use serde_json::json;
 
 use super::auth::Authed;
@@ -16,7 +13,7 @@ use super::error::ApiError;
 use super::rooms::visible_room;
 use super::{ok_json, AppState, State};
 use crate::actors::room::AnnounceMessage;
-use crate::storage::{AttachmentRecord, Store, CHUNK_SIZE};
+use crate::storage::AttachmentRecord;
 
 fn not_found(id: u64) -> ApiError {
     ApiError::NotFound(format!("Attachment {id} not found"))
@@ -110,7 +107,7 @@ pub async fn upload(
             let content_type = mime_guess::from_path(&file_name)
                 .first_or_octet_stream()
                 .to_string();
-            let mut writer = state.store.begin_upload();
+            let mut writer = state.store.begin_upload()?;
             let copied: Result<(), ApiError> = async {
                 while let Some(part) = field.try_next().await.map_err(bad)? {
                     if writer.size + part.len() as u64 > max {
@@ -210,8 +207,8 @@ fn parse_range(value: &str, size: u64) -> Option<Result<(u64, u64), ()>> {
     Some(Ok((start, end)))
 }
 
-/// `GET /api/v1/attachments/{attachmentId}/{fileName}`: the content, streamed one chunk at a
-/// time, with `Content-Type`, `Content-Disposition`, `Content-Length` and range support.
+/// `GET /api/v1/attachments/{attachmentId}/{fileName}`: the content, streamed from its
+/// file, with `Content-Type`, `Content-Disposition`, `Content-Length` and range support.
 pub async fn download(
     state: State,
     auth: Authed,
@@ -220,27 +217,29 @@ pub async fn download(
 ) -> Result<HttpResponse, ApiError> {
     let (id, _name) = path.into_inner();
     let record = visible_attachment(&state, &auth, id)?;
-    let chunks = state.store.attachment_chunks(id)?;
     let size = record.file_size;
-    let range = req
+    let unsatisfiable = req
         .headers()
         .get(header::RANGE)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| parse_range(v, size));
-    let (start, end, mut resp) = match range {
-        Some(Err(())) => {
-            return Ok(HttpResponse::RangeNotSatisfiable()
-                .insert_header((header::CONTENT_RANGE, format!("bytes */{size}")))
-                .json(json!({ "errorText": format!("Range not satisfiable for {size} bytes"), "httpStatusCode": 416 })))
-        }
-        Some(Ok((s, e))) => {
-            let mut r = HttpResponse::PartialContent();
-            r.insert_header((header::CONTENT_RANGE, format!("bytes {s}-{e}/{size}")));
-            (s, e, r)
-        }
-        None => (0, size.saturating_sub(1), HttpResponse::Ok()),
-    };
-    let length = if size == 0 { 0 } else { end - start + 1 };
+        .and_then(|v| parse_range(v, size))
+        .is_some_and(|r| r.is_err());
+    if unsatisfiable {
+        return Ok(HttpResponse::RangeNotSatisfiable()
+            .insert_header((header::CONTENT_RANGE, format!("bytes */{size}")))
+            .json(json!({ "errorText": format!("Range not satisfiable for {size} bytes"), "httpStatusCode": 416 })));
+    }
+    let file_path = state.store.content_path(&record.content_hash);
+    let file = actix_files::NamedFile::open_async(&file_path)
+        .await
+        .map_err(|e| {
+            tracing::error!("attachment {id}: content file {}: {e}", file_path.display());
+            ApiError::Internal("The attachment's content is missing on the server".into())
+        })?;
+    let content_type: mime_guess::Mime = record
+        .content_type
+        .parse()
+        .unwrap_or(mime_guess::mime::APPLICATION_OCTET_STREAM);
     let disposition = header::ContentDisposition {
         disposition: header::DispositionType::Attachment,
         parameters: vec![header::DispositionParam::FilenameExt(
@@ -251,28 +250,11 @@ pub async fn download(
             },
         )],
     };
-    resp.insert_header((header::CONTENT_TYPE, record.content_type.clone()))
-        .insert_header(disposition)
-        .insert_header((header::ACCEPT_RANGES, "bytes"))
-        .no_chunking(length);
-    let store: Arc<Store> = state.store.clone();
-    let first = (start / CHUNK_SIZE as u64) as usize;
-    let stream = futures_util::stream::iter(first..chunks.len())
-        .map(move |i| {
-            let chunk_start = i as u64 * CHUNK_SIZE as u64;
-            if length == 0 || chunk_start > end {
-                return Ok(None);
-            }
-            let data = store.chunk(&chunks[i]).map_err(|e| {
-                tracing::error!("attachment {id}: {e}");
-                actix_web::error::ErrorInternalServerError("storage error")
-            })?;
-            let from = start.saturating_sub(chunk_start) as usize;
-            let to = ((end + 1 - chunk_start) as usize).min(data.len());
-            Ok::<_, actix_web::Error>(Some(Bytes::copy_from_slice(&data[from.min(to)..to])))
-        })
-        .try_filter_map(|b| async move { Ok(b) });
-    Ok(resp.streaming(stream))
+    Ok(file
+        .set_content_type(content_type)
+        .set_content_disposition(disposition)
+        .use_last_modified(false)
+        .into_response(&req))
 }
 
 /// `DELETE /api/v1/attachments/{attachmentId}`: frees the space when it was the last use.

@@ -53,6 +53,10 @@ struct Args {
     /// server worker threads when starting a fresh server
     #[argh(option)]
     server_workers: Option<usize>,
+    /// instead of messages: upload and download one attachment of this many MiB (twice, to
+    /// show deduplication), sampling the server's RSS
+    #[argh(option, default = "0")]
+    attachment_mb: u64,
 }
 
 fn epoch() -> Instant {
@@ -299,7 +303,11 @@ fn main() {
     epoch();
     let server = start_server(&args);
     let system = actix_rt::System::new();
-    let report = system.block_on(run(args.clone(), &server));
+    let report = if args.attachment_mb > 0 {
+        system.block_on(run_attachment(args.attachment_mb, &server))
+    } else {
+        system.block_on(run(args.clone(), &server))
+    };
     println!(
         "{}",
         serde_json::to_string_pretty(&report).unwrap_or_default()
@@ -541,5 +549,134 @@ async fn run(args: Args, server: &Server) -> serde_json::Value {
             "rssAtStartKiB": rss_start, "rssBeforeSessionsKiB": rss_before, "rssWithSessionsKiB": rss_connected,
             "perConnectedSessionKiB": (per_session_kib * 10.0).round() / 10.0, "rssAtEndKiB": rss_end,
         },
+    })
+}
+
+/// Samples a process's RSS (KiB) every 50 ms; `peak()` gives the largest since the last reset.
+struct RssSampler {
+    peak: Arc<AtomicU64>,
+}
+
+impl RssSampler {
+    fn start(pid: u32) -> Self {
+        let peak = Arc::new(AtomicU64::new(0));
+        let p = peak.clone();
+        std::thread::spawn(move || loop {
+            p.fetch_max(proc_status_kib(pid, "VmRSS:"), Ordering::Relaxed);
+            std::thread::sleep(Duration::from_millis(50));
+        });
+        RssSampler { peak }
+    }
+
+    fn reset(&self, to: u64) {
+        self.peak.store(to, Ordering::Relaxed);
+    }
+
+    fn peak(&self) -> u64 {
+        self.peak.load(Ordering::Relaxed)
+    }
+}
+
+async fn run_attachment(mb: u64, server: &Server) -> serde_json::Value {
+    use std::io::Write;
+    let Some(pid) = server.child.as_ref().map(|c| c.id()) else {
+        return json!({ "error": "--attachment-mb needs a server started by the bench (no --server)" });
+    };
+    let mut admin = Client::new(&server.addr, trust(server)).expect("client");
+    admin
+        .login("admin", &server.admin_password)
+        .await
+        .expect("login");
+    let room = admin.create_room("files", &[]).await.expect("room");
+    let msg = admin
+        .send_text(room, "a big file")
+        .await
+        .expect("message")
+        .message_id;
+
+    // A file of pseudo-random bytes (incompressible, no repeated chunks).
+    let path = std::env::temp_dir().join(format!("confab-bench-{}.bin", std::process::id()));
+    {
+        let mut f = std::io::BufWriter::new(std::fs::File::create(&path).expect("temp file"));
+        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+        let mut block = vec![0u8; 1 << 20];
+        for _ in 0..mb {
+            for b in block.chunks_exact_mut(8) {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                b.copy_from_slice(&x.to_le_bytes());
+            }
+            f.write_all(&block).expect("write temp file");
+        }
+    }
+    let local_sha1 = confab::client::sha1_of(&path).expect("sha1");
+    let sampler = RssSampler::start(pid);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let rss_before = proc_status_kib(pid, "VmRSS:");
+    let disk_before = admin
+        .server_health()
+        .await
+        .ok()
+        .and_then(|h| h["storageBytes"].as_u64())
+        .unwrap_or(0);
+
+    sampler.reset(rss_before);
+    let t = Instant::now();
+    let up = admin
+        .upload(msg, std::slice::from_ref(&path), true)
+        .await
+        .expect("upload");
+    let up_secs = t.elapsed().as_secs_f64();
+    let rss_peak_upload = sampler.peak();
+    let disk_after_one = admin
+        .server_health()
+        .await
+        .ok()
+        .and_then(|h| h["storageBytes"].as_u64())
+        .unwrap_or(0);
+
+    sampler.reset(proc_status_kib(pid, "VmRSS:"));
+    let t = Instant::now();
+    let (_, n, sha1) = admin
+        .download(
+            up[0].attachment_id,
+            &up[0].file_name,
+            None,
+            &mut std::io::sink(),
+        )
+        .await
+        .expect("download");
+    let down_secs = t.elapsed().as_secs_f64();
+    let rss_peak_download = sampler.peak();
+
+    let again = admin
+        .upload(msg, std::slice::from_ref(&path), false)
+        .await
+        .expect("second upload");
+    let disk_after_two = admin
+        .server_health()
+        .await
+        .ok()
+        .and_then(|h| h["storageBytes"].as_u64())
+        .unwrap_or(0);
+    let _ = std::fs::remove_file(&path);
+    let mib = (mb << 20) as f64 / (1 << 20) as f64;
+    json!({
+        "attachment": {
+            "sizeMiB": mb,
+            "uploadSeconds": (up_secs * 100.0).round() / 100.0,
+            "uploadMiBPerSec": (mib / up_secs).round(),
+            "downloadSeconds": (down_secs * 100.0).round() / 100.0,
+            "downloadMiBPerSec": (mib / down_secs).round(),
+            "bytesDownloaded": n,
+            "checksumMatches": sha1 == local_sha1 && up[0].file_checksum == local_sha1 && again[0].file_checksum == local_sha1,
+            "serverRssBeforeKiB": rss_before,
+            "serverRssPeakDuringUploadKiB": rss_peak_upload,
+            "serverRssPeakDuringDownloadKiB": rss_peak_download,
+            "storageBytesBefore": disk_before,
+            "storageBytesAfterFirstUpload": disk_after_one,
+            "storageBytesAfterSameFileAgain": disk_after_two,
+        }
     })
 }

@@ -3,6 +3,7 @@
 //! runtime, like awc, the HTTP client it is built on.
 
 mod multipart;
+pub use multipart::sha1_of;
 pub mod trust;
 
 use std::time::Duration;

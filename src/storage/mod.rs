@@ -16,8 +16,10 @@
 //! | `messageid_userid_reaction` | message ‖ user ‖ emoji | empty (emoji reactions) |
 //! | `attachmentid_attachment` | attachment | [`AttachmentRecord`] JSON |
 //! | `messageid_attachmentid` | message ‖ attachment | empty |
-//! | `attachmentid_chunks` | attachment | its chunks' SHA-256s, concatenated |
-//! | `chunkhash_chunk` / `chunkhash_refs` | SHA-256 | ≤ 256 KiB of content / reference count |
+//! | `contenthash_refs` | SHA-256 (hex) of content | reference count ‖ size |
+//!
+//! Attachment content itself lives in `<storage>/attachments/ab/abcdef…` (see
+//! [`attachments`]).
 //! | `userpair_roomid` | min(user) ‖ max(user) | private room |
 //! | `messageid_message` | message | [`MessageRecord`] JSON |
 //! | `roomid_messageid` | room ‖ message | empty (top-level messages in order) |
@@ -30,7 +32,7 @@
 //! Writes are applied in memory by sled and made durable by [`GroupCommit`]: callers that
 //! acknowledge a write to a client first await [`Store::durable`].
 
-mod attachments;
+pub mod attachments;
 mod commit;
 mod error;
 mod views;
@@ -42,7 +44,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 
-pub use attachments::{AttachmentRecord, ChunkWriter, CHUNK_SIZE};
+pub use attachments::{AttachmentRecord, ContentWriter};
 pub use commit::{CommitStats, GroupCommit};
 pub use error::StorageError;
 
@@ -263,9 +265,8 @@ pub struct Store {
     messageid_userid_reaction: sled::Tree,
     attachmentid_attachment: sled::Tree,
     messageid_attachmentid: sled::Tree,
-    attachmentid_chunks: sled::Tree,
-    chunkhash_chunk: sled::Tree,
-    chunkhash_refs: sled::Tree,
+    contenthash_refs: sled::Tree,
+    content_dir: PathBuf,
     next_attachment_id: AtomicU64,
     next_user_id: AtomicU64,
     next_room_id: AtomicU64,
@@ -339,9 +340,8 @@ impl Store {
             messageid_userid_reaction: t("messageid_userid_reaction")?,
             attachmentid_attachment: t("attachmentid_attachment")?,
             messageid_attachmentid: t("messageid_attachmentid")?,
-            attachmentid_chunks: t("attachmentid_chunks")?,
-            chunkhash_chunk: t("chunkhash_chunk")?,
-            chunkhash_refs: t("chunkhash_refs")?,
+            contenthash_refs: t("contenthash_refs")?,
+            content_dir: dir.join("attachments"),
             next_attachment_id: AtomicU64::new(0),
             next_user_id: AtomicU64::new(0),
             next_room_id: AtomicU64::new(0),
@@ -355,6 +355,7 @@ impl Store {
         store
             .next_room_id
             .store(next_id_after_last(&store.roomid_room)?, Ordering::SeqCst);
+        store.clean_interrupted_uploads();
         store.next_attachment_id.store(
             next_id_after_last(&store.attachmentid_attachment)?,
             Ordering::SeqCst,
@@ -381,8 +382,9 @@ impl Store {
         Ok(())
     }
 
+    /// Database plus attachment content.
     pub fn size_on_disk(&self) -> u64 {
-        self.db.size_on_disk().unwrap_or(0)
+        self.db.size_on_disk().unwrap_or(0) + self.content_bytes()
     }
 
     pub fn meta_get(&self, key: &str) -> Result<Option<Vec<u8>>> {
