@@ -222,3 +222,38 @@ fn trust_errors_are_clear() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("no password"));
 }
+
+#[test]
+fn files_unread_and_permissions_from_the_cli() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = TestServer::start();
+    let cli = Cli::new(&server, tmp.path());
+    let pw = server.admin_password();
+    let bob: Value =
+        serde_json::from_str(&cli.ok("admin", &pw, &["--json", "create-user", "bob"])).unwrap();
+    let bob_pw = bob["password"].as_str().unwrap().to_string();
+    cli.ok("admin", &pw, &["create-room", "Docs", "--member", "bob"]);
+    let id = cli.ok("admin", &pw, &["send", "Docs", "the report"]);
+    let file = tmp.path().join("report.pdf");
+    std::fs::write(&file, b"%PDF-1.4 not really").unwrap();
+    let up: Value = serde_json::from_str(&cli.ok(
+        "admin",
+        &pw,
+        &["--json", "upload", &id, &file.to_string_lossy()],
+    ))
+    .unwrap();
+    let att = up[0]["attachmentId"].to_string();
+    let out = tmp.path().join("copy.pdf");
+    let said = cli.ok("bob", &bob_pw, &["download", &att, &out.to_string_lossy()]);
+    assert!(said.contains("sha1 verified"), "{said}");
+    assert_eq!(std::fs::read(&out).unwrap(), b"%PDF-1.4 not really");
+    let unread: Value =
+        serde_json::from_str(&cli.ok("bob", &bob_pw, &["--json", "unread"])).unwrap();
+    assert_eq!(unread[0]["displayName"], "Docs");
+    assert_eq!(unread[0]["unreadMessageCount"], 1);
+    let perms: Value =
+        serde_json::from_str(&cli.ok("bob", &bob_pw, &["--json", "permissions", "Docs"])).unwrap();
+    assert_eq!(perms["canSendMessagesInMainThread"], true);
+    cli.ok("bob", &bob_pw, &["read", &id]);
+    assert_eq!(cli.ok("bob", &bob_pw, &["--json", "unread"]), "[]");
+}

@@ -61,6 +61,10 @@ enum Command {
     Edit(EditCmd),
     React(ReactCmd),
     Pin(PinCmd),
+    Upload(UploadCmd),
+    Download(DownloadCmd),
+    Permissions(PermissionsCmd),
+    Unread(UnreadCmd),
     Suspend(SuspendCmd),
     Reactivate(ReactivateCmd),
     ResetPassword(ResetPasswordCmd),
@@ -255,6 +259,44 @@ struct ReactCmd {
     #[argh(switch)]
     remove: bool,
 }
+
+/// attach files to a message (streamed; SHA-1 verified by the server)
+#[derive(FromArgs)]
+#[argh(subcommand, name = "upload")]
+struct UploadCmd {
+    /// message id
+    #[argh(positional)]
+    message_id: u64,
+    /// files to attach
+    #[argh(positional)]
+    files: Vec<PathBuf>,
+}
+
+/// download an attachment (to OUT, or to its own name in the current folder)
+#[derive(FromArgs)]
+#[argh(subcommand, name = "download")]
+struct DownloadCmd {
+    /// attachment id
+    #[argh(positional)]
+    attachment_id: u64,
+    /// where to write it
+    #[argh(positional)]
+    out: Option<PathBuf>,
+}
+
+/// show your permissions in a room
+#[derive(FromArgs)]
+#[argh(subcommand, name = "permissions")]
+struct PermissionsCmd {
+    /// room id or unique name
+    #[argh(positional)]
+    room: String,
+}
+
+/// show your rooms with unread messages
+#[derive(FromArgs)]
+#[argh(subcommand, name = "unread")]
+struct UnreadCmd {}
 
 /// pin a room to the top of your list (--unpin undoes it)
 #[derive(FromArgs)]
@@ -604,6 +646,75 @@ async fn run(cli: Cli) -> Result<(), ClientError> {
                 json!({ "roomId": room, "isPinned": r.is_pinned }),
                 format!("room {room} pinned: {}", r.is_pinned),
             );
+        }
+        Command::Upload(cmd) => {
+            if cmd.files.is_empty() {
+                return Err(ClientError::Usage("give at least one file".into()));
+            }
+            let attachments = c.upload(cmd.message_id, &cmd.files, true).await?;
+            if cli.json {
+                println!("{}", json!(attachments));
+            } else {
+                for a in attachments {
+                    println!(
+                        "{}\t{}\t{} bytes\tsha1 {}",
+                        a.attachment_id, a.file_name, a.file_size, a.file_checksum
+                    );
+                }
+            }
+        }
+        Command::Download(cmd) => {
+            let meta = c.attachment(cmd.attachment_id).await?;
+            let out_path = cmd
+                .out
+                .clone()
+                .unwrap_or_else(|| PathBuf::from(&meta.file_name));
+            let mut file = std::fs::File::create(&out_path).map_err(|e| {
+                ClientError::Usage(format!("cannot create {}: {e}", out_path.display()))
+            })?;
+            let (_, n, sha1) = c
+                .download(cmd.attachment_id, &meta.file_name, None, &mut file)
+                .await?;
+            if sha1 != meta.file_checksum {
+                return Err(ClientError::Decode(format!(
+                    "checksum mismatch: got {sha1}, the server says {}",
+                    meta.file_checksum
+                )));
+            }
+            out(
+                json!({ "attachmentId": cmd.attachment_id, "path": out_path, "bytes": n, "sha1": sha1 }),
+                format!("{} ({n} bytes, sha1 verified)", out_path.display()),
+            );
+        }
+        Command::Permissions(cmd) => {
+            let room = c.resolve_room(&cmd.room).await?;
+            let p = c.permissions(room).await?;
+            let v = json!(p);
+            if cli.json {
+                println!("{v}");
+            } else if let Some(map) = v.as_object() {
+                for (k, val) in map {
+                    println!("{k}\t{val}");
+                }
+            }
+        }
+        Command::Unread(_) => {
+            let rooms: Vec<_> = c
+                .rooms()
+                .await?
+                .into_iter()
+                .filter(|r| r.unread_message_count > 0)
+                .collect();
+            if cli.json {
+                println!("{}", json!(rooms.iter().map(|r| json!({ "roomId": r.room_id, "displayName": r.display_name, "unreadMessageCount": r.unread_message_count })).collect::<Vec<_>>()));
+            } else {
+                for r in rooms {
+                    println!(
+                        "{}\t{}\t{}",
+                        r.room_id, r.display_name, r.unread_message_count
+                    );
+                }
+            }
         }
         Command::Suspend(cmd) => {
             let user = c.resolve_user(&cmd.user).await?;
