@@ -5,41 +5,10 @@ mod util;
 
 use std::time::Duration;
 
-use confab::client::{Client, ClientError, Direction};
-use confab::model::{MessageType, NewMessage, Priority, ServerEvent};
+use confab::client::{Client, Direction};
+use confab::model::{MessageType, NewMessage, Priority};
 use serde_json::json;
 use util::*;
-
-fn status_of<T: std::fmt::Debug>(r: Result<T, ClientError>) -> u16 {
-    r.expect_err("expected an error")
-        .status()
-        .expect("an API error")
-}
-
-async fn expect_event(events: &mut confab::client::EventStream, kind: &str) -> ServerEvent {
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    loop {
-        let left = deadline.saturating_duration_since(std::time::Instant::now());
-        let ev = events
-            .next_within(left)
-            .await
-            .expect("event stream")
-            .unwrap_or_else(|| panic!("no {kind} event within 5 s"));
-        if ev.event_type == kind {
-            return ev;
-        }
-    }
-}
-
-async fn expect_silence(events: &mut confab::client::EventStream, ms: u64) {
-    if let Some(ev) = events
-        .next_within(Duration::from_millis(ms))
-        .await
-        .expect("stream")
-    {
-        panic!("expected no event, got {ev:?}");
-    }
-}
 
 #[actix_rt::test]
 async fn login_cookie_status_logout_and_documented_errors() {

@@ -5,31 +5,8 @@ mod util;
 
 use std::time::Duration;
 
-use confab::client::{ClientError, EventStream};
-use confab::model::ServerEvent;
 use serde_json::json;
 use util::*;
-
-fn status_of<T: std::fmt::Debug>(r: Result<T, ClientError>) -> u16 {
-    r.expect_err("expected an error")
-        .status()
-        .expect("an API error")
-}
-
-async fn expect_event(events: &mut EventStream, kind: &str, within: Duration) -> ServerEvent {
-    let deadline = std::time::Instant::now() + within;
-    loop {
-        let left = deadline.saturating_duration_since(std::time::Instant::now());
-        let ev = events
-            .next_within(left)
-            .await
-            .expect("event stream")
-            .unwrap_or_else(|| panic!("no {kind} event within {within:?}"));
-        if ev.event_type == kind {
-            return ev;
-        }
-    }
-}
 
 #[actix_rt::test]
 async fn removed_online_user_loses_the_room_at_once_and_gets_it_all_back_when_re_added() {
@@ -60,7 +37,7 @@ async fn removed_online_user_loses_the_room_at_once_and_gets_it_all_back_when_re
         .await
         .expect("moderator removes bob");
     for s in [&mut bob_a, &mut bob_b] {
-        let ev = expect_event(s, "RoomDeleted", Duration::from_secs(1)).await;
+        let ev = expect_event_within(s, "RoomDeleted", Duration::from_secs(1)).await;
         assert_eq!(ev.data, json!({ "roomId": room }));
     }
     assert!(t0.elapsed() < Duration::from_secs(1));
@@ -81,7 +58,7 @@ async fn removed_online_user_loses_the_room_at_once_and_gets_it_all_back_when_re
 
     // While he is away, the room goes on; he hears nothing of it.
     let during = alice.send_text(room, "while bob was away").await.unwrap();
-    let ev = expect_event(
+    let ev = expect_event_within(
         &mut alice_events,
         "TextMessagesCreated",
         Duration::from_secs(5),
@@ -107,7 +84,7 @@ async fn removed_online_user_loses_the_room_at_once_and_gets_it_all_back_when_re
 
     // Re-added: the room comes back with the whole history, including what he missed.
     alice.add_member(room, bob_id).await.unwrap();
-    let ev = expect_event(&mut bob_a, "RoomCreated", Duration::from_secs(1)).await;
+    let ev = expect_event_within(&mut bob_a, "RoomCreated", Duration::from_secs(1)).await;
     assert_eq!(ev.data["room"]["roomId"], room);
     let history = bob.history(room, None, None, None).await.unwrap();
     let ids: Vec<u64> = history.iter().map(|m| m.message_id).collect();
@@ -116,7 +93,7 @@ async fn removed_online_user_loses_the_room_at_once_and_gets_it_all_back_when_re
         vec![before.message_id, parent.message_id, during.message_id]
     );
     let after = alice.send_text(room, "welcome back").await.unwrap();
-    let ev = expect_event(&mut bob_a, "TextMessagesCreated", Duration::from_secs(5)).await;
+    let ev = expect_event_within(&mut bob_a, "TextMessagesCreated", Duration::from_secs(5)).await;
     assert_eq!(ev.data["messages"][0]["messageId"], after.message_id);
     assert_eq!(
         bob.comments(parent.message_id, None, None, None)
@@ -204,7 +181,7 @@ async fn renaming_and_archiving_reach_members_as_room_updated() {
         .await
         .unwrap();
     assert_eq!(updated.display_name, "New name");
-    let ev = expect_event(&mut events, "RoomUpdated", Duration::from_secs(2)).await;
+    let ev = expect_event_within(&mut events, "RoomUpdated", Duration::from_secs(2)).await;
     assert_eq!(ev.data["room"]["displayName"], "New name");
     assert_eq!(ev.data["room"]["isArchived"], true);
     assert_eq!(
@@ -313,7 +290,7 @@ async fn editing_messages() {
     assert_eq!(edited.text, "the typo");
     assert!(edited.last_edited_utc >= m.created_utc);
     assert_eq!(edited.created_utc, m.created_utc);
-    let ev = expect_event(&mut events, "TextMessagesUpdated", Duration::from_secs(2)).await;
+    let ev = expect_event_within(&mut events, "TextMessagesUpdated", Duration::from_secs(2)).await;
     assert_eq!(ev.data["messages"][0]["text"], "the typo");
     // Another member cannot; the moderator (alice) and the admin can.
     let (_c, mut carol) = server.user(&mut admin, "carol").await;
@@ -349,7 +326,7 @@ async fn reactions_and_pinned_rooms() {
             user_ids: vec![bob_id]
         }]
     );
-    let ev = expect_event(&mut events, "TextMessagesUpdated", Duration::from_secs(2)).await;
+    let ev = expect_event_within(&mut events, "TextMessagesUpdated", Duration::from_secs(2)).await;
     assert_eq!(ev.data["messages"][0]["reactions"][0]["emoji"], "👍");
     alice.react(m.message_id, "👍", true).await.unwrap();
     alice.react(m.message_id, "🎉", true).await.unwrap();
@@ -442,7 +419,7 @@ async fn attachments_round_trip_deduplicate_and_stay_in_their_room() {
     assert_eq!(up[0].file_checksum, sha1_hex(&big));
     assert_eq!(up[0].attachment_state, "ReadyForDownloadFromServerToClient");
     assert_eq!(up[1].file_name, "notes ü.txt");
-    let ev = expect_event(
+    let ev = expect_event_within(
         &mut bob_events,
         "TextMessagesUpdated",
         Duration::from_secs(3),

@@ -246,3 +246,49 @@ pub fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions.
     unsafe { libc::geteuid() == 0 }
 }
+
+/// The HTTP status of an API error (panics on success or a transport error).
+pub fn status_of<T: std::fmt::Debug>(r: Result<T, confab::client::ClientError>) -> u16 {
+    r.expect_err("expected an error")
+        .status()
+        .expect("an API error")
+}
+
+/// The next event of type `kind` within `within`, skipping others.
+pub async fn expect_event_within(
+    events: &mut confab::client::EventStream,
+    kind: &str,
+    within: Duration,
+) -> confab::model::ServerEvent {
+    let deadline = Instant::now() + within;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let ev = events
+            .next_within(left)
+            .await
+            .expect("event stream")
+            .unwrap_or_else(|| panic!("no {kind} event within {within:?}"));
+        if ev.event_type == kind {
+            return ev;
+        }
+    }
+}
+
+/// The next event of type `kind` within 5 s.
+pub async fn expect_event(
+    events: &mut confab::client::EventStream,
+    kind: &str,
+) -> confab::model::ServerEvent {
+    expect_event_within(events, kind, Duration::from_secs(5)).await
+}
+
+/// No event at all for `ms` milliseconds.
+pub async fn expect_silence(events: &mut confab::client::EventStream, ms: u64) {
+    if let Some(ev) = events
+        .next_within(Duration::from_millis(ms))
+        .await
+        .expect("stream")
+    {
+        panic!("expected no event, got {ev:?}");
+    }
+}
