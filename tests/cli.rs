@@ -257,3 +257,89 @@ fn files_unread_and_permissions_from_the_cli() {
     cli.ok("bob", &bob_pw, &["read", &id]);
     assert_eq!(cli.ok("bob", &bob_pw, &["--json", "unread"]), "[]");
 }
+
+#[test]
+fn sync_keeps_a_local_copy_drops_a_lost_room_and_brings_it_back_whole() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = TestServer::start();
+    let cli = Cli::new(&server, tmp.path());
+    let pw = server.admin_password();
+    let bob: Value =
+        serde_json::from_str(&cli.ok("admin", &pw, &["--json", "create-user", "bob"])).unwrap();
+    let bob_pw = bob["password"].as_str().unwrap().to_string();
+    let store = tmp.path().join("bob-local").to_string_lossy().to_string();
+    cli.ok("admin", &pw, &["create-room", "Plans", "--member", "bob"]);
+    let m1 = cli.ok("admin", &pw, &["send", "Plans", "first plan"]);
+    let m2 = cli.ok("admin", &pw, &["send", "Plans", "second plan"]);
+    cli.ok("admin", &pw, &["comment", &m1, "a thought"]);
+    let sync = |label: &str| -> Value {
+        let out = cli.ok("bob", &bob_pw, &["--json", "sync", "--store", &store]);
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("{label}: {e}: {out}"))
+    };
+    let local = || {
+        cli.ok(
+            "bob",
+            "unused",
+            &["history", "Plans", "--local", "--store", &store],
+        )
+    };
+
+    let s = sync("initial");
+    assert_eq!(s["roomsAdded"], 1);
+    let h = local();
+    assert!(h.contains("first plan") && h.contains("second plan"), "{h}");
+
+    // Changes arrive: a new message, an edit, a deletion.
+    let m3 = cli.ok("admin", &pw, &["send", "Plans", "third plan"]);
+    cli.ok("admin", &pw, &["edit", &m1, "first plan (revised)"]);
+    cli.ok("admin", &pw, &["delete", &m2]);
+    let s = sync("changes");
+    assert!(s["messagesStored"].as_u64().unwrap() >= 2, "{s}");
+    assert_eq!(s["messagesDeleted"], 1);
+    let h = local();
+    assert!(
+        h.contains("first plan (revised)")
+            && h.contains("third plan")
+            && !h.contains("second plan"),
+        "{h}"
+    );
+
+    // Removed: the room and its history leave the local store.
+    cli.ok("admin", &pw, &["remove-member", "Plans", "bob"]);
+    let m4 = cli.ok("admin", &pw, &["send", "Plans", "said while bob was away"]);
+    let s = sync("removed");
+    assert_eq!(s["roomsRemoved"], 1);
+    let out = cli
+        .cmd("bob", "unused")
+        .args(["history", "Plans", "--local", "--store", &store])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no room named 'Plans'"));
+
+    // Re-added: the whole history comes back, including what was said meanwhile.
+    cli.ok("admin", &pw, &["add-member", "Plans", "bob"]);
+    let s = sync("re-added");
+    assert_eq!(s["roomsAdded"], 1);
+    let h: Value = serde_json::from_str(&cli.ok(
+        "bob",
+        "unused",
+        &["--json", "history", "Plans", "--local", "--store", &store],
+    ))
+    .unwrap();
+    let ids: Vec<String> = h
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["messageId"].to_string())
+        .collect();
+    assert_eq!(ids, vec![m1.clone(), m3, m4]);
+    assert_eq!(h[0]["text"], "first plan (revised)");
+    assert_eq!(h[0]["commentCount"], 1);
+    // Nothing new: an empty sync.
+    let s = sync("idle");
+    assert_eq!(
+        (s["roomsAdded"].as_u64(), s["messagesStored"].as_u64()),
+        (Some(0), Some(0))
+    );
+}

@@ -14,7 +14,7 @@ use super::registry::{Broadcast, DeliverEach, Registry};
 use super::{event_payload, Payload};
 use crate::api::error::ApiError;
 use crate::model::{MessageId, MessageType, NewMessage, RoomId, RoomType, TextMessage, UserId};
-use crate::storage::{MemberRecord, MessageRecord, RoomRecord, Store};
+use crate::storage::{Change, MemberRecord, MessageRecord, RoomRecord, Store};
 
 /// Who an event goes to once the write is durable.
 enum Delivery {
@@ -252,6 +252,16 @@ impl RoomActor {
             },
         };
         self.store.insert_message(&record)?;
+        self.store.log_change(&Change::Message {
+            room_id: self.room_id,
+            message_id: record.message_id,
+        })?;
+        if parent_id != 0 {
+            self.store.log_change(&Change::Message {
+                room_id: self.room_id,
+                message_id: parent_id,
+            })?;
+        }
         if parent_id == 0 {
             self.store.advance_read_position(user_id, &record)?;
         }
@@ -303,16 +313,22 @@ impl RoomActor {
         for comment_id in self.store.comment_ids(message_id)? {
             if let Some(comment) = self.store.message(comment_id)? {
                 self.store.delete_message(&comment)?;
+                self.log_deleted(&comment)?;
                 deliveries.push(deleted_event(&comment));
             }
         }
         self.store.delete_message(&record)?;
+        self.log_deleted(&record)?;
         deliveries.push(deleted_event(&record));
         if record.parent_message_id != 0 {
             if let Some(mut parent) = self.store.message(record.parent_message_id)? {
                 parent.comment_count = parent.comment_count.saturating_sub(1);
                 parent.last_modified_utc = crate::now_ms();
                 self.store.update_message(&parent)?;
+                self.store.log_change(&Change::Message {
+                    room_id: self.room_id,
+                    message_id: parent.message_id,
+                })?;
                 let view = self.store.api_message(&parent)?;
                 deliveries.push(Delivery::Members(Self::messages_event(
                     "TextMessagesUpdated",
@@ -338,6 +354,10 @@ impl RoomActor {
         if !fresh {
             return Ok(Vec::new());
         }
+        self.store.log_change(&Change::Message {
+            room_id: self.room_id,
+            message_id,
+        })?;
         let view = self.store.api_message(&record)?;
         let mut deliveries = vec![Delivery::Members(Self::messages_event(
             "TextMessagesUpdated",
@@ -348,6 +368,15 @@ impl RoomActor {
             deliveries.push(Delivery::User(user, payload));
         }
         Ok(deliveries)
+    }
+
+    fn log_deleted(&self, m: &MessageRecord) -> Result<(), ApiError> {
+        self.store.log_change(&Change::MessageDeleted {
+            room_id: m.room_id,
+            message_id: m.message_id,
+            parent_message_id: m.parent_message_id,
+        })?;
+        Ok(())
     }
 
     /// Moderator or administrator of this room, else 403 (404 for strangers).
@@ -388,6 +417,10 @@ impl RoomActor {
             )));
         }
         self.store.remove_member(self.room_id, user_id)?;
+        self.store.log_change(&Change::MemberRemoved {
+            room_id: self.room_id,
+            user_id,
+        })?;
         self.members.remove(&user_id);
         Ok(vec![Delivery::User(
             user_id,
@@ -440,6 +473,10 @@ impl RoomActor {
         record.last_edited_utc = now;
         record.last_modified_utc = now;
         self.store.update_message(&record)?;
+        self.store.log_change(&Change::Message {
+            room_id: self.room_id,
+            message_id,
+        })?;
         let view = self.store.api_message(&record)?;
         let event = Self::messages_event("TextMessagesUpdated", std::slice::from_ref(&view));
         Ok((view, vec![Delivery::Members(event)]))
@@ -478,6 +515,9 @@ impl RoomActor {
         }
         room.last_modified_utc = crate::now_ms();
         self.store.update_room(&room)?;
+        self.store.log_change(&Change::Room {
+            room_id: self.room_id,
+        })?;
         self.room = Some(room);
         Ok(self
             .room_updates(self.members.keys().copied())
@@ -509,6 +549,10 @@ impl RoomActor {
             return Ok(Vec::new());
         }
         self.store.add_member(self.room_id, user_id, false)?;
+        self.store.log_change(&Change::MemberAdded {
+            room_id: self.room_id,
+            user_id,
+        })?;
         if let Some(m) = self.store.member(self.room_id, user_id)? {
             self.members.insert(user_id, m);
         }
@@ -759,6 +803,12 @@ impl Handler<React> for RoomActor {
             let changed =
                 self.store
                     .set_reaction(msg.message_id, msg.user_id, &msg.emoji, msg.on)?;
+            if changed {
+                self.store.log_change(&Change::Message {
+                    room_id: self.room_id,
+                    message_id: msg.message_id,
+                })?;
+            }
             let view = self.store.api_message(&record)?;
             let deliveries = if changed {
                 vec![Delivery::Members(Self::messages_event(
@@ -786,6 +836,12 @@ pub struct AnnounceMessage(pub MessageId);
 impl Handler<AnnounceMessage> for RoomActor {
     type Result = ();
     fn handle(&mut self, msg: AnnounceMessage, ctx: &mut Context<Self>) {
+        if let Err(e) = self.store.log_change(&Change::Message {
+            room_id: self.room_id,
+            message_id: msg.0,
+        }) {
+            tracing::error!(room = self.room_id, "logging a change: {e}");
+        }
         let view = match self.store.message(msg.0) {
             Ok(Some(record)) => self.store.api_message(&record),
             Ok(None) => return,

@@ -12,6 +12,7 @@ pub mod health;
 pub mod messages;
 pub mod rooms;
 pub mod session;
+pub mod sync;
 pub mod users;
 
 use std::path::PathBuf;
@@ -155,6 +156,7 @@ pub fn configure(cfg: &mut web::ServiceConfig, limits: &Limits, web_root: Option
                 "/attachments/{attachmentId}/{fileName}",
                 web::get().to(attachments::download),
             )
+            .route("/sync", web::get().to(sync::sync))
             .route("/events", web::get().to(events::events))
             .default_service(web::to(api_not_found)),
     );

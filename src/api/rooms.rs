@@ -97,6 +97,16 @@ pub async fn create(
             )
         }
     };
+    if created {
+        for (user_id, _) in state.store.members(room.room_id)? {
+            state
+                .store
+                .log_change(&crate::storage::Change::MemberAdded {
+                    room_id: room.room_id,
+                    user_id,
+                })?;
+        }
+    }
     state.store.durable().await?;
     if created {
         state

@@ -62,6 +62,7 @@ enum Command {
     React(ReactCmd),
     Pin(PinCmd),
     Upload(UploadCmd),
+    Sync(SyncCmd),
     Download(DownloadCmd),
     Permissions(PermissionsCmd),
     Unread(UnreadCmd),
@@ -154,6 +155,12 @@ struct HistoryCmd {
     /// only messages older than this message id
     #[argh(option)]
     before: Option<u64>,
+    /// read the local copy made by `confab sync` (works offline)
+    #[argh(switch)]
+    local: bool,
+    /// local store folder for --local
+    #[argh(option)]
+    store: Option<PathBuf>,
 }
 
 /// comment on a message; prints the comment's id
@@ -258,6 +265,15 @@ struct ReactCmd {
     /// remove the reaction instead
     #[argh(switch)]
     remove: bool,
+}
+
+/// bring the local copy (rooms and messages you may see) up to date
+#[derive(FromArgs)]
+#[argh(subcommand, name = "sync")]
+struct SyncCmd {
+    /// local store folder (default ~/.local/share/confab/SERVER/USER)
+    #[argh(option)]
+    store: Option<PathBuf>,
 }
 
 /// attach files to a message (streamed; SHA-1 verified by the server)
@@ -445,7 +461,50 @@ fn print_messages(cli: &Cli, messages: &[confab::model::TextMessage]) {
     }
 }
 
+fn server_and_user(cli: &Cli) -> (String, String) {
+    let server = cli
+        .server
+        .clone()
+        .or_else(|| std::env::var("CONFAB_SERVER").ok())
+        .unwrap_or_else(|| "localhost:7777".into());
+    let user = cli
+        .user
+        .clone()
+        .or_else(|| std::env::var("CONFAB_USER").ok())
+        .unwrap_or_else(|| "admin".into());
+    (server, user)
+}
+
+fn local_store(
+    cli: &Cli,
+    dir: &Option<PathBuf>,
+) -> Result<confab::client::local::LocalStore, ClientError> {
+    let (server, user) = server_and_user(cli);
+    let dir = dir
+        .clone()
+        .unwrap_or_else(|| confab::client::local::LocalStore::default_dir(&server, &user));
+    confab::client::local::LocalStore::open(&dir)
+}
+
 async fn run(cli: Cli) -> Result<(), ClientError> {
+    if let Command::History(cmd) = &cli.command {
+        if cmd.local {
+            // Offline: no server involved.
+            let store = local_store(&cli, &cmd.store)?;
+            let room = store.resolve_room(&cmd.room)?;
+            let mut messages: Vec<_> = store
+                .messages(room)?
+                .into_iter()
+                .filter(|m| m.parent_message_id == 0 && cmd.before.is_none_or(|b| m.message_id < b))
+                .collect();
+            if let Some(l) = cmd.limit {
+                let skip = messages.len().saturating_sub(l);
+                messages.drain(..skip);
+            }
+            print_messages(&cli, &messages);
+            return Ok(());
+        }
+    }
     let mut c = connect(&cli).await?;
     let out = |v: serde_json::Value, plain: String| {
         if cli.json {
@@ -645,6 +704,22 @@ async fn run(cli: Cli) -> Result<(), ClientError> {
             out(
                 json!({ "roomId": room, "isPinned": r.is_pinned }),
                 format!("room {room} pinned: {}", r.is_pinned),
+            );
+        }
+        Command::Sync(cmd) => {
+            let store = local_store(&cli, &cmd.store)?;
+            let s = confab::client::local::sync(&mut c, &store).await?;
+            out(
+                json!(s),
+                format!(
+                    "rooms: +{} -{} ~{}; messages stored {}, deleted {}; {} messages held locally",
+                    s.rooms_added,
+                    s.rooms_removed,
+                    s.rooms_changed,
+                    s.messages_stored,
+                    s.messages_deleted,
+                    store.message_count()
+                ),
             );
         }
         Command::Upload(cmd) => {

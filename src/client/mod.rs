@@ -2,6 +2,7 @@
 //! integration tests and the benchmark. It runs on an actix (single-threaded tokio)
 //! runtime, like awc, the HTTP client it is built on.
 
+pub mod local;
 mod multipart;
 pub use multipart::sha1_of;
 pub mod trust;

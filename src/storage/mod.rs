@@ -17,6 +17,7 @@
 //! | `attachmentid_attachment` | attachment | [`AttachmentRecord`] JSON |
 //! | `messageid_attachmentid` | message ‖ attachment | empty |
 //! | `contenthash_refs` | SHA-256 (hex) of content | reference count ‖ size |
+//! | `changeseq_change` | sequence number | [`Change`] JSON (the sync log) |
 //!
 //! Attachment content itself lives in `<storage>/attachments/ab/abcdef…` (see
 //! [`attachments`]).
@@ -33,6 +34,7 @@
 //! acknowledge a write to a client first await [`Store::durable`].
 
 pub mod attachments;
+mod changes;
 mod commit;
 mod error;
 mod views;
@@ -45,6 +47,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 
 pub use attachments::{AttachmentRecord, ContentWriter};
+pub use changes::Change;
 pub use commit::{CommitStats, GroupCommit};
 pub use error::StorageError;
 
@@ -266,6 +269,8 @@ pub struct Store {
     attachmentid_attachment: sled::Tree,
     messageid_attachmentid: sled::Tree,
     contenthash_refs: sled::Tree,
+    changeseq_change: sled::Tree,
+    next_change_seq: AtomicU64,
     content_dir: PathBuf,
     next_attachment_id: AtomicU64,
     next_user_id: AtomicU64,
@@ -341,6 +346,8 @@ impl Store {
             attachmentid_attachment: t("attachmentid_attachment")?,
             messageid_attachmentid: t("messageid_attachmentid")?,
             contenthash_refs: t("contenthash_refs")?,
+            changeseq_change: t("changeseq_change")?,
+            next_change_seq: AtomicU64::new(0),
             content_dir: dir.join("attachments"),
             next_attachment_id: AtomicU64::new(0),
             next_user_id: AtomicU64::new(0),
@@ -356,6 +363,10 @@ impl Store {
             .next_room_id
             .store(next_id_after_last(&store.roomid_room)?, Ordering::SeqCst);
         store.clean_interrupted_uploads();
+        store.next_change_seq.store(
+            next_id_after_last(&store.changeseq_change)?,
+            Ordering::SeqCst,
+        );
         store.next_attachment_id.store(
             next_id_after_last(&store.attachmentid_attachment)?,
             Ordering::SeqCst,
