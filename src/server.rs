@@ -79,6 +79,9 @@ fn host_name() -> Option<String> {
 
 /// Runs the server until a signal stops it. Must be called inside an actix system.
 pub async fn run(config: ServerConfig) -> Result<(), StartError> {
+    // Take over SIGINT/SIGTERM before anything is announced: a signal that arrives right
+    // after "listening on" must stop the server cleanly, not kill it.
+    let signals = ShutdownSignals::install()?;
     let lock = storage::prepare_folder(&config.storage_dir)?;
     let store = Arc::new(Store::open(&config.storage_dir, config.cache_bytes)?);
     ensure_admin(&store, &config.storage_dir)?;
@@ -138,7 +141,7 @@ pub async fn run(config: ServerConfig) -> Result<(), StartError> {
     let handle = server.handle();
 
     actix_rt::spawn(async move {
-        wait_for_signal().await;
+        signals.wait().await;
         tracing::info!("shutting down: closing event streams");
         let closed = registry.send(Shutdown).await.unwrap_or(0);
         tracing::info!("closed {closed} event stream(s)");
@@ -154,20 +157,26 @@ pub async fn run(config: ServerConfig) -> Result<(), StartError> {
     result.map_err(|e| StartError::Other(format!("server error: {e}")))
 }
 
-async fn wait_for_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    match (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) {
-        (Ok(mut term), Ok(mut int)) => {
-            tokio::select! {
-                _ = term.recv() => {},
-                _ = int.recv() => {},
-            }
-        }
-        _ => {
-            let _ = tokio::signal::ctrl_c().await;
+/// SIGTERM and SIGINT, registered with the runtime (which replaces their default action).
+struct ShutdownSignals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl ShutdownSignals {
+    fn install() -> Result<Self, StartError> {
+        use tokio::signal::unix::{signal, SignalKind};
+        let err = |e: std::io::Error| StartError::Other(format!("cannot handle signals: {e}"));
+        Ok(ShutdownSignals {
+            term: signal(SignalKind::terminate()).map_err(err)?,
+            int: signal(SignalKind::interrupt()).map_err(err)?,
+        })
+    }
+
+    async fn wait(mut self) {
+        tokio::select! {
+            _ = self.term.recv() => {},
+            _ = self.int.recv() => {},
         }
     }
 }

@@ -641,3 +641,95 @@ async fn oversized_attachments_are_refused_with_413() {
         .await
         .expect("exactly the limit is fine");
 }
+
+#[actix_rt::test]
+async fn avatars_can_be_uploaded_by_their_owner_and_fall_back_to_placeholders() {
+    let server = TestServer::start();
+    let mut admin = server.admin().await;
+    let (bob_id, mut bob) = server.user(&mut admin, "bob").await;
+    let room = admin.create_room("Pics", &[bob_id]).await.unwrap();
+    let png: Vec<u8> = [&b"\x89PNG\r\n\x1a\n"[..], &[0u8; 64]].concat();
+    let put = |path: String, session: String, body: Vec<u8>| {
+        raw_https(
+            &server.addr,
+            &http_request(
+                "PUT",
+                &path,
+                &[
+                    ("Cookie", &format!("VirolaUserSessionId={session}")),
+                    ("Content-Type", "image/png"),
+                ],
+                &body,
+            ),
+        )
+    };
+    let bob_sid = bob.session_id().unwrap().to_string();
+    let admin_sid = admin.session_id().unwrap().to_string();
+    // Placeholder first.
+    let get = |path: String, session: &str| {
+        raw_https(
+            &server.addr,
+            &http_request(
+                "GET",
+                &path,
+                &[("Cookie", &format!("VirolaUserSessionId={session}"))],
+                b"",
+            ),
+        )
+    };
+    assert!(get(format!("/api/v1/users/{bob_id}/avatar.jpg"), &bob_sid)
+        .to_ascii_lowercase()
+        .contains("image/svg+xml"));
+    // Bob sets his own; not someone else's; not a non-image; not an oversized one.
+    assert!(put(
+        format!("/api/v1/users/{bob_id}/avatar.jpg"),
+        bob_sid.clone(),
+        png.clone()
+    )
+    .starts_with("HTTP/1.1 200"));
+    assert!(put(
+        "/api/v1/users/1/avatar.jpg".into(),
+        bob_sid.clone(),
+        png.clone()
+    )
+    .starts_with("HTTP/1.1 403"));
+    let r = put(
+        format!("/api/v1/users/{bob_id}/avatar.jpg"),
+        bob_sid.clone(),
+        b"<svg>not allowed</svg>".to_vec(),
+    );
+    assert!(r.starts_with("HTTP/1.1 400"), "{r}");
+    let r = put(
+        format!("/api/v1/users/{bob_id}/avatar.jpg"),
+        bob_sid.clone(),
+        [png.clone(), vec![0u8; 1024 * 1024]].concat(),
+    );
+    assert!(r.starts_with("HTTP/1.1 413"), "{r}");
+    assert_eq!(body_json(&r)["httpStatusCode"], 413);
+    let got = get(format!("/api/v1/users/{bob_id}/avatar.jpg"), &admin_sid);
+    assert!(
+        got.to_ascii_lowercase().contains("content-type: image/png"),
+        "{got}"
+    );
+    assert!(
+        got.contains("PNG\r\n\u{1a}\n"),
+        "the uploaded bytes come back"
+    );
+    // Room avatars: the moderator (admin created the room), not a plain member.
+    assert!(put(
+        format!("/api/v1/rooms/{room}/avatar.jpg"),
+        bob_sid.clone(),
+        png.clone()
+    )
+    .starts_with("HTTP/1.1 403"));
+    assert!(put(
+        format!("/api/v1/rooms/{room}/avatar.jpg"),
+        admin_sid.clone(),
+        png.clone()
+    )
+    .starts_with("HTTP/1.1 200"));
+    assert!(get(format!("/api/v1/rooms/{room}/avatar.jpg"), &bob_sid)
+        .to_ascii_lowercase()
+        .contains("content-type: image/png"));
+    let _ = &mut bob;
+}

@@ -573,3 +573,13 @@ async fn offline_admin_resets_a_lost_password_but_not_while_the_server_runs() {
     let users = rescuer.users().await.unwrap();
     assert!(users.iter().any(|u| u.user_name == "rescuer" && u.is_admin));
 }
+
+#[test]
+fn sigterm_right_after_start_is_a_clean_stop() {
+    // The "listening" line must only appear once SIGTERM is handled.
+    for _ in 0..3 {
+        let mut server = TestServer::start();
+        let status = server.stop();
+        assert!(status.success(), "exit {status:?}:\n{}", server.log_text());
+    }
+}

@@ -86,6 +86,14 @@ pub fn configure(cfg: &mut web::ServiceConfig, limits: &Limits, web_root: Option
             .route("/server-health", web::get().to(health::server_health))
             .route("/users", web::get().to(users::list))
             .route("/users", web::post().to(users::create))
+            .route(
+                "/users/{userId}/avatar.jpg",
+                web::put().to(avatar::put_user_avatar),
+            )
+            .route(
+                "/rooms/{roomId}/avatar.jpg",
+                web::put().to(avatar::put_room_avatar),
+            )
             .route("/users/{userId}/suspend", web::post().to(users::suspend))
             .route(
                 "/users/{userId}/reactivate",

@@ -18,6 +18,7 @@
 //! | `messageid_attachmentid` | message ‖ attachment | empty |
 //! | `contenthash_refs` | SHA-256 (hex) of content | reference count ‖ size |
 //! | `changeseq_change` | sequence number | [`Change`] JSON (the sync log) |
+//! | `avatar_image` | `u`/`r` ‖ user or room id | content type, NUL, image bytes (≤ 1 MiB) |
 //!
 //! Attachment content itself lives in `<storage>/attachments/ab/abcdef…` (see
 //! [`attachments`]).
@@ -270,6 +271,7 @@ pub struct Store {
     messageid_attachmentid: sled::Tree,
     contenthash_refs: sled::Tree,
     changeseq_change: sled::Tree,
+    avatar_image: sled::Tree,
     next_change_seq: AtomicU64,
     content_dir: PathBuf,
     next_attachment_id: AtomicU64,
@@ -347,6 +349,7 @@ impl Store {
             messageid_attachmentid: t("messageid_attachmentid")?,
             contenthash_refs: t("contenthash_refs")?,
             changeseq_change: t("changeseq_change")?,
+            avatar_image: t("avatar_image")?,
             next_change_seq: AtomicU64::new(0),
             content_dir: dir.join("attachments"),
             next_attachment_id: AtomicU64::new(0),
@@ -850,6 +853,39 @@ impl Store {
             }
         }
         Ok(out)
+    }
+
+    // ---- avatars ------------------------------------------------------------------------
+
+    fn avatar_key(kind: u8, id: u64) -> [u8; 9] {
+        let mut k = [0u8; 9];
+        k[0] = kind;
+        k[1..].copy_from_slice(&id.to_be_bytes());
+        k
+    }
+
+    /// Stores an uploaded avatar (`kind` is `b'u'` for users, `b'r'` for rooms).
+    pub fn set_avatar(&self, kind: u8, id: u64, content_type: &str, image: &[u8]) -> Result<()> {
+        let mut v = Vec::with_capacity(content_type.len() + 1 + image.len());
+        v.extend_from_slice(content_type.as_bytes());
+        v.push(0);
+        v.extend_from_slice(image);
+        self.avatar_image.insert(Self::avatar_key(kind, id), v)?;
+        Ok(())
+    }
+
+    /// The uploaded avatar: content type and bytes.
+    pub fn avatar(&self, kind: u8, id: u64) -> Result<Option<(String, Vec<u8>)>> {
+        Ok(self
+            .avatar_image
+            .get(Self::avatar_key(kind, id))?
+            .and_then(|v| {
+                let cut = v.iter().position(|&b| b == 0)?;
+                Some((
+                    String::from_utf8_lossy(&v[..cut]).to_string(),
+                    v[cut + 1..].to_vec(),
+                ))
+            }))
     }
 
     // ---- reactions ----------------------------------------------------------------------
