@@ -54,6 +54,9 @@ pub struct ServerArgs {
     /// largest attachment in MiB (default 4096)
     #[argh(option, default = "4096")]
     pub max_file_mb: u64,
+    /// attachment storage per user in MiB (default 0: no limit)
+    #[argh(option, default = "0")]
+    pub quota_mb: u64,
     #[argh(subcommand)]
     pub command: Option<crate::admin::AdminArgs>,
 }
@@ -93,6 +96,8 @@ pub struct Limits {
     pub max_json_body: usize,
     /// Largest attachment file.
     pub max_file_bytes: u64,
+    /// Attachment bytes one user may have stored (0: no limit).
+    pub user_quota_bytes: u64,
     /// Longest message text, in bytes.
     pub max_message_bytes: usize,
     /// Outbound events queued for one event connection before it is dropped as too slow.
@@ -109,6 +114,7 @@ impl Default for Limits {
         Limits {
             max_json_body: 256 * 1024,
             max_file_bytes: 4 << 30,
+            user_quota_bytes: 0,
             max_message_bytes: 64 * 1024,
             session_queue: 256,
             max_ws_frame: 64 * 1024,
@@ -175,6 +181,7 @@ impl ServerArgs {
             max_connections: self.max_connections.max(1),
             limits: Limits {
                 max_file_bytes: self.max_file_mb.max(1) * 1024 * 1024,
+                user_quota_bytes: self.quota_mb * 1024 * 1024,
                 ..Limits::default()
             },
         })

@@ -733,3 +733,35 @@ async fn avatars_can_be_uploaded_by_their_owner_and_fall_back_to_placeholders() 
         .contains("content-type: image/png"));
     let _ = &mut bob;
 }
+
+#[actix_rt::test]
+async fn the_attachment_quota_is_per_user_and_deleting_gives_space_back() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = TestServer::start_in(&tmp.path().join("storage"), &["--quota-mb", "1"]);
+    let mut admin = server.admin().await;
+    let (bob_id, mut bob) = server.user(&mut admin, "bob").await;
+    let room = admin.create_room("Quota", &[bob_id]).await.unwrap();
+    let msg = bob.send_text(room, "files").await.unwrap();
+    let half = write_file(tmp.path(), "half.bin", &vec![1u8; 600 * 1024]);
+    let first = bob
+        .upload(msg.message_id, std::slice::from_ref(&half), false)
+        .await
+        .expect("fits");
+    let err = bob
+        .upload(msg.message_id, std::slice::from_ref(&half), false)
+        .await
+        .unwrap_err();
+    assert_eq!(err.status(), Some(413));
+    assert!(err.to_string().contains("quota"), "{err}");
+    // Another user has their own quota.
+    let other = admin.send_text(room, "admin's").await.unwrap();
+    admin
+        .upload(other.message_id, std::slice::from_ref(&half), false)
+        .await
+        .expect("admin's own quota");
+    // Deleting gives the space back.
+    bob.delete_attachment(first[0].attachment_id).await.unwrap();
+    bob.upload(msg.message_id, std::slice::from_ref(&half), false)
+        .await
+        .expect("space was returned");
+}

@@ -74,6 +74,13 @@ pub async fn upload(
     may_change_files(&state, &auth, message.room_id, message.user_id)?;
 
     let max = state.limits.max_file_bytes;
+    let quota = state.limits.user_quota_bytes;
+    // Space left for this user; files of this request count as they arrive.
+    let mut quota_left = if quota == 0 {
+        u64::MAX
+    } else {
+        quota.saturating_sub(state.store.quota_used(auth.id())?)
+    };
     let mut stored: Vec<AttachmentRecord> = Vec::new();
     let mut expected_checksum: Option<String> = None;
     let bad = |e: actix_multipart::MultipartError| {
@@ -115,6 +122,11 @@ pub async fn upload(
                             "'{file_name}' is larger than the limit of {max} bytes"
                         )));
                     }
+                    if writer.size + part.len() as u64 > quota_left {
+                        return Err(ApiError::PayloadTooLarge(format!(
+                            "'{file_name}' does not fit in your attachment quota of {quota} bytes; delete files or ask an administrator"
+                        )));
+                    }
                     writer.write(&state.store, &part)?;
                 }
                 Ok(())
@@ -124,6 +136,7 @@ pub async fn upload(
                 writer.abort(&state.store);
                 return Err(e);
             }
+            quota_left = quota_left.saturating_sub(writer.size);
             let record = writer.finish(
                 &state.store,
                 message.message_id,

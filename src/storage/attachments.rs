@@ -144,11 +144,29 @@ impl ContentWriter {
         store
             .messageid_attachmentid
             .insert(pair(message_id, record.attachment_id), &[])?;
+        store.add_quota_used(user_id, record.file_size as i128)?;
         Ok(record)
     }
 }
 
 impl Store {
+    /// Bytes of attachments a user has uploaded and not deleted (what their quota counts;
+    /// shared content counts for each uploader).
+    pub fn quota_used(&self, user_id: UserId) -> Result<u64> {
+        Ok(match self.userid_quotaused.get(be(user_id))? {
+            Some(v) => id_at(&v, 0)?,
+            None => 0,
+        })
+    }
+
+    fn add_quota_used(&self, user_id: UserId, delta: i128) -> Result<()> {
+        self.userid_quotaused.update_and_fetch(be(user_id), |old| {
+            let n = old.and_then(|o| id_at(o, 0).ok()).unwrap_or(0) as i128;
+            Some(be((n + delta).max(0) as u64).to_vec())
+        })?;
+        Ok(())
+    }
+
     /// Where content with this SHA-256 (hex) lives.
     pub fn content_path(&self, hash: &str) -> PathBuf {
         self.content_dir.join(&hash[..2.min(hash.len())]).join(hash)
@@ -201,6 +219,7 @@ impl Store {
             .remove(pair(record.message_id, record.attachment_id))?;
         self.attachmentid_attachment
             .remove(be(record.attachment_id))?;
+        self.add_quota_used(record.user_id, -(record.file_size as i128))?;
         let left =
             self.contenthash_refs
                 .update_and_fetch(record.content_hash.as_bytes(), |old| {

@@ -18,6 +18,7 @@
 //! | `messageid_attachmentid` | message ‖ attachment | empty |
 //! | `contenthash_refs` | SHA-256 (hex) of content | reference count ‖ size |
 //! | `changeseq_change` | sequence number | [`Change`] JSON (the sync log) |
+//! | `userid_quotaused` | user | bytes of attachments they uploaded (BE) |
 //! | `avatar_image` | `u`/`r` ‖ user or room id | content type, NUL, image bytes (≤ 1 MiB) |
 //!
 //! Attachment content itself lives in `<storage>/attachments/ab/abcdef…` (see
@@ -272,6 +273,7 @@ pub struct Store {
     contenthash_refs: sled::Tree,
     changeseq_change: sled::Tree,
     avatar_image: sled::Tree,
+    userid_quotaused: sled::Tree,
     next_change_seq: AtomicU64,
     content_dir: PathBuf,
     next_attachment_id: AtomicU64,
@@ -350,6 +352,7 @@ impl Store {
             contenthash_refs: t("contenthash_refs")?,
             changeseq_change: t("changeseq_change")?,
             avatar_image: t("avatar_image")?,
+            userid_quotaused: t("userid_quotaused")?,
             next_change_seq: AtomicU64::new(0),
             content_dir: dir.join("attachments"),
             next_attachment_id: AtomicU64::new(0),
