@@ -6,7 +6,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use actix::{Actor, Supervisor};
+use actix::Supervisor;
 use actix_web::{middleware, web, App, HttpServer};
 
 use crate::actors::registry::Shutdown;
@@ -180,7 +180,3 @@ impl ShutdownSignals {
         }
     }
 }
-
-/// Keeps `Actor` in scope for `Supervisor::start` users.
-#[allow(dead_code)]
-fn _assert_actor<A: Actor>() {}

@@ -126,10 +126,21 @@ async fn read_image(mut payload: web::Payload) -> Result<Vec<u8>, ApiError> {
     Ok(out)
 }
 
-fn check_image(bytes: &[u8]) -> Result<&'static str, ApiError> {
-    sniff(bytes).ok_or_else(|| {
+/// Reads, checks and durably stores an avatar (`kind`: `b'u'` user, `b'r'` room);
+/// answers its content type and size.
+async fn store_avatar(
+    state: &super::AppState,
+    kind: u8,
+    id: u64,
+    payload: web::Payload,
+) -> Result<(&'static str, usize), ApiError> {
+    let body = read_image(payload).await?;
+    let content_type = sniff(&body).ok_or_else(|| {
         ApiError::BadRequest("An avatar must be a PNG, JPEG, GIF or WebP image".into())
-    })
+    })?;
+    state.store.set_avatar(kind, id, content_type, &body)?;
+    state.store.durable().await?;
+    Ok((content_type, body.len()))
 }
 
 /// `PUT /api/v1/users/{userId}/avatar.jpg` (extension): the image as the request body; the
@@ -149,12 +160,9 @@ pub async fn put_user_avatar(
     if state.store.user(id)?.is_none() {
         return Err(ApiError::NotFound(format!("User {id} not found")));
     }
-    let body = read_image(payload).await?;
-    let content_type = check_image(&body)?;
-    state.store.set_avatar(b'u', id, content_type, &body)?;
-    state.store.durable().await?;
+    let (content_type, size) = store_avatar(&state, b'u', id, payload).await?;
     Ok(super::ok_json(
-        serde_json::json!({ "userId": id, "contentType": content_type, "size": body.len() }),
+        serde_json::json!({ "userId": id, "contentType": content_type, "size": size }),
     ))
 }
 
@@ -176,11 +184,8 @@ pub async fn put_room_avatar(
             "Only a room moderator or an administrator may change the room's avatar".into(),
         ));
     }
-    let body = read_image(payload).await?;
-    let content_type = check_image(&body)?;
-    state.store.set_avatar(b'r', id, content_type, &body)?;
-    state.store.durable().await?;
+    let (content_type, size) = store_avatar(&state, b'r', id, payload).await?;
     Ok(super::ok_json(
-        serde_json::json!({ "roomId": id, "contentType": content_type, "size": body.len() }),
+        serde_json::json!({ "roomId": id, "contentType": content_type, "size": size }),
     ))
 }

@@ -110,6 +110,20 @@ fn visible_message(
     Ok(record)
 }
 
+/// Hands a validated message (or comment) to its room's actor; answers once it is durable.
+async fn post_through_room(
+    state: &AppState,
+    room_id: u64,
+    user_id: u64,
+    draft: NewMessage,
+) -> Result<HttpResponse, ApiError> {
+    let room = state.room_actor(room_id).await?;
+    let message = room.send(PostMessage { user_id, draft }).await??;
+    Ok(ok_json(
+        json!({ "messageId": message.message_id, "message": message }),
+    ))
+}
+
 /// `GET /api/v1/rooms/{roomId}/messages`
 pub async fn history(
     state: State,
@@ -136,16 +150,7 @@ pub async fn post(
 ) -> Result<HttpResponse, ApiError> {
     let room_id = path.into_inner();
     let draft = validate(&state, body.into_inner())?;
-    let room = state.room_actor(room_id).await?;
-    let message = room
-        .send(PostMessage {
-            user_id: auth.id(),
-            draft,
-        })
-        .await??;
-    Ok(ok_json(
-        json!({ "messageId": message.message_id, "message": message }),
-    ))
+    post_through_room(&state, room_id, auth.id(), draft).await
 }
 
 /// `GET /api/v1/messages/{messageId}` (extension)
@@ -226,16 +231,7 @@ pub async fn post_comment(
     let parent = visible_message(&state, &auth, path.into_inner())?;
     let mut draft = validate(&state, body.into_inner())?;
     draft.parent_message_id = Some(parent.message_id);
-    let room = state.room_actor(parent.room_id).await?;
-    let message = room
-        .send(PostMessage {
-            user_id: auth.id(),
-            draft,
-        })
-        .await??;
-    Ok(ok_json(
-        json!({ "messageId": message.message_id, "message": message }),
-    ))
+    post_through_room(&state, parent.room_id, auth.id(), draft).await
 }
 
 /// `PUT /api/v1/messages/{messageId}` (extension): edit the text (and optionally the model

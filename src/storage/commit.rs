@@ -44,7 +44,7 @@ impl Drop for GroupCommit {
 }
 
 impl GroupCommit {
-    pub fn start(db: sled::Db) -> Self {
+    pub fn start(db: sled::Db) -> Result<Self, StorageError> {
         let (queue, mut rx) = mpsc::channel::<Waiter>(QUEUE_CAPACITY);
         let stats = Arc::new(CommitStats::default());
         let thread_stats = stats.clone();
@@ -70,12 +70,14 @@ impl GroupCommit {
                     }
                 }
             })
-            .expect("spawning the group-commit thread");
-        GroupCommit {
+            .map_err(|e| {
+                StorageError::Flush(format!("cannot start the group-commit thread: {e}"))
+            })?;
+        Ok(GroupCommit {
             queue: Some(queue),
             thread: Some(thread),
             stats,
-        }
+        })
     }
 
     /// Resolves once every write made before this call is on disk.

@@ -250,7 +250,6 @@ pub fn prepare_folder(dir: &Path) -> Result<FolderLock> {
 pub struct Store {
     db: sled::Db,
     commit: GroupCommit,
-    meta: sled::Tree,
     userid_user: sled::Tree,
     username_userid: sled::Tree,
     sessionhash_session: sled::Tree,
@@ -328,8 +327,7 @@ impl Store {
             }
         }
         let store = Store {
-            commit: GroupCommit::start(db.clone()),
-            meta,
+            commit: GroupCommit::start(db.clone())?,
             userid_user: t("userid_user")?,
             username_userid: t("username_userid")?,
             sessionhash_session: t("sessionhash_session")?,
@@ -402,10 +400,6 @@ impl Store {
     /// Database plus attachment content.
     pub fn size_on_disk(&self) -> u64 {
         self.db.size_on_disk().unwrap_or(0) + self.content_bytes()
-    }
-
-    pub fn meta_get(&self, key: &str) -> Result<Option<Vec<u8>>> {
-        Ok(self.meta.get(key)?.map(|v| v.to_vec()))
     }
 
     // ---- users ----------------------------------------------------------------------
