@@ -22,7 +22,14 @@ pub struct AdminArgs {
 pub enum AdminAction {
     ResetPassword(ResetPassword),
     CreateAdmin(CreateAdmin),
+    Compact(Compact),
 }
+
+/// rewrite the database with only its live records, so deleted messages leave no trace in
+/// old log segments; prints the size before and after
+#[derive(FromArgs, Debug, Clone, PartialEq)]
+#[argh(subcommand, name = "compact")]
+pub struct Compact {}
 
 /// set a user's password (printed when generated); ends their login sessions
 #[derive(FromArgs, Debug, Clone, PartialEq)]
@@ -74,6 +81,11 @@ fn password_from(file: &Option<std::path::PathBuf>) -> Result<(String, bool), Ad
     }
 }
 
+/// Compaction returns before the store is opened.
+fn unreachable_action() -> String {
+    "nothing to do".into()
+}
+
 /// Runs one offline action; returns the line to print.
 pub fn run(dir: &Path, args: &AdminArgs, cache_bytes: u64) -> Result<String, AdminError> {
     if !dir.join("db").exists() {
@@ -83,9 +95,20 @@ pub fn run(dir: &Path, args: &AdminArgs, cache_bytes: u64) -> Result<String, Adm
         )));
     }
     let _lock = storage::prepare_folder(dir)?;
+    if let AdminAction::Compact(_) = &args.action {
+        return storage::compact(dir)
+            .map_err(AdminError::from)
+            .map(|(before, after)| {
+                format!(
+                    "compacted {}: {before} bytes before, {after} bytes after",
+                    dir.join("db").display()
+                )
+            });
+    }
     let store = Store::open(dir, cache_bytes)?;
     let hash = |p: &str| auth::hash_password(p).map_err(|e| AdminError::Usage(e.to_string()));
     let line = match &args.action {
+        AdminAction::Compact(_) => unreachable_action(),
         AdminAction::ResetPassword(r) => {
             let user = store
                 .user_by_name(&r.user)?

@@ -166,6 +166,14 @@ pub struct Room {
     pub is_pinned: bool,
     pub last_message: Option<LastMessage>,
     pub discussion_message_id: Option<MessageId>,
+    /// Extension: members may leave the room themselves.
+    pub members_may_leave: bool,
+    /// Extension: users created later join the room automatically.
+    pub auto_add_new_users: bool,
+    /// Extension: the code of the room's join link; shown to moderators and administrators
+    /// only, absent when joining by link is off.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub join_code: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -187,65 +195,98 @@ pub struct User {
     pub last_modified_utc: u64,
 }
 
-/// The permission flags of `GET /api/v1/room-permissions/{roomId}`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct RoomPermissions {
-    pub can_attach_or_delete_files_in_own_messages_in_discussion: bool,
-    pub can_attach_or_delete_files_in_own_messages_in_main_thread: bool,
-    pub can_change_properties_of_unrelated_issues: bool,
-    pub can_create_issues: bool,
-    pub can_create_meetings: bool,
-    pub can_edit_or_delete_own_messages_in_discussion: bool,
-    pub can_edit_or_delete_own_messages_in_main_thread: bool,
-    pub can_intercom_listen: bool,
-    pub can_intercom_stream_video: bool,
-    pub can_intercom_talk: bool,
-    pub can_intercom_watch_video: bool,
-    pub can_react_to_messages_with_emoji_in_discussion: bool,
-    pub can_react_to_messages_with_emoji_in_main_thread: bool,
-    pub can_record_meetings: bool,
-    pub can_send_files_into_room_in_discussion: bool,
-    pub can_send_files_into_room_in_main_thread: bool,
-    pub can_send_messages_in_discussion: bool,
-    pub can_send_messages_in_main_thread: bool,
-    pub can_send_nudge: bool,
-    pub can_share_screen: bool,
-    pub can_use_intercom: bool,
-    pub ui_can_see_room_sidebar: bool,
-    pub ui_can_see_who_read_message_in_discussion: bool,
-    pub ui_can_see_who_read_message_in_main_thread: bool,
+/// Declares the permission flags once: the `RoomPermissions` struct of
+/// `GET /api/v1/room-permissions/{roomId}`, a `Permission` enum naming each flag, and the
+/// accessors the three permission levels (global, room, user) are computed with.
+macro_rules! permission_flags {
+    ($($field:ident => $variant:ident = $name:literal,)*) => {
+        /// The permission flags of `GET /api/v1/room-permissions/{roomId}`.
+        #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+        #[serde(rename_all = "camelCase")]
+        pub struct RoomPermissions {
+            $(pub $field: bool,)*
+        }
+
+        /// One flag of [`RoomPermissions`].
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum Permission {
+            $($variant,)*
+        }
+
+        impl Permission {
+            pub const ALL: &'static [Permission] = &[$(Permission::$variant,)*];
+
+            /// The flag's name in the API's JSON.
+            pub fn name(self) -> &'static str {
+                match self {
+                    $(Permission::$variant => $name,)*
+                }
+            }
+
+            pub fn from_name(name: &str) -> Option<Permission> {
+                match name {
+                    $($name => Some(Permission::$variant),)*
+                    _ => None,
+                }
+            }
+        }
+
+        impl RoomPermissions {
+            /// Every flag set: what administrators and room moderators have, and the
+            /// built-in global default.
+            pub fn all_allowed() -> Self {
+                RoomPermissions { $($field: true,)* }
+            }
+
+            pub fn allows(&self, p: Permission) -> bool {
+                match p {
+                    $(Permission::$variant => self.$field,)*
+                }
+            }
+
+            pub fn set(&mut self, p: Permission, allowed: bool) {
+                match p {
+                    $(Permission::$variant => self.$field = allowed,)*
+                }
+            }
+        }
+    };
 }
 
-impl RoomPermissions {
-    /// Every flag set: the server-wide default for room members until per-room and
-    /// per-user restrictions exist.
-    pub fn all_allowed() -> Self {
-        RoomPermissions {
-            can_attach_or_delete_files_in_own_messages_in_discussion: true,
-            can_attach_or_delete_files_in_own_messages_in_main_thread: true,
-            can_change_properties_of_unrelated_issues: true,
-            can_create_issues: true,
-            can_create_meetings: true,
-            can_edit_or_delete_own_messages_in_discussion: true,
-            can_edit_or_delete_own_messages_in_main_thread: true,
-            can_intercom_listen: true,
-            can_intercom_stream_video: true,
-            can_intercom_talk: true,
-            can_intercom_watch_video: true,
-            can_react_to_messages_with_emoji_in_discussion: true,
-            can_react_to_messages_with_emoji_in_main_thread: true,
-            can_record_meetings: true,
-            can_send_files_into_room_in_discussion: true,
-            can_send_files_into_room_in_main_thread: true,
-            can_send_messages_in_discussion: true,
-            can_send_messages_in_main_thread: true,
-            can_send_nudge: true,
-            can_share_screen: true,
-            can_use_intercom: true,
-            ui_can_see_room_sidebar: true,
-            ui_can_see_who_read_message_in_discussion: true,
-            ui_can_see_who_read_message_in_main_thread: true,
+permission_flags! {
+    can_attach_or_delete_files_in_own_messages_in_discussion => CanAttachOrDeleteFilesInOwnMessagesInDiscussion = "canAttachOrDeleteFilesInOwnMessagesInDiscussion",
+    can_attach_or_delete_files_in_own_messages_in_main_thread => CanAttachOrDeleteFilesInOwnMessagesInMainThread = "canAttachOrDeleteFilesInOwnMessagesInMainThread",
+    can_change_properties_of_unrelated_issues => CanChangePropertiesOfUnrelatedIssues = "canChangePropertiesOfUnrelatedIssues",
+    can_create_issues => CanCreateIssues = "canCreateIssues",
+    can_create_meetings => CanCreateMeetings = "canCreateMeetings",
+    can_edit_or_delete_own_messages_in_discussion => CanEditOrDeleteOwnMessagesInDiscussion = "canEditOrDeleteOwnMessagesInDiscussion",
+    can_edit_or_delete_own_messages_in_main_thread => CanEditOrDeleteOwnMessagesInMainThread = "canEditOrDeleteOwnMessagesInMainThread",
+    can_intercom_listen => CanIntercomListen = "canIntercomListen",
+    can_intercom_stream_video => CanIntercomStreamVideo = "canIntercomStreamVideo",
+    can_intercom_talk => CanIntercomTalk = "canIntercomTalk",
+    can_intercom_watch_video => CanIntercomWatchVideo = "canIntercomWatchVideo",
+    can_react_to_messages_with_emoji_in_discussion => CanReactToMessagesWithEmojiInDiscussion = "canReactToMessagesWithEmojiInDiscussion",
+    can_react_to_messages_with_emoji_in_main_thread => CanReactToMessagesWithEmojiInMainThread = "canReactToMessagesWithEmojiInMainThread",
+    can_record_meetings => CanRecordMeetings = "canRecordMeetings",
+    can_send_files_into_room_in_discussion => CanSendFilesIntoRoomInDiscussion = "canSendFilesIntoRoomInDiscussion",
+    can_send_files_into_room_in_main_thread => CanSendFilesIntoRoomInMainThread = "canSendFilesIntoRoomInMainThread",
+    can_send_messages_in_discussion => CanSendMessagesInDiscussion = "canSendMessagesInDiscussion",
+    can_send_messages_in_main_thread => CanSendMessagesInMainThread = "canSendMessagesInMainThread",
+    can_send_nudge => CanSendNudge = "canSendNudge",
+    can_share_screen => CanShareScreen = "canShareScreen",
+    can_use_intercom => CanUseIntercom = "canUseIntercom",
+    ui_can_see_room_sidebar => UiCanSeeRoomSidebar = "uiCanSeeRoomSidebar",
+    ui_can_see_who_read_message_in_discussion => UiCanSeeWhoReadMessageInDiscussion = "uiCanSeeWhoReadMessageInDiscussion",
+    ui_can_see_who_read_message_in_main_thread => UiCanSeeWhoReadMessageInMainThread = "uiCanSeeWhoReadMessageInMainThread",
+}
+
+impl Permission {
+    /// The flag for an action in the main thread (`false`) or a discussion (`true`).
+    pub fn in_thread(main: Permission, discussion: Permission, is_comment: bool) -> Permission {
+        if is_comment {
+            discussion
+        } else {
+            main
         }
     }
 }

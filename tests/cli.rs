@@ -343,3 +343,81 @@ fn sync_keeps_a_local_copy_drops_a_lost_room_and_brings_it_back_whole() {
         (Some(0), Some(0))
     );
 }
+
+#[actix_rt::test]
+async fn permissions_moderators_and_join_links_from_the_command_line() {
+    let server = TestServer::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let cli = Cli::new(&server, tmp.path());
+    let admin_pw = server.admin_password();
+    let mut admin = server.admin().await;
+    server.user(&mut admin, "mia").await;
+    server.user(&mut admin, "noa").await;
+    let mia = ("mia", "mia-password-123");
+    let noa = ("noa", "noa-password-123");
+    cli.ok(mia.0, mia.1, &["create-room", "Crew", "--member", "noa"]);
+
+    // A room-level restriction by the moderator, seen by the member and enforced.
+    cli.ok(
+        mia.0,
+        mia.1,
+        &[
+            "set-permission",
+            "--room",
+            "Crew",
+            "canSendMessagesInMainThread",
+            "off",
+        ],
+    );
+    let flags = cli.ok(noa.0, noa.1, &["permissions", "Crew"]);
+    assert!(
+        flags.contains("canSendMessagesInMainThread\tfalse"),
+        "{flags}"
+    );
+    let err = cli.fails(noa.0, noa.1, &["send", "Crew", "hello"]);
+    assert!(err.contains("canSendMessagesInMainThread"), "{err}");
+    // The moderator cannot grant what the administrator switched off server-wide.
+    cli.ok(
+        "admin",
+        &admin_pw,
+        &["set-permission", "canCreateMeetings", "off", "--global"],
+    );
+    let err = cli.fails(
+        mia.0,
+        mia.1,
+        &[
+            "set-permission",
+            "--room",
+            "Crew",
+            "canCreateMeetings",
+            "on",
+        ],
+    );
+    assert!(err.contains("cannot grant"), "{err}");
+    cli.ok(
+        mia.0,
+        mia.1,
+        &[
+            "set-permission",
+            "--room",
+            "Crew",
+            "canSendMessagesInMainThread",
+            "inherit",
+        ],
+    );
+    cli.ok(noa.0, noa.1, &["send", "Crew", "hello"]);
+
+    // Moderator role and the join link.
+    cli.ok(mia.0, mia.1, &["moderator", "Crew", "noa"]);
+    let out = cli.ok(noa.0, noa.1, &["room-options", "Crew", "--join-link", "on"]);
+    let code = out.rsplit("join code: ").next().unwrap().trim().to_string();
+    assert_eq!(code.len(), 32, "{out}");
+    server.user(&mut admin, "ola").await;
+    let joined = cli.ok("ola", "ola-password-123", &["join", &code]);
+    assert!(joined.contains("Crew"), "{joined}");
+    let history = cli.ok("ola", "ola-password-123", &["history", "Crew"]);
+    assert!(
+        history.contains("hello"),
+        "a joiner gets the history: {history}"
+    );
+}

@@ -13,7 +13,9 @@ use tokio::sync::oneshot;
 use super::registry::{Broadcast, DeliverEach, Registry};
 use super::{event_payload, Payload};
 use crate::api::error::ApiError;
-use crate::model::{MessageId, MessageType, NewMessage, RoomId, RoomType, TextMessage, UserId};
+use crate::model::{
+    MessageId, MessageType, NewMessage, Permission, RoomId, RoomType, TextMessage, UserId,
+};
 use crate::storage::{Change, MemberRecord, MessageRecord, RoomRecord, Store};
 
 /// Who an event goes to once the write is durable.
@@ -128,6 +130,17 @@ impl RoomActor {
         })
     }
 
+    /// Members must hold the flag (moderators and administrators hold every flag).
+    fn require_permission(
+        &self,
+        user_id: UserId,
+        is_admin: bool,
+        flag: Permission,
+        what: &str,
+    ) -> Result<(), ApiError> {
+        require_permission(&self.store, self.room_id, user_id, is_admin, flag, what)
+    }
+
     /// Queues a write for the next group commit; `value` is what the caller gets once the
     /// write is durable and its events are out.
     fn commit<T: 'static>(
@@ -199,11 +212,33 @@ impl RoomActor {
     fn post(
         &mut self,
         user_id: UserId,
+        is_admin: bool,
         draft: NewMessage,
     ) -> Result<(TextMessage, Vec<Delivery>), ApiError> {
         self.require_member(user_id)?;
         let mut deliveries = Vec::new();
         let parent_id = draft.parent_message_id.unwrap_or(0);
+        let flag = Permission::in_thread(
+            Permission::CanSendMessagesInMainThread,
+            Permission::CanSendMessagesInDiscussion,
+            parent_id != 0,
+        );
+        self.require_permission(user_id, is_admin, flag, "send messages here")?;
+        match draft.message_type.unwrap_or_default() {
+            MessageType::Issue => self.require_permission(
+                user_id,
+                is_admin,
+                Permission::CanCreateIssues,
+                "create issues",
+            )?,
+            MessageType::Meeting => self.require_permission(
+                user_id,
+                is_admin,
+                Permission::CanCreateMeetings,
+                "create meetings",
+            )?,
+            _ => {}
+        }
         if parent_id != 0 {
             let mut parent = self
                 .store
@@ -298,6 +333,14 @@ impl RoomActor {
                 "Only the author, a room moderator or an administrator may delete this message"
                     .into(),
             ));
+        }
+        if member.is_some() {
+            self.require_permission(
+                user_id,
+                is_admin,
+                edit_own_flag(&record),
+                "delete your messages here",
+            )?;
         }
         let mut deliveries = Vec::new();
         let deleted_event = |m: &MessageRecord| {
@@ -441,11 +484,52 @@ impl RoomActor {
             .message(message_id)?
             .filter(|m| m.room_id == self.room_id)
             .ok_or_else(|| ApiError::message_not_found(message_id))?;
-        if record.user_id != user_id && !is_moderator && !is_admin {
-            return Err(ApiError::Forbidden(
-                "Only the author, a room moderator or an administrator may edit this message"
-                    .into(),
-            ));
+        let privileged = is_moderator || is_admin;
+        if record.user_id == user_id {
+            self.require_permission(
+                user_id,
+                is_admin,
+                edit_own_flag(&record),
+                "edit your messages here",
+            )?;
+        } else if !privileged {
+            // Someone else's issue: only its properties, with the permission for it.
+            let only_issue_properties = record.message_type == MessageType::Issue
+                && draft.content == record.text
+                && draft.issue_properties.is_some()
+                && draft.message_type.is_none_or(|t| t == MessageType::Issue)
+                && draft.meeting_properties.is_none()
+                && draft.markup_type.is_none_or(|m| m == record.markup_type)
+                && draft.priority.is_none_or(|p| p == record.priority);
+            if !only_issue_properties {
+                return Err(ApiError::Forbidden(
+                    "Only the author, a room moderator or an administrator may edit this message"
+                        .into(),
+                ));
+            }
+            self.require_permission(
+                user_id,
+                is_admin,
+                Permission::CanChangePropertiesOfUnrelatedIssues,
+                "change the properties of other people's issues",
+            )?;
+        }
+        match draft.message_type {
+            Some(MessageType::Issue) if record.message_type != MessageType::Issue => self
+                .require_permission(
+                    user_id,
+                    is_admin,
+                    Permission::CanCreateIssues,
+                    "create issues",
+                )?,
+            Some(MessageType::Meeting) if record.message_type != MessageType::Meeting => self
+                .require_permission(
+                    user_id,
+                    is_admin,
+                    Permission::CanCreateMeetings,
+                    "create meetings",
+                )?,
+            _ => {}
         }
         let now = crate::now_ms();
         record.text = draft.content;
@@ -512,6 +596,27 @@ impl RoomActor {
         }
         if let Some(l) = change.members_may_leave {
             room.members_may_leave = l;
+        }
+        if let Some(a) = change.auto_add_new_users {
+            if !by_admin {
+                return Err(ApiError::Forbidden(
+                    "Only an administrator may add every new user to a room".into(),
+                ));
+            }
+            room.auto_add_new_users = a;
+        }
+        if change.join_by_link.is_some() || change.renew_join_link {
+            if room.room_type == RoomType::Private {
+                return Err(ApiError::BadRequest(
+                    "A private room cannot be joined by link".into(),
+                ));
+            }
+            let on = change.join_by_link.unwrap_or(room.join_code.is_some());
+            room.join_code = match (on, &room.join_code) {
+                (false, _) => None,
+                (true, Some(code)) if !change.renew_join_link => Some(code.clone()),
+                (true, _) => Some(crate::api::auth::random_hex(16)),
+            };
         }
         room.last_modified_utc = crate::now_ms();
         self.store.update_room(&room)?;
@@ -595,13 +700,14 @@ impl Supervised for RoomActor {
 #[rtype(result = "Result<TextMessage, ApiError>")]
 pub struct PostMessage {
     pub user_id: UserId,
+    pub is_admin: bool,
     pub draft: NewMessage,
 }
 
 impl Handler<PostMessage> for RoomActor {
     type Result = Reply<TextMessage>;
     fn handle(&mut self, msg: PostMessage, ctx: &mut Context<Self>) -> Self::Result {
-        match self.post(msg.user_id, msg.draft) {
+        match self.post(msg.user_id, msg.is_admin, msg.draft) {
             Ok((view, deliveries)) => {
                 if view.parent_message_id == 0 {
                     self.schedule_room_update(ctx);
@@ -660,12 +766,84 @@ pub struct AddMember {
     pub by: UserId,
     pub by_admin: bool,
     pub user_id: UserId,
+    /// The user joins with the room's join code (checked by the caller against this room).
+    pub via_link: Option<String>,
 }
 
 impl Handler<AddMember> for RoomActor {
     type Result = Reply<()>;
     fn handle(&mut self, msg: AddMember, ctx: &mut Context<Self>) -> Self::Result {
-        match self.add_member(msg.by, msg.by_admin, msg.user_id) {
+        if let Some(code) = &msg.via_link {
+            let valid = self
+                .room
+                .as_ref()
+                .and_then(|r| r.join_code.as_deref())
+                .is_some_and(|c| c == code);
+            if !valid {
+                return answer(Err(ApiError::NotFound(
+                    "No room has this join link (it may have been turned off or renewed)".into(),
+                )));
+            }
+        }
+        match self.add_member(msg.by, msg.by_admin || msg.via_link.is_some(), msg.user_id) {
+            Ok(deliveries) => self.commit(ctx, deliveries, ()),
+            Err(e) => answer(Err(e)),
+        }
+    }
+}
+
+/// Make a member a moderator of the room or take it back (moderators and administrators).
+/// The member's sessions get `RoomUpdated` with the new `isModerator`.
+#[derive(Message)]
+#[rtype(result = "Result<(), ApiError>")]
+pub struct SetModerator {
+    pub by: UserId,
+    pub by_admin: bool,
+    pub user_id: UserId,
+    pub is_moderator: bool,
+}
+
+impl Handler<SetModerator> for RoomActor {
+    type Result = Reply<()>;
+    fn handle(&mut self, msg: SetModerator, ctx: &mut Context<Self>) -> Self::Result {
+        let result = (|| {
+            self.require_moderator(msg.by, msg.by_admin, "appoint moderators")?;
+            if self.room.as_ref().map(|r| r.room_type) == Some(RoomType::Private) {
+                return Err(ApiError::BadRequest(
+                    "A private room has no moderators".into(),
+                ));
+            }
+            if !self.members.contains_key(&msg.user_id) {
+                return Err(ApiError::NotFound(format!(
+                    "User {} is not a member of room {}",
+                    msg.user_id, self.room_id
+                )));
+            }
+            if !msg.is_moderator
+                && self
+                    .members
+                    .iter()
+                    .all(|(&u, m)| u == msg.user_id || !m.is_moderator)
+            {
+                return Err(ApiError::Conflict(
+                    "The room would have no moderator left; appoint another first".into(),
+                ));
+            }
+            self.store
+                .set_moderator(self.room_id, msg.user_id, msg.is_moderator)?;
+            if let Some(m) = self.members.get_mut(&msg.user_id) {
+                m.is_moderator = msg.is_moderator;
+            }
+            self.store.log_change(&Change::Room {
+                room_id: self.room_id,
+            })?;
+            Ok(self
+                .room_updates(std::iter::once(msg.user_id))
+                .into_iter()
+                .map(|(u, p)| Delivery::User(u, p))
+                .collect())
+        })();
+        match result {
             Ok(deliveries) => self.commit(ctx, deliveries, ()),
             Err(e) => answer(Err(e)),
         }
@@ -759,6 +937,13 @@ pub struct RoomChange {
     pub display_name: Option<String>,
     pub is_archived: Option<bool>,
     pub members_may_leave: Option<bool>,
+    /// Administrators only: users created later join automatically.
+    pub auto_add_new_users: Option<bool>,
+    /// `true` turns the join link on (a fresh code if it was off); `false` turns it off.
+    pub join_by_link: Option<bool>,
+    /// `true` replaces the join code (the old link stops working).
+    #[serde(default)]
+    pub renew_join_link: bool,
 }
 
 /// Rename, archive or set options (moderators and administrators); members get `RoomUpdated`.
@@ -785,6 +970,7 @@ impl Handler<UpdateRoom> for RoomActor {
 #[rtype(result = "Result<TextMessage, ApiError>")]
 pub struct React {
     pub user_id: UserId,
+    pub is_admin: bool,
     pub message_id: MessageId,
     pub emoji: String,
     pub on: bool,
@@ -800,6 +986,12 @@ impl Handler<React> for RoomActor {
                 .message(msg.message_id)?
                 .filter(|m| m.room_id == self.room_id)
                 .ok_or_else(|| ApiError::message_not_found(msg.message_id))?;
+            let flag = Permission::in_thread(
+                Permission::CanReactToMessagesWithEmojiInMainThread,
+                Permission::CanReactToMessagesWithEmojiInDiscussion,
+                record.parent_message_id != 0,
+            );
+            self.require_permission(msg.user_id, msg.is_admin, flag, "react with emoji here")?;
             let changed =
                 self.store
                     .set_reaction(msg.message_id, msg.user_id, &msg.emoji, msg.on)?;
@@ -856,5 +1048,37 @@ impl Handler<AnnounceMessage> for RoomActor {
             }
             Err(e) => tracing::error!(room = self.room_id, "announcing message {}: {e}", msg.0),
         }
+    }
+}
+
+/// The flag for editing or deleting one's own message where `record` sits.
+fn edit_own_flag(record: &MessageRecord) -> Permission {
+    Permission::in_thread(
+        Permission::CanEditOrDeleteOwnMessagesInMainThread,
+        Permission::CanEditOrDeleteOwnMessagesInDiscussion,
+        record.parent_message_id != 0,
+    )
+}
+
+/// 403 unless the member holds `flag` in the room (moderators and administrators hold
+/// every flag); 403 for non-members too. Shared by the room actor and the API handlers
+/// that do not go through it (attachments).
+pub fn require_permission(
+    store: &Store,
+    room_id: RoomId,
+    user_id: UserId,
+    is_admin: bool,
+    flag: Permission,
+    what: &str,
+) -> Result<(), ApiError> {
+    match store.effective_permissions(room_id, user_id, is_admin)? {
+        None => Err(ApiError::Forbidden(format!(
+            "You are not a member of room {room_id}"
+        ))),
+        Some(p) if p.allows(flag) => Ok(()),
+        Some(_) => Err(ApiError::Forbidden(format!(
+            "You may not {what} in room {room_id} (permission {} is off)",
+            flag.name()
+        ))),
     }
 }

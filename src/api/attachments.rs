@@ -12,8 +12,10 @@ use super::auth::Authed;
 use super::error::ApiError;
 use super::rooms::visible_room;
 use super::{ok_json, AppState, State};
-use crate::actors::room::AnnounceMessage;
-use crate::storage::AttachmentRecord;
+use crate::actors::room::{require_permission, AnnounceMessage};
+use crate::model::Permission;
+use crate::storage::attachments::thumbnail_candidate;
+use crate::storage::{AttachmentRecord, MessageRecord};
 
 fn not_found(id: u64) -> ApiError {
     ApiError::NotFound(format!("Attachment {id} not found"))
@@ -33,22 +35,47 @@ fn visible_attachment(
     Ok(record)
 }
 
-/// Author, room moderator or administrator.
+/// Author (with `canAttachOrDeleteFilesInOwnMessagesIn…`), room moderator or administrator.
+/// Uploading also needs `canSendFilesIntoRoomIn…`: with it off no file enters the room.
 fn may_change_files(
     state: &AppState,
     auth: &Authed,
-    room_id: u64,
-    author: u64,
+    message: &MessageRecord,
+    uploading: bool,
 ) -> Result<(), ApiError> {
-    let member = state.store.member(room_id, auth.id())?;
+    let member = state.store.member(message.room_id, auth.id())?;
     let moderator = member.map(|m| m.is_moderator).unwrap_or(false);
-    if author == auth.id() || moderator || auth.user.is_admin {
-        Ok(())
-    } else {
-        Err(ApiError::Forbidden(
-            "Only the message's author, a room moderator or an administrator may attach or delete its files".into(),
-        ))
+    if moderator || auth.user.is_admin {
+        return Ok(());
     }
+    if message.user_id != auth.id() {
+        return Err(ApiError::Forbidden(
+            "Only the message's author, a room moderator or an administrator may attach or delete its files".into(),
+        ));
+    }
+    let comment = message.parent_message_id != 0;
+    let check = |flag, what| {
+        require_permission(&state.store, message.room_id, auth.id(), false, flag, what)
+    };
+    check(
+        Permission::in_thread(
+            Permission::CanAttachOrDeleteFilesInOwnMessagesInMainThread,
+            Permission::CanAttachOrDeleteFilesInOwnMessagesInDiscussion,
+            comment,
+        ),
+        "attach or delete files in your messages here",
+    )?;
+    if uploading {
+        check(
+            Permission::in_thread(
+                Permission::CanSendFilesIntoRoomInMainThread,
+                Permission::CanSendFilesIntoRoomInDiscussion,
+                comment,
+            ),
+            "send files",
+        )?;
+    }
+    Ok(())
 }
 
 fn clean_file_name(name: &str) -> Option<String> {
@@ -71,7 +98,7 @@ pub async fn upload(
         .message(message_id)?
         .ok_or_else(|| ApiError::message_not_found(message_id))?;
     visible_room(&state, &auth, message.room_id)?;
-    may_change_files(&state, &auth, message.room_id, message.user_id)?;
+    may_change_files(&state, &auth, &message, true)?;
 
     let max = state.limits.max_file_bytes;
     let quota = state.limits.user_quota_bytes;
@@ -172,6 +199,21 @@ pub async fn upload(
         ));
     }
     state.store.durable().await?;
+    // Thumbnails of images, one decode at a time (each may take tens of MiB while it runs).
+    for record in stored.iter_mut() {
+        if !thumbnail_candidate(&record.content_type, record.file_size) {
+            continue;
+        }
+        let _slot = state.thumbnail_slots.acquire().await;
+        let store = state.store.clone();
+        let copy = record.clone();
+        match web::block(move || store.make_thumbnail(&copy)).await {
+            Ok(Ok(made)) => record.has_thumbnail = made,
+            Ok(Err(e)) => tracing::error!("thumbnail: {e}"),
+            Err(e) => tracing::error!("thumbnail worker: {e}"),
+        }
+    }
+    state.store.durable().await?;
     state
         .room_actor(message.room_id)
         .await?
@@ -190,6 +232,32 @@ pub async fn metadata(
     let mut body = serde_json::to_value(record.to_api()).unwrap_or_default();
     body["httpStatusCode"] = json!(200);
     Ok(HttpResponse::Ok().json(body))
+}
+
+/// `GET /api/v1/thumbnails/{attachmentId}` (extension): the attachment's JPEG thumbnail
+/// (at most 256×256) when `hasThumbnail` is true; 404 otherwise.
+pub async fn thumbnail(
+    state: State,
+    auth: Authed,
+    path: web::Path<u64>,
+    req: HttpRequest,
+) -> Result<HttpResponse, ApiError> {
+    let record = visible_attachment(&state, &auth, path.into_inner())?;
+    let missing = || {
+        ApiError::NotFound(format!(
+            "Attachment {} has no thumbnail",
+            record.attachment_id
+        ))
+    };
+    if !record.has_thumbnail {
+        return Err(missing());
+    }
+    let file = actix_files::NamedFile::open(state.store.thumbnail_path(&record.content_hash))
+        .map_err(|_| missing())?;
+    Ok(file
+        .set_content_type(mime_guess::mime::IMAGE_JPEG)
+        .use_last_modified(false)
+        .into_response(&req))
 }
 
 /// A single byte range from a `Range` header; `Err` when it cannot be satisfied.
@@ -277,12 +345,11 @@ pub async fn delete(
     path: web::Path<u64>,
 ) -> Result<HttpResponse, ApiError> {
     let record = visible_attachment(&state, &auth, path.into_inner())?;
-    let author = state
+    let message = state
         .store
         .message(record.message_id)?
-        .map(|m| m.user_id)
-        .unwrap_or(record.user_id);
-    may_change_files(&state, &auth, record.room_id, author)?;
+        .ok_or_else(|| ApiError::message_not_found(record.message_id))?;
+    may_change_files(&state, &auth, &message, false)?;
     state.store.delete_attachment(&record)?;
     state.store.durable().await?;
     state

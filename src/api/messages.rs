@@ -102,23 +102,43 @@ fn visible_message(
     auth: &Authed,
     message_id: u64,
 ) -> Result<MessageRecord, ApiError> {
-    let record = state
-        .store
-        .message(message_id)?
-        .ok_or_else(|| ApiError::message_not_found(message_id))?;
+    let Some(record) = state.store.message(message_id)? else {
+        return Err(missing_message(state, auth, message_id)?);
+    };
     visible_room(state, auth, record.room_id)?;
     Ok(record)
+}
+
+/// 410 for a deleted message of a room the caller belongs to, 404 otherwise (strangers
+/// learn nothing from guessing ids).
+pub fn missing_message(
+    state: &AppState,
+    auth: &Authed,
+    message_id: u64,
+) -> Result<ApiError, ApiError> {
+    if let Some(t) = state.store.tombstone(message_id)? {
+        if state.store.member(t.room_id, auth.id())?.is_some() {
+            return Ok(ApiError::Gone(format!("Message {message_id} was deleted")));
+        }
+    }
+    Ok(ApiError::message_not_found(message_id))
 }
 
 /// Hands a validated message (or comment) to its room's actor; answers once it is durable.
 async fn post_through_room(
     state: &AppState,
     room_id: u64,
-    user_id: u64,
+    auth: &Authed,
     draft: NewMessage,
 ) -> Result<HttpResponse, ApiError> {
     let room = state.room_actor(room_id).await?;
-    let message = room.send(PostMessage { user_id, draft }).await??;
+    let message = room
+        .send(PostMessage {
+            user_id: auth.id(),
+            is_admin: auth.user.is_admin,
+            draft,
+        })
+        .await??;
     Ok(ok_json(
         json!({ "messageId": message.message_id, "message": message }),
     ))
@@ -150,7 +170,7 @@ pub async fn post(
 ) -> Result<HttpResponse, ApiError> {
     let room_id = path.into_inner();
     let draft = validate(&state, body.into_inner())?;
-    post_through_room(&state, room_id, auth.id(), draft).await
+    post_through_room(&state, room_id, &auth, draft).await
 }
 
 /// `GET /api/v1/messages/{messageId}` (extension)
@@ -171,10 +191,9 @@ pub async fn delete(
     path: web::Path<u64>,
 ) -> Result<HttpResponse, ApiError> {
     let message_id = path.into_inner();
-    let record = state
-        .store
-        .message(message_id)?
-        .ok_or_else(|| ApiError::message_not_found(message_id))?;
+    let Some(record) = state.store.message(message_id)? else {
+        return Err(missing_message(&state, &auth, message_id)?);
+    };
     let room = state.room_actor(record.room_id).await?;
     room.send(DeleteMessage {
         user_id: auth.id(),
@@ -231,7 +250,7 @@ pub async fn post_comment(
     let parent = visible_message(&state, &auth, path.into_inner())?;
     let mut draft = validate(&state, body.into_inner())?;
     draft.parent_message_id = Some(parent.message_id);
-    post_through_room(&state, parent.room_id, auth.id(), draft).await
+    post_through_room(&state, parent.room_id, &auth, draft).await
 }
 
 /// `PUT /api/v1/messages/{messageId}` (extension): edit the text (and optionally the model
@@ -300,6 +319,7 @@ pub async fn react(
     let message = room
         .send(React {
             user_id: auth.id(),
+            is_admin: auth.user.is_admin,
             message_id: record.message_id,
             emoji,
             on: add,

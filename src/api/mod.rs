@@ -10,6 +10,7 @@ pub mod error;
 pub mod events;
 pub mod health;
 pub mod messages;
+pub mod permissions;
 pub mod rooms;
 pub mod session;
 pub mod sync;
@@ -35,6 +36,8 @@ pub struct AppState {
     pub login_limiter: auth::LoginLimiter,
     /// Bounds concurrent argon2 work (each hash takes ~19 MiB and real CPU).
     pub hash_slots: tokio::sync::Semaphore,
+    /// Bounds concurrent thumbnail decoding (memory).
+    pub thumbnail_slots: tokio::sync::Semaphore,
     pub started: Instant,
 }
 
@@ -46,6 +49,7 @@ impl AppState {
             registry,
             limits,
             hash_slots: tokio::sync::Semaphore::new(2),
+            thumbnail_slots: tokio::sync::Semaphore::new(1),
             started: Instant::now(),
         }
     }
@@ -110,6 +114,7 @@ pub fn configure(cfg: &mut web::ServiceConfig, limits: &Limits, web_root: Option
             )
             .route("/rooms", web::get().to(rooms::list))
             .route("/rooms", web::post().to(rooms::create))
+            .route("/rooms/join", web::post().to(rooms::join))
             .route("/rooms/{roomId}", web::patch().to(rooms::update))
             .route("/rooms/{roomId}/leave", web::post().to(rooms::leave))
             .route("/rooms/{roomId}/pin", web::put().to(rooms::pin))
@@ -122,6 +127,10 @@ pub fn configure(cfg: &mut web::ServiceConfig, limits: &Limits, web_root: Option
                 web::delete().to(rooms::remove_member),
             )
             .route(
+                "/rooms/{roomId}/members/{userId}",
+                web::put().to(rooms::set_member_role),
+            )
+            .route(
                 "/rooms/{roomId}/avatar.jpg",
                 web::get().to(avatar::room_avatar),
             )
@@ -131,8 +140,14 @@ pub fn configure(cfg: &mut web::ServiceConfig, limits: &Limits, web_root: Option
             .route("/rooms/{roomId}/messages", web::post().to(messages::post))
             .route(
                 "/room-permissions/{roomId}",
-                web::get().to(rooms::permissions),
+                web::get().to(permissions::room),
             )
+            .route(
+                "/room-permissions/{roomId}",
+                web::put().to(permissions::set_room),
+            )
+            .route("/permissions", web::get().to(permissions::global))
+            .route("/permissions", web::put().to(permissions::set_global))
             .route("/messages/{messageId}", web::get().to(messages::get_one))
             .route("/messages/{messageId}", web::delete().to(messages::delete))
             .route("/messages/{messageId}", web::put().to(messages::edit))
@@ -163,6 +178,10 @@ pub fn configure(cfg: &mut web::ServiceConfig, limits: &Limits, web_root: Option
             .route(
                 "/attachments/{attachmentId}/{fileName}",
                 web::get().to(attachments::download),
+            )
+            .route(
+                "/thumbnails/{attachmentId}",
+                web::get().to(attachments::thumbnail),
             )
             .route("/sync", web::get().to(sync::sync))
             .route("/events", web::get().to(events::events))

@@ -8,8 +8,10 @@ use serde_json::json;
 use super::auth::Authed;
 use super::error::ApiError;
 use super::{ok_json, AppState, State};
-use crate::actors::room::{AddMember, AnnounceCreated, RemoveMember, RoomChange, UpdateRoom};
-use crate::model::{RoomPermissions, RoomType, UserId};
+use crate::actors::room::{
+    AddMember, AnnounceCreated, RemoveMember, RoomChange, SetModerator, UpdateRoom,
+};
+use crate::model::{RoomType, UserId};
 use crate::storage::RoomRecord;
 
 /// The room, if it exists and the user is a member (403 for a non-member, 404 if unknown).
@@ -154,24 +156,12 @@ pub async fn add_member(
         by: auth.id(),
         by_admin: auth.user.is_admin,
         user_id: body.user_id,
+        via_link: None,
     })
     .await??;
     Ok(ok_json(
         json!({ "roomId": room_id, "userId": body.user_id }),
     ))
-}
-
-/// `GET /api/v1/room-permissions/{roomId}`
-pub async fn permissions(
-    state: State,
-    auth: Authed,
-    path: web::Path<u64>,
-) -> Result<HttpResponse, ApiError> {
-    let room_id = path.into_inner();
-    visible_room(&state, &auth, room_id)?;
-    Ok(ok_json(json!({
-        "roomPermissions": { "roomId": room_id, "permissions": RoomPermissions::all_allowed() }
-    })))
 }
 
 /// `DELETE /api/v1/rooms/{roomId}/members/{userId}` (extension; moderators and
@@ -229,8 +219,82 @@ pub async fn update(
         .store
         .room(room_id)?
         .ok_or_else(|| ApiError::room_not_found(room_id))?;
-    let view = state.store.room_view(&record, auth.id())?;
+    let mut view = state.store.room_view(&record, auth.id())?;
+    // The caller may change the room, so they see its join code even as a non-member admin.
+    view.join_code = record.join_code.clone();
     Ok(ok_json(json!({ "roomId": room_id, "room": view })))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct JoinBody {
+    join_code: String,
+}
+
+/// `POST /api/v1/rooms/join` (extension): join a group room with the code of its join
+/// link. The caller becomes a member with the room's whole history (and gets `RoomCreated`).
+pub async fn join(
+    state: State,
+    auth: Authed,
+    body: web::Json<JoinBody>,
+) -> Result<HttpResponse, ApiError> {
+    let code = body.into_inner().join_code;
+    let not_found = || {
+        ApiError::NotFound(
+            "No room has this join link (it may have been turned off or renewed)".into(),
+        )
+    };
+    if code.is_empty() || code.len() > 64 {
+        return Err(not_found());
+    }
+    let room = state
+        .store
+        .room_by_join_code(&code)?
+        .ok_or_else(not_found)?;
+    state
+        .room_actor(room.room_id)
+        .await?
+        .send(AddMember {
+            by: auth.id(),
+            by_admin: false,
+            user_id: auth.id(),
+            via_link: Some(code),
+        })
+        .await??;
+    let view = state.store.room_view(&room, auth.id())?;
+    Ok(ok_json(json!({ "roomId": room.room_id, "room": view })))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct MemberRoleBody {
+    is_moderator: bool,
+}
+
+/// `PUT /api/v1/rooms/{roomId}/members/{userId}` (extension; moderators and
+/// administrators): `{"isModerator": bool}`. A room keeps at least one moderator.
+pub async fn set_member_role(
+    state: State,
+    auth: Authed,
+    path: web::Path<(u64, u64)>,
+    body: web::Json<MemberRoleBody>,
+) -> Result<HttpResponse, ApiError> {
+    let (room_id, user_id) = path.into_inner();
+    state
+        .room_actor(room_id)
+        .await?
+        .send(SetModerator {
+            by: auth.id(),
+            by_admin: auth.user.is_admin,
+            user_id,
+            is_moderator: body.is_moderator,
+        })
+        .await??;
+    Ok(ok_json(json!({
+        "roomId": room_id,
+        "userId": user_id,
+        "isModerator": body.is_moderator,
+    })))
 }
 
 #[derive(Deserialize)]

@@ -45,7 +45,7 @@ pub fn generate_password() -> String {
 /// `POST /api/v1/users` (extension, administrators only)
 pub async fn create(
     state: State,
-    _admin: Admin,
+    admin: Admin,
     body: web::Json<NewUser>,
 ) -> Result<HttpResponse, ApiError> {
     let NewUser {
@@ -83,6 +83,21 @@ pub async fn create(
         .store
         .create_user(&user_name, &display_name, hash, is_admin)?;
     state.store.durable().await?;
+    // Rooms every new user joins (room option `autoAddNewUsers`).
+    for room in state.store.rooms()? {
+        if room.auto_add_new_users && room.room_type == crate::model::RoomType::Public {
+            state
+                .room_actor(room.room_id)
+                .await?
+                .send(crate::actors::room::AddMember {
+                    by: admin.0.id(),
+                    by_admin: true,
+                    user_id: user.user_id,
+                    via_link: None,
+                })
+                .await??;
+        }
+    }
     let mut body = json!({ "userId": user.user_id, "user": user.to_api() });
     if generated {
         body["password"] = json!(password);

@@ -65,6 +65,10 @@ enum Command {
     Sync(SyncCmd),
     Download(DownloadCmd),
     Permissions(PermissionsCmd),
+    SetPermission(SetPermissionCmd),
+    Moderator(ModeratorCmd),
+    RoomOptions(RoomOptionsCmd),
+    Join(JoinCmd),
     Unread(UnreadCmd),
     Suspend(SuspendCmd),
     Reactivate(ReactivateCmd),
@@ -307,6 +311,76 @@ struct PermissionsCmd {
     /// room id or unique name
     #[argh(positional)]
     room: String,
+}
+
+/// set a permission: in a room (--room; moderators may only restrict), for one user in
+/// it (--room and --user), or server-wide (--global, administrators)
+#[derive(FromArgs)]
+#[argh(subcommand, name = "set-permission")]
+struct SetPermissionCmd {
+    /// room id or unique name
+    #[argh(option)]
+    room: Option<String>,
+    /// flag name, e.g. canSendMessagesInMainThread
+    #[argh(positional)]
+    flag: String,
+    /// on, off, or inherit (back to the level above)
+    #[argh(positional)]
+    value: String,
+    /// apply to this user only (id or name)
+    #[argh(option)]
+    user: Option<String>,
+    /// change the server-wide default instead (administrators)
+    #[argh(switch)]
+    global: bool,
+}
+
+/// make a member a moderator of a room, or take it back (--off)
+#[derive(FromArgs)]
+#[argh(subcommand, name = "moderator")]
+struct ModeratorCmd {
+    /// room id or unique name
+    #[argh(positional)]
+    room: String,
+    /// user id or name
+    #[argh(positional)]
+    user: String,
+    /// take the role away
+    #[argh(switch)]
+    off: bool,
+}
+
+/// change a room's options (moderators; --auto-add: administrators)
+#[derive(FromArgs)]
+#[argh(subcommand, name = "room-options")]
+struct RoomOptionsCmd {
+    /// room id or unique name
+    #[argh(positional)]
+    room: String,
+    /// join link: on, off or renew (prints the code)
+    #[argh(option)]
+    join_link: Option<String>,
+    /// add users created from now on: on or off
+    #[argh(option)]
+    auto_add: Option<String>,
+    /// members may leave: on or off
+    #[argh(option)]
+    members_may_leave: Option<String>,
+    /// archive: on or off
+    #[argh(option)]
+    archived: Option<String>,
+    /// new name
+    #[argh(option)]
+    name: Option<String>,
+}
+
+/// join a room with the code of its join link
+#[derive(FromArgs)]
+#[argh(subcommand, name = "join")]
+struct JoinCmd {
+    /// the join code
+    #[argh(positional)]
+    code: String,
 }
 
 /// show your rooms with unread messages
@@ -771,6 +845,116 @@ async fn run(cli: Cli) -> Result<(), ClientError> {
                 for (k, val) in map {
                     println!("{k}\t{val}");
                 }
+            }
+        }
+        Command::SetPermission(cmd) => {
+            let value = match cmd.value.as_str() {
+                "on" => json!(true),
+                "off" => json!(false),
+                "inherit" if !cmd.global => serde_json::Value::Null,
+                other => {
+                    return Err(ClientError::Usage(format!(
+                        "the value is on, off{} — not '{other}'",
+                        if cmd.global { "" } else { " or inherit" }
+                    )))
+                }
+            };
+            let v = if cmd.global {
+                c.set_global_permissions(json!({ cmd.flag.clone(): value }))
+                    .await?
+            } else {
+                let room = cmd
+                    .room
+                    .as_deref()
+                    .ok_or_else(|| ClientError::Usage("give --room ROOM, or --global".into()))?;
+                let room = c.resolve_room(room).await?;
+                let user = match &cmd.user {
+                    Some(u) => Some(c.resolve_user(u).await?),
+                    None => None,
+                };
+                c.set_room_permissions(room, user, json!({ cmd.flag.clone(): value }))
+                    .await?
+            };
+            println!("{v}");
+        }
+        Command::Moderator(cmd) => {
+            let room = c.resolve_room(&cmd.room).await?;
+            let user = c.resolve_user(&cmd.user).await?;
+            c.set_moderator(room, user, !cmd.off).await?;
+            if !cli.json {
+                println!(
+                    "user {user} is {} of room {room}",
+                    if cmd.off {
+                        "no longer a moderator"
+                    } else {
+                        "a moderator"
+                    }
+                );
+            }
+        }
+        Command::RoomOptions(cmd) => {
+            let room = c.resolve_room(&cmd.room).await?;
+            let on_off = |name: &str, v: &Option<String>| -> Result<Option<bool>, ClientError> {
+                match v.as_deref() {
+                    None => Ok(None),
+                    Some("on") => Ok(Some(true)),
+                    Some("off") => Ok(Some(false)),
+                    Some(o) => Err(ClientError::Usage(format!(
+                        "--{name} is on or off, not '{o}'"
+                    ))),
+                }
+            };
+            let mut change = serde_json::Map::new();
+            match cmd.join_link.as_deref() {
+                None => {}
+                Some("renew") => {
+                    change.insert("renewJoinLink".into(), json!(true));
+                }
+                other => {
+                    change.insert(
+                        "joinByLink".into(),
+                        json!(on_off("join-link", &other.map(str::to_string))?),
+                    );
+                }
+            }
+            for (key, name, v) in [
+                ("autoAddNewUsers", "auto-add", &cmd.auto_add),
+                (
+                    "membersMayLeave",
+                    "members-may-leave",
+                    &cmd.members_may_leave,
+                ),
+                ("isArchived", "archived", &cmd.archived),
+            ] {
+                if let Some(b) = on_off(name, v)? {
+                    change.insert(key.into(), json!(b));
+                }
+            }
+            if let Some(n) = &cmd.name {
+                change.insert("displayName".into(), json!(n));
+            }
+            let r = c
+                .update_room(room, serde_json::Value::Object(change))
+                .await?;
+            if cli.json {
+                println!("{}", json!(r));
+            } else {
+                println!(
+                    "room {}: {}; members may leave: {}; new users added: {}; join code: {}",
+                    r.room_id,
+                    r.display_name,
+                    r.members_may_leave,
+                    r.auto_add_new_users,
+                    r.join_code.as_deref().unwrap_or("(off)")
+                );
+            }
+        }
+        Command::Join(cmd) => {
+            let r = c.join(&cmd.code).await?;
+            if cli.json {
+                println!("{}", json!(r));
+            } else {
+                println!("joined room {} ({})", r.room_id, r.display_name);
             }
         }
         Command::Unread(_) => {

@@ -201,6 +201,34 @@ impl Client {
         Ok((status, value))
     }
 
+    /// Sends a request with any body and content type; returns the status and raw body.
+    pub async fn request_bytes(
+        &mut self,
+        method: awc::http::Method,
+        path: &str,
+        body: Option<(&str, Vec<u8>)>,
+    ) -> Result<(u16, bytes::Bytes), ClientError> {
+        let url = format!("{}{}", self.base, path);
+        let req = self.authorize(self.http.request(method, url));
+        let sent = match body {
+            Some((content_type, b)) => {
+                req.insert_header(("Content-Type", content_type))
+                    .send_body(b)
+                    .await
+            }
+            None => req.send().await,
+        };
+        let mut resp = sent.map_err(|e| self.trust.explain_failure(e.to_string()))?;
+        self.trust.record_if_new()?;
+        let status = resp.status().as_u16();
+        let bytes = resp
+            .body()
+            .limit(MAX_BODY)
+            .await
+            .map_err(|e| ClientError::Transport(e.to_string()))?;
+        Ok((status, bytes))
+    }
+
     async fn call(
         &mut self,
         method: awc::http::Method,
@@ -374,6 +402,59 @@ impl Client {
     }
 
     // ---- Confab extensions ---------------------------------------------------------------
+
+    /// `PUT /api/v1/permissions` (administrators): changes server-wide defaults.
+    pub async fn set_global_permissions(&mut self, flags: Value) -> Result<Value, ClientError> {
+        self.call(
+            awc::http::Method::PUT,
+            "/api/v1/permissions",
+            Some(json!({ "permissions": flags })),
+        )
+        .await
+    }
+
+    /// `PUT /api/v1/room-permissions/{roomId}`: flags to `true`, `false` or `null`
+    /// (inherit), for the room or one user in it.
+    pub async fn set_room_permissions(
+        &mut self,
+        room_id: u64,
+        user_id: Option<u64>,
+        flags: Value,
+    ) -> Result<Value, ClientError> {
+        let mut body = json!({ "permissions": flags });
+        if let Some(u) = user_id {
+            body["userId"] = json!(u);
+        }
+        self.call(
+            awc::http::Method::PUT,
+            &format!("/api/v1/room-permissions/{room_id}"),
+            Some(body),
+        )
+        .await
+    }
+
+    pub async fn set_moderator(
+        &mut self,
+        room_id: u64,
+        user_id: u64,
+        on: bool,
+    ) -> Result<(), ClientError> {
+        self.call(
+            awc::http::Method::PUT,
+            &format!("/api/v1/rooms/{room_id}/members/{user_id}"),
+            Some(json!({ "isModerator": on })),
+        )
+        .await
+        .map(|_| ())
+    }
+
+    /// Joins a room with its join code; returns the caller's view of it.
+    pub async fn join(&mut self, code: &str) -> Result<Room, ClientError> {
+        let v = self
+            .post("/api/v1/rooms/join", json!({ "joinCode": code }))
+            .await?;
+        Self::field(&v, "room")
+    }
 
     /// Creates a user (administrators); returns its id and the generated password if none
     /// was given.

@@ -32,6 +32,23 @@ pub struct AttachmentRecord {
     pub content_type: String,
     pub created_utc: u64,
     pub last_modified_utc: u64,
+    /// A JPEG thumbnail exists for the content (see [`Store::make_thumbnail`]).
+    #[serde(default)]
+    pub has_thumbnail: bool,
+}
+
+/// Thumbnails fit in a square of this many pixels.
+pub const THUMBNAIL_SIZE: u32 = 256;
+/// Images larger than this (bytes) get no thumbnail: decoding them costs too much memory.
+pub const THUMBNAIL_MAX_SOURCE: u64 = 50 << 20;
+
+/// Whether content of this type can get a thumbnail.
+pub fn thumbnail_candidate(content_type: &str, size: u64) -> bool {
+    size <= THUMBNAIL_MAX_SOURCE
+        && matches!(
+            content_type,
+            "image/png" | "image/jpeg" | "image/gif" | "image/webp"
+        )
 }
 
 impl AttachmentRecord {
@@ -43,11 +60,63 @@ impl AttachmentRecord {
             file_checksum: self.checksum.clone(),
             file_name: self.file_name.clone(),
             file_size: self.file_size,
-            has_thumbnail: false,
+            has_thumbnail: self.has_thumbnail,
             last_modified_utc: self.last_modified_utc,
             room_id: self.room_id,
             text_message_id: self.message_id,
         }
+    }
+}
+
+/// Decodes an image with bounded dimensions and allocation.
+fn decode_bounded(path: &Path) -> std::result::Result<image::DynamicImage, String> {
+    let mut reader = image::ImageReader::open(path)
+        .map_err(|e| e.to_string())?
+        .with_guessed_format()
+        .map_err(|e| e.to_string())?;
+    let mut limits = image::Limits::default();
+    limits.max_image_width = Some(12_000);
+    limits.max_image_height = Some(12_000);
+    limits.max_alloc = Some(200 << 20);
+    reader.limits(limits);
+    reader.decode().map_err(|e| e.to_string())
+}
+
+/// Deletes a file after overwriting its bytes with zeros (and syncing), so deleted content
+/// does not linger in the file's old blocks for someone reading the raw disk. The file is
+/// first renamed aside (atomic), so an upload of the same content right after is not
+/// touched; large files are overwritten on a background thread.
+pub(super) fn erase_file(path: &Path, aside_dir: &Path) {
+    let aside = aside_dir.join(format!("erase-{}", crate::api::auth::random_hex(8)));
+    if let Err(e) = std::fs::create_dir_all(aside_dir).and_then(|_| std::fs::rename(path, &aside)) {
+        if e.kind() != std::io::ErrorKind::NotFound {
+            tracing::error!("cannot erase {}: {e}", path.display());
+        }
+        return;
+    }
+    let aside_path = aside.clone();
+    let overwrite = move || {
+        let zero = || -> std::io::Result<()> {
+            let mut file = std::fs::OpenOptions::new().write(true).open(&aside_path)?;
+            let len = file.metadata()?.len();
+            let zeros = vec![0u8; 1 << 16];
+            let mut left = len;
+            while left > 0 {
+                let n = left.min(zeros.len() as u64) as usize;
+                file.write_all(&zeros[..n])?;
+                left -= n as u64;
+            }
+            file.sync_all()
+        };
+        if let Err(e) = zero().and_then(|_| std::fs::remove_file(&aside_path)) {
+            tracing::error!("cannot erase {}: {e}", aside_path.display());
+        }
+    };
+    let len = std::fs::metadata(&aside).map(|m| m.len()).unwrap_or(0);
+    if len < (1 << 20) {
+        overwrite();
+    } else {
+        std::thread::spawn(overwrite);
     }
 }
 
@@ -137,6 +206,7 @@ impl ContentWriter {
             content_type: content_type.to_string(),
             created_utc: now,
             last_modified_utc: now,
+            has_thumbnail: false,
         };
         store
             .attachmentid_attachment
@@ -229,14 +299,73 @@ impl Store {
                     (n > 1).then(|| pair(n - 1, size).to_vec())
                 })?;
         if left.is_none() {
-            let path = self.content_path(&record.content_hash);
-            if let Err(e) = std::fs::remove_file(&path) {
-                if e.kind() != std::io::ErrorKind::NotFound {
-                    tracing::error!("cannot remove {}: {e}", path.display());
-                }
+            for path in [
+                self.content_path(&record.content_hash),
+                self.thumbnail_path(&record.content_hash),
+            ] {
+                erase_file(&path, &self.content_dir.join("tmp"));
             }
         }
         Ok(())
+    }
+
+    /// Where the thumbnail of content with this SHA-256 lives.
+    pub fn thumbnail_path(&self, hash: &str) -> PathBuf {
+        self.content_dir
+            .join("thumbs")
+            .join(&hash[..2.min(hash.len())])
+            .join(format!("{hash}.jpg"))
+    }
+
+    /// Makes the JPEG thumbnail of an image attachment (once per content) and marks the
+    /// record. Blocking (decodes the image): run it off the async threads. Decoding is
+    /// bounded by the image library's limits, so a crafted "decompression bomb" fails
+    /// instead of taking the server's memory. Returns whether a thumbnail exists.
+    pub fn make_thumbnail(&self, record: &AttachmentRecord) -> Result<bool> {
+        if !thumbnail_candidate(&record.content_type, record.file_size) {
+            return Ok(false);
+        }
+        let thumb = self.thumbnail_path(&record.content_hash);
+        if !thumb.exists() {
+            let source = self.content_path(&record.content_hash);
+            let image = match decode_bounded(&source) {
+                Ok(image) => image,
+                Err(e) => {
+                    tracing::info!(
+                        attachment = record.attachment_id,
+                        "no thumbnail for {}: {e}",
+                        record.file_name
+                    );
+                    return Ok(false);
+                }
+            };
+            let small = image.thumbnail(THUMBNAIL_SIZE, THUMBNAIL_SIZE).to_rgb8();
+            let dir = thumb.parent().unwrap_or(&self.content_dir).to_path_buf();
+            std::fs::create_dir_all(&dir).map_err(|e| io_err("thumbnail folder", &dir, e))?;
+            let tmp = dir.join(format!(".{}.tmp", crate::api::auth::random_hex(8)));
+            let written = (|| -> std::result::Result<(), String> {
+                let mut file = File::create(&tmp).map_err(|e| e.to_string())?;
+                image::codecs::jpeg::JpegEncoder::new_with_quality(&mut file, 80)
+                    .encode_image(&small)
+                    .map_err(|e| e.to_string())?;
+                file.sync_all().map_err(|e| e.to_string())?;
+                std::fs::rename(&tmp, &thumb).map_err(|e| e.to_string())
+            })();
+            if let Err(e) = written {
+                let _ = std::fs::remove_file(&tmp);
+                return Err(StorageError::Corrupt {
+                    what: "thumbnail",
+                    detail: format!("{}: {e}", thumb.display()),
+                });
+            }
+        }
+        let mut updated = record.clone();
+        updated.has_thumbnail = true;
+        if self.attachment(record.attachment_id)?.is_some() {
+            self.attachmentid_attachment
+                .insert(be(record.attachment_id), encode(&updated))?;
+        }
+        Ok(true)
     }
 
     /// Removes uploads a crash interrupted.

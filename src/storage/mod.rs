@@ -19,6 +19,10 @@
 //! | `contenthash_refs` | SHA-256 (hex) of content | reference count ‖ size |
 //! | `changeseq_change` | sequence number | [`Change`] JSON (the sync log) |
 //! | `userid_quotaused` | user | bytes of attachments they uploaded (BE) |
+//! | `messageid_tombstone` | message | [`Tombstone`] JSON: what is left of a deleted message |
+//! | `setting_value` | name | server-wide settings (`global_permissions`: flag name → bool) |
+//! | `roomid_permissions` | room | [`PermissionLayer`] JSON (room level) |
+//! | `roomid_userid_permissions` | room ‖ user | [`PermissionLayer`] JSON (user level) |
 //! | `avatar_image` | `u`/`r` ‖ user or room id | content type, NUL, image bytes (≤ 1 MiB) |
 //!
 //! Attachment content itself lives in `<storage>/attachments/ab/abcdef…` (see
@@ -39,6 +43,7 @@ pub mod attachments;
 mod changes;
 mod commit;
 mod error;
+mod permissions;
 mod views;
 
 use std::fs::{File, OpenOptions};
@@ -52,6 +57,7 @@ pub use attachments::{AttachmentRecord, ContentWriter};
 pub use changes::Change;
 pub use commit::{CommitStats, GroupCommit};
 pub use error::StorageError;
+pub use permissions::PermissionLayer;
 
 use crate::model::{
     IssueProperties, MarkupType, MeetingProperties, MessageId, MessageType, Priority, Reaction,
@@ -106,10 +112,27 @@ pub struct RoomRecord {
     /// Members may leave the room themselves.
     #[serde(default = "yes")]
     pub members_may_leave: bool,
+    /// Users created later become members automatically.
+    #[serde(default)]
+    pub auto_add_new_users: bool,
+    /// Self-join by link: anyone holding this code may join (with the full history).
+    #[serde(default)]
+    pub join_code: Option<String>,
 }
 
 fn yes() -> bool {
     true
+}
+
+/// Kept for a deleted message so its id stays answerable ("deleted", 410) and the thread
+/// it sat in stays consistent; the text, reactions, receipts and files are gone.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub struct Tombstone {
+    pub room_id: RoomId,
+    pub parent_message_id: MessageId,
+    pub user_id: UserId,
+    pub created_utc: u64,
+    pub deleted_utc: u64,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize)]
@@ -273,6 +296,10 @@ pub struct Store {
     changeseq_change: sled::Tree,
     avatar_image: sled::Tree,
     userid_quotaused: sled::Tree,
+    setting_value: sled::Tree,
+    messageid_tombstone: sled::Tree,
+    roomid_permissions: sled::Tree,
+    roomid_userid_permissions: sled::Tree,
     next_change_seq: AtomicU64,
     content_dir: PathBuf,
     next_attachment_id: AtomicU64,
@@ -281,6 +308,49 @@ pub struct Store {
     next_message_id: AtomicU64,
     /// Serializes private-room creation so two concurrent requests make one room.
     private_rooms: std::sync::Mutex<()>,
+    /// Serializes read-modify-write of permission settings.
+    permissions: std::sync::Mutex<()>,
+}
+
+/// Rewrites `<dir>/db` with only its live records (sled's export and import), so deleted
+/// content no longer sits in old log segments. The caller holds the folder's lock. The new
+/// copy is complete and flushed before it replaces the old one; [`Store::open`] puts the
+/// old one back if a crash came between the two renames.
+pub fn compact(dir: &Path) -> Result<(u64, u64)> {
+    let db_path = dir.join("db");
+    let new_path = dir.join("db.compact");
+    let old_path = dir.join("db.old");
+    let open = |path: &Path| {
+        sled::Config::new()
+            .path(path)
+            .open()
+            .map_err(|source| StorageError::Open {
+                path: path.to_path_buf(),
+                source,
+            })
+    };
+    let io = |what: &'static str, path: &Path, e: std::io::Error| StorageError::Corrupt {
+        what,
+        detail: format!("{}: {e}", path.display()),
+    };
+    if new_path.exists() {
+        std::fs::remove_dir_all(&new_path).map_err(|e| io("compaction", &new_path, e))?;
+    }
+    let old = open(&db_path)?;
+    let before = old.size_on_disk()?;
+    let new = open(&new_path)?;
+    new.import(old.export());
+    new.flush()?;
+    let after = new.size_on_disk()?;
+    drop(old);
+    drop(new);
+    std::fs::rename(&db_path, &old_path).map_err(|e| io("compaction", &db_path, e))?;
+    std::fs::rename(&new_path, &db_path).map_err(|e| io("compaction", &new_path, e))?;
+    std::fs::remove_dir_all(&old_path).map_err(|e| io("compaction", &old_path, e))?;
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| io("compaction", dir, e))?;
+    Ok((before, after))
 }
 
 fn next_id_after_last(tree: &sled::Tree) -> Result<u64> {
@@ -295,6 +365,14 @@ impl Store {
     /// `cache_bytes` bounds sled's page cache.
     pub fn open(dir: &Path, cache_bytes: u64) -> Result<Store> {
         let db_path = dir.join("db");
+        let old_path = dir.join("db.old");
+        if !db_path.exists() && old_path.exists() {
+            // A compaction stopped between its renames: the old database is whole.
+            std::fs::rename(&old_path, &db_path).map_err(|e| StorageError::Corrupt {
+                what: "interrupted compaction",
+                detail: format!("{}: {e}", old_path.display()),
+            })?;
+        }
         let db = sled::Config::new()
             .path(&db_path)
             .cache_capacity(cache_bytes)
@@ -351,6 +429,10 @@ impl Store {
             changeseq_change: t("changeseq_change")?,
             avatar_image: t("avatar_image")?,
             userid_quotaused: t("userid_quotaused")?,
+            setting_value: t("setting_value")?,
+            messageid_tombstone: t("messageid_tombstone")?,
+            roomid_permissions: t("roomid_permissions")?,
+            roomid_userid_permissions: t("roomid_userid_permissions")?,
             next_change_seq: AtomicU64::new(0),
             content_dir: dir.join("attachments"),
             next_attachment_id: AtomicU64::new(0),
@@ -358,6 +440,7 @@ impl Store {
             next_room_id: AtomicU64::new(0),
             next_message_id: AtomicU64::new(0),
             private_rooms: std::sync::Mutex::new(()),
+            permissions: std::sync::Mutex::new(()),
             db,
         };
         store
@@ -554,6 +637,8 @@ impl Store {
             last_modified_utc: now,
             is_archived: false,
             members_may_leave: true,
+            auto_add_new_users: false,
+            join_code: None,
         };
         self.roomid_room.insert(be(room_id), encode(&record))?;
         for &user in members {
@@ -588,6 +673,33 @@ impl Store {
         self.roomid_room
             .insert(be(record.room_id), encode(record))?;
         Ok(())
+    }
+
+    /// Every room, in id order (for the few server-wide scans: auto-add, join codes).
+    pub fn rooms(&self) -> Result<Vec<RoomRecord>> {
+        self.roomid_room
+            .iter()
+            .map(|kv| decode("room", &kv?.1))
+            .collect()
+    }
+
+    /// The group room whose join link carries this code.
+    pub fn room_by_join_code(&self, code: &str) -> Result<Option<RoomRecord>> {
+        Ok(self
+            .rooms()?
+            .into_iter()
+            .find(|r| r.join_code.as_deref() == Some(code)))
+    }
+
+    /// Sets a member's moderator flag; false if they are not a member.
+    pub fn set_moderator(&self, room_id: RoomId, user_id: UserId, on: bool) -> Result<bool> {
+        let Some(mut m) = self.member(room_id, user_id)? else {
+            return Ok(false);
+        };
+        m.is_moderator = on;
+        self.roomid_userid_member
+            .insert(pair(room_id, user_id), encode(&m))?;
+        Ok(true)
     }
 
     /// Takes the user out of the room. Their messages stay; their read position stays too,
@@ -733,8 +845,25 @@ impl Store {
         for attachment in self.attachments_of(record.message_id)? {
             self.delete_attachment(&attachment)?;
         }
+        let tombstone = Tombstone {
+            room_id: record.room_id,
+            parent_message_id: record.parent_message_id,
+            user_id: record.user_id,
+            created_utc: record.created_utc,
+            deleted_utc: crate::now_ms(),
+        };
+        self.messageid_tombstone
+            .insert(be(record.message_id), encode(&tombstone))?;
         self.messageid_message.remove(be(record.message_id))?;
         Ok(())
+    }
+
+    /// What is left of a deleted message: where it was, never what it said.
+    pub fn tombstone(&self, message_id: MessageId) -> Result<Option<Tombstone>> {
+        self.messageid_tombstone
+            .get(be(message_id))?
+            .map(|v| decode("tombstone", &v))
+            .transpose()
     }
 
     /// Ids of the comments of a message, oldest first.

@@ -63,6 +63,9 @@ impl Store {
             is_pinned: self.is_pinned(user_id, room.room_id)?,
             last_message,
             discussion_message_id: None,
+            members_may_leave: room.members_may_leave,
+            auto_add_new_users: room.auto_add_new_users,
+            join_code: room.join_code.clone().filter(|_| is_moderator),
         })
     }
 }
