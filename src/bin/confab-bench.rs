@@ -57,6 +57,13 @@ struct Args {
     /// show deduplication), sampling the server's RSS
     #[argh(option, default = "0")]
     attachment_mb: u64,
+    /// instead of messages: upload this many distinct JPEG photos (--image-mp megapixels
+    /// each) and time the thumbnails, sampling the server's RSS
+    #[argh(option, default = "0")]
+    images: u32,
+    /// megapixels per image for --images
+    #[argh(option, default = "12")]
+    image_mp: u32,
 }
 
 fn epoch() -> Instant {
@@ -303,7 +310,9 @@ fn main() {
     epoch();
     let server = start_server(&args);
     let system = actix_rt::System::new();
-    let report = if args.attachment_mb > 0 {
+    let report = if args.images > 0 {
+        system.block_on(run_images(args.images, args.image_mp, &server))
+    } else if args.attachment_mb > 0 {
         system.block_on(run_attachment(args.attachment_mb, &server))
     } else {
         system.block_on(run(args.clone(), &server))
@@ -677,6 +686,100 @@ async fn run_attachment(mb: u64, server: &Server) -> serde_json::Value {
             "storageBytesBefore": disk_before,
             "storageBytesAfterFirstUpload": disk_after_one,
             "storageBytesAfterSameFileAgain": disk_after_two,
+        }
+    })
+}
+
+/// Uploads `count` distinct photo-sized JPEGs, one at a time; each upload is answered after
+/// its thumbnail is made, so the time per upload minus the time for a same-sized non-image
+/// upload is the thumbnail's cost.
+async fn run_images(count: u32, megapixels: u32, server: &Server) -> serde_json::Value {
+    let Some(pid) = server.child.as_ref().map(|c| c.id()) else {
+        return json!({ "error": "--images needs a server started by the bench (no --server)" });
+    };
+    let mut admin = Client::new(&server.addr, trust(server)).expect("client");
+    admin
+        .login("admin", &server.admin_password)
+        .await
+        .expect("login");
+    let room = admin.create_room("photos", &[]).await.expect("room");
+    let msg = admin
+        .send_text(room, "photos")
+        .await
+        .expect("message")
+        .message_id;
+    let width = ((megapixels as f64 * 1e6 * 4.0 / 3.0).sqrt()) as u32;
+    let height = width * 3 / 4;
+    let dir = std::env::temp_dir().join(format!("confab-bench-img-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let mut photos = Vec::new();
+    let mut x: u32 = 0x9E37_79B9;
+    for i in 0..count {
+        // Noise over a gradient: compresses like a photo, not like a flat test card.
+        let img = image::RgbImage::from_fn(width, height, |px, py| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            let n = (x & 31) as u8;
+            image::Rgb([
+                (px * 255 / width) as u8 ^ n,
+                (py * 255 / height) as u8 ^ n,
+                (i * 40) as u8 ^ n,
+            ])
+        });
+        let path = dir.join(format!("photo{i}.jpg"));
+        let mut out = std::io::BufWriter::new(std::fs::File::create(&path).expect("file"));
+        image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 85)
+            .encode_image(&img)
+            .expect("encode");
+        drop(out);
+        photos.push(path);
+    }
+    let bytes = std::fs::metadata(&photos[0]).map(|m| m.len()).unwrap_or(0);
+    // The same bytes under a name that is not an image: no thumbnail.
+    let plain = dir.join("photo0.bin");
+    std::fs::copy(&photos[0], &plain).expect("copy");
+    let t = Instant::now();
+    admin
+        .upload(msg, std::slice::from_ref(&plain), false)
+        .await
+        .expect("plain upload");
+    let plain_ms = t.elapsed().as_secs_f64() * 1e3;
+
+    let sampler = RssSampler::start(pid);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let rss_before = proc_status_kib(pid, "VmRSS:");
+    sampler.reset(rss_before);
+    let mut times = Vec::new();
+    let mut with_thumbnail = 0;
+    for p in &photos {
+        let t = Instant::now();
+        let up = admin
+            .upload(msg, std::slice::from_ref(p), false)
+            .await
+            .expect("upload");
+        times.push(t.elapsed().as_secs_f64() * 1e3);
+        with_thumbnail += up.iter().filter(|a| a.has_thumbnail).count();
+    }
+    let rss_peak = sampler.peak();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let rss_after = proc_status_kib(pid, "VmRSS:");
+    let _ = std::fs::remove_dir_all(&dir);
+    times.sort_by(|a, b| a.total_cmp(b));
+    let median = times[times.len() / 2];
+    json!({
+        "thumbnails": {
+            "images": count,
+            "pixels": format!("{width}x{height}"),
+            "jpegBytes": bytes,
+            "withThumbnail": with_thumbnail,
+            "uploadMsMedian": (median * 10.0).round() / 10.0,
+            "uploadMsMax": (times[times.len() - 1] * 10.0).round() / 10.0,
+            "sameBytesNoThumbnailMs": (plain_ms * 10.0).round() / 10.0,
+            "thumbnailMsMedian": ((median - plain_ms).max(0.0) * 10.0).round() / 10.0,
+            "serverRssBeforeKiB": rss_before,
+            "serverRssPeakKiB": rss_peak,
+            "serverRssAfterKiB": rss_after,
         }
     })
 }
