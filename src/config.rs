@@ -57,6 +57,13 @@ pub struct ServerArgs {
     /// attachment storage per user in MiB (default 0: no limit)
     #[argh(option, default = "0")]
     pub quota_mb: u64,
+    /// seconds between voice key renewals (default 60; the old key stays valid for a short
+    /// grace period: half of this, at most 5 s)
+    #[argh(option, default = "60")]
+    pub voice_key_rotation: u64,
+    /// threads relaying voice packets (default: the number of CPU cores)
+    #[argh(option)]
+    pub voice_threads: Option<usize>,
     #[argh(subcommand)]
     pub command: Option<crate::admin::AdminArgs>,
 }
@@ -87,6 +94,9 @@ pub struct ServerConfig {
     pub workers: usize,
     pub max_connections: usize,
     pub limits: Limits,
+    pub voice_rotation: std::time::Duration,
+    pub voice_grace: std::time::Duration,
+    pub voice_threads: usize,
 }
 
 /// Bounds on what a client may send or make the server hold.
@@ -179,6 +189,11 @@ impl ServerArgs {
             cache_bytes: self.cache_mb.max(1) * 1024 * 1024,
             workers: workers.max(1),
             max_connections: self.max_connections.max(1),
+            voice_rotation: std::time::Duration::from_secs(self.voice_key_rotation.max(1)),
+            voice_grace: std::time::Duration::from_millis(
+                (self.voice_key_rotation.max(1) * 500).min(5000),
+            ),
+            voice_threads: self.voice_threads.unwrap_or(workers).clamp(1, 64),
             limits: Limits {
                 max_file_bytes: self.max_file_mb.max(1) * 1024 * 1024,
                 user_quota_bytes: self.quota_mb * 1024 * 1024,

@@ -17,6 +17,7 @@ pub mod model;
 pub mod server;
 pub mod storage;
 pub mod tls;
+pub mod voice;
 
 /// Milliseconds since the Unix epoch, UTC: the unit of every timestamp in the API.
 pub fn now_ms() -> u64 {

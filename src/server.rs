@@ -6,15 +6,17 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use actix::Supervisor;
+use actix::{Actor, Supervisor};
 use actix_web::{middleware, web, App, HttpServer};
 
 use crate::actors::registry::Shutdown;
+use crate::actors::voice::{KeyRotation, VoiceConfig, VoiceHub};
 use crate::actors::Registry;
-use crate::api::{self, auth, AppState};
+use crate::api::{self, auth, AppState, VoiceHandle};
 use crate::config::ServerConfig;
 use crate::storage::{self, StorageError, Store};
 use crate::tls;
+use crate::voice::Router;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -100,10 +102,31 @@ pub async fn run(config: ServerConfig) -> Result<(), StartError> {
 
     let registry_store = store.clone();
     let registry = Supervisor::start(move |_| Registry::new(registry_store));
+    // Voice: the relay and its actors exist before the listener; the UDP socket is bound
+    // on the listener's port once that is known.
+    let router = Router::new();
+    let udp_port = Arc::new(std::sync::atomic::AtomicU16::new(0));
+    let voice_config = VoiceConfig {
+        udp_port: udp_port.clone(),
+        rotation: config.voice_rotation,
+        grace: config.voice_grace,
+    };
+    let (hub_store, hub_registry, hub_router) = (store.clone(), registry.clone(), router.clone());
+    let hub = VoiceHub::new(hub_store, hub_registry, hub_router, voice_config).start();
+    let rotation_hub = hub.clone();
+    let period = config.voice_rotation;
+    Supervisor::start(move |_| KeyRotation {
+        hub: rotation_hub,
+        period,
+    });
     let state = web::Data::new(AppState::new(
         store.clone(),
         registry.clone(),
         config.limits.clone(),
+        VoiceHandle {
+            hub,
+            router: router.clone(),
+        },
     ));
     let limits = config.limits.clone();
     let web_root = config.web_root.clone();
@@ -126,7 +149,18 @@ pub async fn run(config: ServerConfig) -> Result<(), StartError> {
         addr: config.listen.to_string(),
         source,
     })?;
-    for addr in server.addrs() {
+    let addrs = server.addrs();
+    for &addr in &addrs {
+        let udp = router
+            .start_udp(addr, config.voice_threads)
+            .map_err(|source| StartError::Bind {
+                addr: format!("{addr} (UDP, for voice)"),
+                source,
+            })?;
+        udp_port.store(udp.port(), std::sync::atomic::Ordering::Relaxed);
+        tracing::info!("voice on udp://{udp}");
+    }
+    for addr in addrs {
         tracing::info!(
             "listening on https://{addr} (storage {})",
             config.storage_dir.display()
@@ -151,6 +185,7 @@ pub async fn run(config: ServerConfig) -> Result<(), StartError> {
     });
 
     let result = server.await;
+    router.shutdown();
     store.flush()?;
     drop(lock);
     tracing::info!("stopped; storage flushed");

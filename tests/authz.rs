@@ -528,7 +528,10 @@ async fn three_permission_levels_restrict_and_moderators_cannot_grant() {
     .await;
     assert_eq!(status_of(ann.delete_attachment(att).await), 403);
     assert_eq!(
-        status_of(ann.upload(ann_msg.message_id, std::slice::from_ref(&f), false).await),
+        status_of(
+            ann.upload(ann_msg.message_id, std::slice::from_ref(&f), false)
+                .await
+        ),
         403
     );
     put_room_permissions(
@@ -539,7 +542,10 @@ async fn three_permission_levels_restrict_and_moderators_cannot_grant() {
     )
     .await;
     assert_eq!(
-        status_of(ann.upload(ann_msg.message_id, std::slice::from_ref(&f), false).await),
+        status_of(
+            ann.upload(ann_msg.message_id, std::slice::from_ref(&f), false)
+                .await
+        ),
         403
     );
     ann.delete_attachment(att)

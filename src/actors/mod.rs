@@ -11,6 +11,7 @@
 pub mod registry;
 pub mod room;
 pub mod session;
+pub mod voice;
 
 pub use registry::Registry;
 pub use room::RoomActor;

@@ -16,6 +16,7 @@ use tokio::sync::mpsc;
 use super::registry::{Connect, Disconnect, Registry};
 use super::Payload;
 use crate::model::UserId;
+use crate::voice::relay::VoiceOut;
 
 static NEXT_SESSION_ID: AtomicU64 = AtomicU64::new(1);
 
@@ -26,6 +27,8 @@ const WRITE_TIMEOUT: Duration = Duration::from_secs(20);
 /// What the writer task puts on the socket.
 enum Outbound {
     Text(Payload),
+    /// A voice packet (the TCP fallback).
+    Binary(bytes::Bytes),
     Ping,
 }
 
@@ -50,14 +53,16 @@ impl EventSession {
         registry: Addr<Registry>,
         queue: usize,
         max_frame: usize,
+        voice: Arc<crate::voice::Router>,
     ) -> Addr<EventSession> {
         let (out, mut rx) = mpsc::channel::<Outbound>(queue.max(1));
         let close_reason = Arc::new(Mutex::new(None));
         let last_seen_ms = Arc::new(AtomicU64::new(crate::now_ms()));
         let abandon = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let writer_abandon = abandon.clone();
+        let session_id = NEXT_SESSION_ID.fetch_add(1, Ordering::Relaxed);
         let addr = EventSession {
-            id: NEXT_SESSION_ID.fetch_add(1, Ordering::Relaxed),
+            id: session_id,
             user_id,
             registry,
             out,
@@ -85,6 +90,12 @@ impl EventSession {
                             _ => break,
                         }
                     }
+                    Some(Outbound::Binary(b)) => {
+                        match tokio::time::timeout(WRITE_TIMEOUT, writer_ws.binary(b)).await {
+                            Ok(Ok(())) => {}
+                            _ => break,
+                        }
+                    }
                     Some(Outbound::Ping) => {
                         if writer_ws.ping(b"").await.is_err() {
                             break;
@@ -101,6 +112,7 @@ impl EventSession {
 
         // Reader: client frames.
         let reader_addr = addr.clone();
+        let voice_out = addr.clone().recipient::<VoiceOut>();
         let mut stream = stream.max_frame_size(max_frame);
         let mut pong_ws = ws;
         actix_rt::spawn(async move {
@@ -116,7 +128,10 @@ impl EventSession {
                     Ok(WsMessage::Text(text)) => {
                         reader_addr.do_send(ClientFrame::Text(text.to_string()))
                     }
-                    Ok(WsMessage::Binary(_)) => reader_addr.do_send(ClientFrame::Binary),
+                    // Voice packets over TCP: straight to the relay, like a UDP datagram.
+                    Ok(WsMessage::Binary(bytes)) => {
+                        voice.handle_ws(bytes.to_vec(), session_id, voice_out.clone())
+                    }
                     Ok(_) => {}
                     Err(e) => {
                         reader_addr.do_send(CloseSession {
@@ -217,6 +232,15 @@ impl Handler<Deliver> for EventSession {
     }
 }
 
+impl Handler<VoiceOut> for EventSession {
+    type Result = ();
+    /// Voice is best effort: when the queue is full the packet is dropped (a late packet
+    /// is worthless), and the client is not disconnected for it.
+    fn handle(&mut self, msg: VoiceOut, _: &mut Context<Self>) {
+        let _ = self.out.try_send(Outbound::Binary(msg.0));
+    }
+}
+
 /// End the session with a close frame.
 #[derive(Message)]
 #[rtype(result = "()")]
@@ -240,18 +264,12 @@ impl Handler<CloseSession> for EventSession {
 #[rtype(result = "()")]
 enum ClientFrame {
     Text(String),
-    Binary,
 }
 
 impl Handler<ClientFrame> for EventSession {
     type Result = ();
     fn handle(&mut self, msg: ClientFrame, ctx: &mut Context<Self>) {
         match msg {
-            ClientFrame::Binary => self.send_error(
-                ctx,
-                400,
-                "Binary frames are not accepted on the event stream",
-            ),
             ClientFrame::Text(text) => {
                 let parsed: Result<serde_json::Value, _> = serde_json::from_str(&text);
                 match parsed {

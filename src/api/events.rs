@@ -22,6 +22,7 @@ pub async fn events(
         state.registry.clone(),
         state.limits.session_queue,
         state.limits.max_ws_frame,
+        state.voice.router.clone(),
     );
     Ok(response)
 }

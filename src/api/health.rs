@@ -24,6 +24,10 @@ pub async fn server_health(state: State, _auth: Authed) -> Result<HttpResponse, 
         "durableWrites": commits.requests.load(Ordering::Relaxed),
         "fsyncs": commits.flushes.load(Ordering::Relaxed),
         "residentMemoryBytes": resident_memory_bytes(),
+        "voice": {
+            "participants": state.voice.router.participant_count(),
+            "packets": state.voice.router.stats.to_json(),
+        },
     })))
 }
 

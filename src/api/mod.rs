@@ -15,6 +15,7 @@ pub mod rooms;
 pub mod session;
 pub mod sync;
 pub mod users;
+pub mod voice;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -39,10 +40,23 @@ pub struct AppState {
     /// Bounds concurrent thumbnail decoding (memory).
     pub thumbnail_slots: tokio::sync::Semaphore,
     pub started: Instant,
+    pub voice: VoiceHandle,
+}
+
+/// What the API needs of voice: the hub (channels) and the relay (its counters).
+#[derive(Clone)]
+pub struct VoiceHandle {
+    pub hub: Addr<crate::actors::voice::VoiceHub>,
+    pub router: Arc<crate::voice::Router>,
 }
 
 impl AppState {
-    pub fn new(store: Arc<Store>, registry: Addr<Registry>, limits: Limits) -> Self {
+    pub fn new(
+        store: Arc<Store>,
+        registry: Addr<Registry>,
+        limits: Limits,
+        voice: VoiceHandle,
+    ) -> Self {
         AppState {
             login_limiter: auth::LoginLimiter::new(limits.login_failures, limits.login_window_secs),
             store,
@@ -51,6 +65,7 @@ impl AppState {
             hash_slots: tokio::sync::Semaphore::new(2),
             thumbnail_slots: tokio::sync::Semaphore::new(1),
             started: Instant::now(),
+            voice,
         }
     }
 
@@ -183,6 +198,9 @@ pub fn configure(cfg: &mut web::ServiceConfig, limits: &Limits, web_root: Option
                 "/thumbnails/{attachmentId}",
                 web::get().to(attachments::thumbnail),
             )
+            .route("/rooms/{roomId}/voice", web::post().to(voice::join))
+            .route("/rooms/{roomId}/voice", web::delete().to(voice::leave))
+            .route("/rooms/{roomId}/voice", web::get().to(voice::participants))
             .route("/sync", web::get().to(sync::sync))
             .route("/events", web::get().to(events::events))
             .default_service(web::to(api_not_found)),

@@ -15,6 +15,7 @@ use super::error::ApiError;
 use super::{ok_json, AppState, State};
 use crate::actors::event_payload;
 use crate::actors::registry::{Broadcast, DeliverEach};
+use crate::actors::voice::Recheck;
 use crate::model::{Permission, UserId};
 use crate::storage::PermissionLayer;
 
@@ -60,6 +61,7 @@ pub async fn set_global(
         p
     };
     state.store.durable().await?;
+    state.voice.hub.do_send(Recheck(None));
     tracing::info!(by = admin.0.id(), "global permissions changed");
     Ok(ok_json(json!({ "permissions": permissions })))
 }
@@ -199,6 +201,7 @@ pub async fn set_room(
         layer
     };
     state.store.durable().await?;
+    state.voice.hub.do_send(Recheck(Some(room_id)));
     let payload = event_payload(
         "RoomPermissionsChanged",
         json!({ "roomId": room_id, "userId": user_id }),

@@ -11,6 +11,7 @@ use super::{ok_json, AppState, State};
 use crate::actors::room::{
     AddMember, AnnounceCreated, RemoveMember, RoomChange, SetModerator, UpdateRoom,
 };
+use crate::actors::voice::Recheck;
 use crate::model::{RoomType, UserId};
 use crate::storage::RoomRecord;
 
@@ -179,6 +180,8 @@ pub async fn remove_member(
         user_id,
     })
     .await??;
+    // Out of the room, out of its voice channel (keys erased).
+    state.voice.hub.do_send(Recheck(Some(room_id)));
     Ok(ok_json(json!({ "roomId": room_id, "userId": user_id })))
 }
 
@@ -196,6 +199,7 @@ pub async fn leave(
         user_id: auth.id(),
     })
     .await??;
+    state.voice.hub.do_send(Recheck(Some(room_id)));
     Ok(ok_json(json!({ "roomId": room_id })))
 }
 

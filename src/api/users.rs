@@ -133,6 +133,8 @@ pub async fn suspend(
             reason: "account suspended".into(),
         })
         .await?;
+    // Dropped from every voice channel at once, keys erased.
+    state.voice.hub.do_send(crate::actors::voice::Recheck(None));
     Ok(ok_json(
         json!({ "user": user.to_api(), "closedEventStreams": closed }),
     ))

@@ -69,6 +69,7 @@ enum Command {
     Moderator(ModeratorCmd),
     RoomOptions(RoomOptionsCmd),
     Join(JoinCmd),
+    Voice(VoiceCmd),
     Unread(UnreadCmd),
     Suspend(SuspendCmd),
     Reactivate(ReactivateCmd),
@@ -372,6 +373,36 @@ struct RoomOptionsCmd {
     /// new name
     #[argh(option)]
     name: Option<String>,
+}
+
+/// join a room's voice channel, send synthetic frames and print what arrived (JSON)
+#[derive(FromArgs)]
+#[argh(subcommand, name = "voice")]
+struct VoiceCmd {
+    /// room id or unique name
+    #[argh(positional)]
+    room: String,
+    /// how long to send, in seconds (default 5)
+    #[argh(option, default = "5.0")]
+    duration: f64,
+    /// packets per second (default 50)
+    #[argh(option, default = "50")]
+    pps: u32,
+    /// payload bytes per packet (default 80, at least 16)
+    #[argh(option, default = "80")]
+    payload: usize,
+    /// voice inside the event WebSocket instead of UDP
+    #[argh(switch)]
+    tcp: bool,
+    /// aes-256-gcm (default) or chacha20-poly1305
+    #[argh(option, default = "String::from(\"aes-256-gcm\")")]
+    cipher: String,
+    /// join to listen only
+    #[argh(switch)]
+    listen_only: bool,
+    /// keep listening this many seconds after the last send (default 0.7)
+    #[argh(option, default = "0.7")]
+    drain: f64,
 }
 
 /// join a room with the code of its join link
@@ -948,6 +979,31 @@ async fn run(cli: Cli) -> Result<(), ClientError> {
                     r.join_code.as_deref().unwrap_or("(off)")
                 );
             }
+        }
+        Command::Voice(cmd) => {
+            let room = c.resolve_room(&cmd.room).await?;
+            let cipher = confab::voice::CipherKind::from_name(&cmd.cipher).ok_or_else(|| {
+                ClientError::Usage(format!(
+                    "--cipher is aes-256-gcm or chacha20-poly1305, not '{}'",
+                    cmd.cipher
+                ))
+            })?;
+            if !(cmd.duration.is_finite() && cmd.duration >= 0.0 && cmd.drain >= 0.0) {
+                return Err(ClientError::Usage(
+                    "--duration and --drain are seconds".into(),
+                ));
+            }
+            let opts = confab::client::voice::VoiceOptions {
+                duration: std::time::Duration::from_secs_f64(cmd.duration),
+                packets_per_second: cmd.pps.clamp(1, 10_000),
+                payload: cmd.payload,
+                tcp: cmd.tcp,
+                cipher,
+                listen_only: cmd.listen_only,
+                drain: std::time::Duration::from_secs_f64(cmd.drain),
+            };
+            let report = confab::client::voice::run(&mut c, room, &opts).await?;
+            println!("{report}");
         }
         Command::Join(cmd) => {
             let r = c.join(&cmd.code).await?;

@@ -6,6 +6,7 @@ pub mod local;
 mod multipart;
 pub use multipart::sha1_of;
 pub mod trust;
+pub mod voice;
 
 use std::time::Duration;
 
@@ -786,6 +787,39 @@ impl Client {
             .ok_or_else(|| ClientError::Usage(format!("no user named '{user}'")))
     }
 
+    /// The server's host name or address, as given.
+    pub fn host(&self) -> &str {
+        let rest = self.base.trim_start_matches("https://");
+        match rest.rsplit_once(':') {
+            Some((h, _)) => h.trim_matches(|c| c == '[' || c == ']'),
+            None => rest,
+        }
+    }
+
+    /// `POST /api/v1/rooms/{roomId}/voice` (extension): joins the room's voice channel.
+    pub async fn join_voice(
+        &mut self,
+        room_id: u64,
+        cipher: &str,
+        listen_only: bool,
+    ) -> Result<Value, ClientError> {
+        self.post(
+            &format!("/api/v1/rooms/{room_id}/voice"),
+            json!({ "cipher": cipher, "listenOnly": listen_only }),
+        )
+        .await
+    }
+
+    pub async fn leave_voice(&mut self, room_id: u64) -> Result<(), ClientError> {
+        self.call(
+            awc::http::Method::DELETE,
+            &format!("/api/v1/rooms/{room_id}/voice"),
+            None,
+        )
+        .await
+        .map(|_| ())
+    }
+
     /// Opens the event stream (`/api/v1/events`).
     pub async fn events(&mut self) -> Result<EventStream, ClientError> {
         let url = format!("{}/api/v1/events", self.base);
@@ -838,6 +872,13 @@ fn page_query(cursor: Option<u64>, limit: Option<usize>, direction: Option<Direc
 /// The event WebSocket: server events, one at a time.
 pub struct EventStream {
     framed: Framed<awc::BoxedSocket, ws::Codec>,
+}
+
+/// What arrives on the event stream.
+pub enum Incoming {
+    Event(ServerEvent),
+    Binary(bytes::Bytes),
+    Closed,
 }
 
 /// Why an event stream ended.
@@ -903,6 +944,30 @@ impl EventStream {
                     let _ = self.framed.send(ws::Message::Pong(p)).await;
                 }
                 ws::Frame::Close(_) => return Ok(None),
+                _ => {}
+            }
+        }
+    }
+
+    /// The next event or binary frame (voice over the TCP fallback); `Incoming::Closed`
+    /// when the server closed the stream.
+    pub async fn next_incoming(&mut self) -> Result<Incoming, ClientError> {
+        loop {
+            let frame = match self.framed.next().await {
+                None => return Ok(Incoming::Closed),
+                Some(f) => f.map_err(|e| ClientError::Transport(e.to_string()))?,
+            };
+            match frame {
+                ws::Frame::Text(bytes) => {
+                    return serde_json::from_slice(&bytes)
+                        .map(Incoming::Event)
+                        .map_err(|e| ClientError::Decode(format!("event is not JSON: {e}")));
+                }
+                ws::Frame::Binary(bytes) => return Ok(Incoming::Binary(bytes)),
+                ws::Frame::Ping(p) => {
+                    let _ = self.framed.send(ws::Message::Pong(p)).await;
+                }
+                ws::Frame::Close(_) => return Ok(Incoming::Closed),
                 _ => {}
             }
         }

@@ -1,0 +1,524 @@
+//! Voice actors. `VoiceHub` (one, beside the registry) maps rooms to running
+//! `VoiceChannel` actors and starts each under a `Supervisor`. A `VoiceChannel` owns one
+//! room's participants: it admits them (per the room's intercom permissions), renews their
+//! keys when the `KeyRotation` timer says so, erases expired keys, drops anyone who left,
+//! was removed, suspended or lost the permission, and announces joins, leaves, talking and
+//! new keys on the event streams. The relay itself (`crate::voice::relay`) reads the
+//! participants these actors publish and never changes membership.
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+use serde_json::json;
+
+use super::event_payload;
+use super::registry::{DeliverEach, Registry};
+use crate::api::error::ApiError;
+use crate::model::{Permission, RoomId, UserId};
+use crate::storage::Store;
+use crate::voice::relay::{ChannelShared, Participant, Router, TalkingStarted, TALK_GAP_MS};
+use crate::voice::CipherKind;
+
+/// How voice is configured for this server run.
+#[derive(Clone)]
+pub struct VoiceConfig {
+    /// Set once the listener is bound (the port may have been chosen by the system).
+    pub udp_port: Arc<std::sync::atomic::AtomicU16>,
+    pub rotation: Duration,
+    pub grace: Duration,
+}
+
+/// What a participant learns when joining.
+#[derive(Debug, Clone, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct JoinInfo {
+    pub room_id: RoomId,
+    pub participant_id: u32,
+    pub udp_port: u16,
+    pub cipher: &'static str,
+    pub key_epoch: u32,
+    /// 32 bytes, hex. Sent only over this TLS connection; never stored or logged.
+    pub key: String,
+    pub can_talk: bool,
+    pub can_listen: bool,
+    pub key_rotation_seconds: u64,
+    pub key_grace_ms: u64,
+    pub participants: Vec<serde_json::Value>,
+}
+
+pub struct VoiceHub {
+    store: Arc<Store>,
+    registry: Addr<Registry>,
+    router: Arc<Router>,
+    config: VoiceConfig,
+    channels: HashMap<RoomId, Addr<VoiceChannel>>,
+}
+
+impl VoiceHub {
+    pub fn new(
+        store: Arc<Store>,
+        registry: Addr<Registry>,
+        router: Arc<Router>,
+        config: VoiceConfig,
+    ) -> Self {
+        VoiceHub {
+            store,
+            registry,
+            router,
+            config,
+            channels: HashMap::new(),
+        }
+    }
+
+    fn running(&self) -> impl Iterator<Item = &Addr<VoiceChannel>> {
+        self.channels.values().filter(|a| a.connected())
+    }
+}
+
+impl Actor for VoiceHub {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        self.router
+            .set_talking_recipient(ctx.address().recipient::<TalkingStarted>());
+        ctx.run_interval(Duration::from_secs(10), |act, _| {
+            act.channels.retain(|_, a| a.connected());
+        });
+    }
+}
+
+/// The channel actor of a room, started on demand.
+#[derive(Message)]
+#[rtype(result = "Addr<VoiceChannel>")]
+pub struct GetChannel(pub RoomId);
+
+impl Handler<GetChannel> for VoiceHub {
+    type Result = Addr<VoiceChannel>;
+    fn handle(&mut self, GetChannel(room_id): GetChannel, ctx: &mut Context<Self>) -> Self::Result {
+        if let Some(a) = self.channels.get(&room_id) {
+            if a.connected() {
+                return a.clone();
+            }
+        }
+        let (store, registry, router, config) = (
+            self.store.clone(),
+            self.registry.clone(),
+            self.router.clone(),
+            self.config.clone(),
+        );
+        let hub = ctx.address();
+        let addr = Supervisor::start(move |_| VoiceChannel {
+            room_id,
+            hub,
+            store,
+            registry,
+            router,
+            config,
+            shared: Arc::new(ChannelShared {
+                room_id,
+                members: std::sync::RwLock::new(Vec::new()),
+            }),
+            idle_ticks: 0,
+        });
+        self.channels.insert(room_id, addr.clone());
+        addr
+    }
+}
+
+impl Handler<TalkingStarted> for VoiceHub {
+    type Result = ();
+    fn handle(&mut self, msg: TalkingStarted, _: &mut Context<Self>) {
+        if let Some(a) = self.channels.get(&msg.room_id) {
+            a.do_send(msg);
+        }
+    }
+}
+
+/// A channel that became empty: forget it (unless a new one already took its place).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct ChannelIdle(pub RoomId, pub Addr<VoiceChannel>);
+
+impl Handler<ChannelIdle> for VoiceHub {
+    type Result = ();
+    fn handle(&mut self, ChannelIdle(room, addr): ChannelIdle, _: &mut Context<Self>) {
+        if self.channels.get(&room) == Some(&addr) {
+            self.channels.remove(&room);
+        }
+    }
+}
+
+/// Re-evaluate who may stay: after a removal, a suspension or a permission change. In one
+/// room (`Some`) or everywhere.
+#[derive(Message, Clone, Copy)]
+#[rtype(result = "()")]
+pub struct Recheck(pub Option<RoomId>);
+
+impl Handler<Recheck> for VoiceHub {
+    type Result = ();
+    fn handle(&mut self, msg: Recheck, _: &mut Context<Self>) {
+        match msg.0 {
+            Some(room) => {
+                if let Some(a) = self.channels.get(&room) {
+                    a.do_send(msg);
+                }
+            }
+            None => self.running().for_each(|a| a.do_send(msg)),
+        }
+    }
+}
+
+/// Renew every participant's key (from the rotation timer).
+#[derive(Message, Clone, Copy)]
+#[rtype(result = "()")]
+pub struct RotateKeys;
+
+impl Handler<RotateKeys> for VoiceHub {
+    type Result = ();
+    fn handle(&mut self, _: RotateKeys, _: &mut Context<Self>) {
+        self.running().for_each(|a| a.do_send(RotateKeys));
+    }
+}
+
+/// The key-rotation timer: every `period` it tells the hub to renew all keys. Supervised,
+/// so a crash restarts the timer.
+pub struct KeyRotation {
+    pub hub: Addr<VoiceHub>,
+    pub period: Duration,
+}
+
+impl Actor for KeyRotation {
+    type Context = Context<Self>;
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.run_interval(self.period, |act, _| act.hub.do_send(RotateKeys));
+    }
+}
+
+impl Supervised for KeyRotation {}
+
+pub struct VoiceChannel {
+    room_id: RoomId,
+    hub: Addr<VoiceHub>,
+    store: Arc<Store>,
+    registry: Addr<Registry>,
+    router: Arc<Router>,
+    config: VoiceConfig,
+    shared: Arc<ChannelShared>,
+    /// Ticks in a row with nobody in the channel (it stops after a few).
+    idle_ticks: u32,
+}
+
+impl VoiceChannel {
+    fn members(&self) -> Vec<Arc<Participant>> {
+        self.shared
+            .members
+            .read()
+            .map(|m| m.clone())
+            .unwrap_or_default()
+    }
+
+    /// Every user with a participant here, plus `extra`, gets the event.
+    fn announce(&self, kind: &str, data: serde_json::Value, extra: Option<UserId>) {
+        let payload = event_payload(kind, data);
+        let mut users: Vec<UserId> = self.members().iter().map(|p| p.user_id).collect();
+        users.extend(extra);
+        users.sort_unstable();
+        users.dedup();
+        self.registry.do_send(DeliverEach(
+            users.into_iter().map(|u| (u, payload.clone())).collect(),
+        ));
+    }
+
+    /// Takes a participant out: off the routing table and the channel; its keys are erased
+    /// when the last reference (a relay thread mid-packet at most) goes.
+    fn remove(&mut self, id: u32, reason: &str) -> Option<UserId> {
+        let removed = self.router.remove(id);
+        if let Ok(mut m) = self.shared.members.write() {
+            m.retain(|p| p.id != id);
+        }
+        let p = removed?;
+        self.announce(
+            "VoiceParticipantLeft",
+            json!({ "roomId": self.room_id, "participantId": id, "userId": p.user_id, "reason": reason }),
+            Some(p.user_id),
+        );
+        Some(p.user_id)
+    }
+
+    /// (can join, can talk, can listen) for a user now.
+    fn rights(&self, user_id: UserId) -> Result<Option<(bool, bool)>, ApiError> {
+        let Some(user) = self.store.user(user_id)? else {
+            return Ok(None);
+        };
+        if user.status != crate::model::UserStatus::Active {
+            return Ok(None);
+        }
+        let Some(p) = self
+            .store
+            .effective_permissions(self.room_id, user_id, user.is_admin)?
+        else {
+            return Ok(None);
+        };
+        let talk = p.allows(Permission::CanIntercomTalk);
+        let listen = p.allows(Permission::CanIntercomListen);
+        if !p.allows(Permission::CanUseIntercom) || !(talk || listen) {
+            return Ok(None);
+        }
+        Ok(Some((talk, listen)))
+    }
+
+    /// An empty channel hands its address back to the hub and stops; the supervisor then
+    /// has nothing left to restart for.
+    fn stop_if_empty(&self, ctx: &mut Context<Self>) {
+        if self.members().is_empty() {
+            self.hub.do_send(ChannelIdle(self.room_id, ctx.address()));
+            ctx.stop();
+        }
+    }
+}
+
+impl Actor for VoiceChannel {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        // Erase expired keys and notice talkers who went quiet.
+        ctx.run_interval(Duration::from_millis(200), |act, ctx| {
+            let now = crate::now_ms();
+            // An empty channel (someone only listed it, or everyone left) goes after ~10 s.
+            if act.members().is_empty() {
+                act.idle_ticks += 1;
+                if act.idle_ticks > 50 {
+                    act.stop_if_empty(ctx);
+                }
+                return;
+            }
+            act.idle_ticks = 0;
+            for p in act.members() {
+                p.expire_previous();
+                let last = p.last_voice_ms.load(Ordering::Relaxed);
+                if p.talking.load(Ordering::Relaxed) && now.saturating_sub(last) > TALK_GAP_MS {
+                    p.talking.store(false, Ordering::Relaxed);
+                    act.announce(
+                        "VoiceTalking",
+                        json!({ "roomId": act.room_id, "participantId": p.id, "userId": p.user_id, "talking": false }),
+                        None,
+                    );
+                }
+            }
+        });
+    }
+
+    fn stopping(&mut self, _: &mut Context<Self>) -> Running {
+        // Stopping for good (empty): make sure nothing is left in the routing table.
+        for p in self.members() {
+            self.router.remove(p.id);
+        }
+        Running::Stop
+    }
+}
+
+impl Supervised for VoiceChannel {
+    /// After a crash the participants' state cannot be trusted: drop them all (their keys
+    /// are erased) and tell each to join again.
+    fn restarting(&mut self, _: &mut Context<Self>) {
+        let members = self.members();
+        if members.is_empty() {
+            return; // an idle channel that stopped: nothing to recover
+        }
+        tracing::warn!(
+            room = self.room_id,
+            "voice channel restarting; participants must re-join"
+        );
+        for p in &members {
+            self.router.remove(p.id);
+        }
+        if let Ok(mut m) = self.shared.members.write() {
+            m.clear();
+        }
+        let payload = event_payload("VoiceRejoin", json!({ "roomId": self.room_id }));
+        let mut users: Vec<UserId> = members.iter().map(|p| p.user_id).collect();
+        users.dedup();
+        self.registry.do_send(DeliverEach(
+            users.into_iter().map(|u| (u, payload.clone())).collect(),
+        ));
+    }
+}
+
+/// Join the channel.
+#[derive(Message)]
+#[rtype(result = "Result<JoinInfo, ApiError>")]
+pub struct Join {
+    pub user_id: UserId,
+    pub cipher: CipherKind,
+    /// Join to listen only, even if allowed to talk.
+    pub listen_only: bool,
+}
+
+impl Handler<Join> for VoiceChannel {
+    type Result = Result<JoinInfo, ApiError>;
+    fn handle(&mut self, msg: Join, _: &mut Context<Self>) -> Self::Result {
+        let Some((talk, listen)) = self.rights(msg.user_id)? else {
+            return Err(ApiError::Forbidden(format!(
+                "You may not use the voice channel of room {} (permission canUseIntercom, and canIntercomTalk or canIntercomListen)",
+                self.room_id
+            )));
+        };
+        let talk = talk && !msg.listen_only;
+        let id = self.router.next_participant_id();
+        let p = Arc::new(Participant::new(
+            id,
+            msg.user_id,
+            self.shared.clone(),
+            msg.cipher,
+            talk,
+            listen,
+        ));
+        let (epoch, key) = p
+            .current_key()
+            .ok_or_else(|| ApiError::Internal("voice key unavailable".into()))?;
+        let participants: Vec<serde_json::Value> = self
+            .members()
+            .iter()
+            .map(|o| json!({ "participantId": o.id, "userId": o.user_id }))
+            .collect();
+        self.announce(
+            "VoiceParticipantJoined",
+            json!({ "roomId": self.room_id, "participantId": id, "userId": msg.user_id }),
+            None,
+        );
+        self.router.insert(p.clone());
+        if let Ok(mut m) = self.shared.members.write() {
+            m.push(p);
+        }
+        tracing::info!(
+            room = self.room_id,
+            user = msg.user_id,
+            participant = id,
+            "voice join"
+        );
+        Ok(JoinInfo {
+            room_id: self.room_id,
+            participant_id: id,
+            udp_port: self.config.udp_port.load(Ordering::Relaxed),
+            cipher: msg.cipher.name(),
+            key_epoch: epoch,
+            key,
+            can_talk: talk,
+            can_listen: listen,
+            key_rotation_seconds: self.config.rotation.as_secs(),
+            key_grace_ms: self.config.grace.as_millis() as u64,
+            participants,
+        })
+    }
+}
+
+/// Leave: one participant of the caller, or (`None`) all of theirs.
+#[derive(Message)]
+#[rtype(result = "Result<usize, ApiError>")]
+pub struct Leave {
+    pub user_id: UserId,
+    pub participant: Option<u32>,
+}
+
+impl Handler<Leave> for VoiceChannel {
+    type Result = Result<usize, ApiError>;
+    fn handle(&mut self, msg: Leave, ctx: &mut Context<Self>) -> Self::Result {
+        let ids: Vec<u32> = self
+            .members()
+            .iter()
+            .filter(|p| p.user_id == msg.user_id && msg.participant.is_none_or(|id| id == p.id))
+            .map(|p| p.id)
+            .collect();
+        for &id in &ids {
+            self.remove(id, "left");
+        }
+        self.stop_if_empty(ctx);
+        Ok(ids.len())
+    }
+}
+
+/// The channel's participants.
+#[derive(Message)]
+#[rtype(result = "Vec<serde_json::Value>")]
+pub struct ListParticipants;
+
+impl Handler<ListParticipants> for VoiceChannel {
+    type Result = Vec<serde_json::Value>;
+    fn handle(&mut self, _: ListParticipants, _: &mut Context<Self>) -> Self::Result {
+        self.members()
+            .iter()
+            .map(|p| {
+                json!({
+                    "participantId": p.id,
+                    "userId": p.user_id,
+                    "canTalk": p.can_talk.load(Ordering::Relaxed),
+                    "canListen": p.can_listen.load(Ordering::Relaxed),
+                    "talking": p.talking.load(Ordering::Relaxed),
+                })
+            })
+            .collect()
+    }
+}
+
+impl Handler<Recheck> for VoiceChannel {
+    type Result = ();
+    fn handle(&mut self, _: Recheck, ctx: &mut Context<Self>) {
+        for p in self.members() {
+            match self.rights(p.user_id) {
+                Ok(Some((talk, listen))) => {
+                    if !talk {
+                        p.can_talk.store(false, Ordering::Relaxed);
+                    }
+                    p.can_listen.store(listen, Ordering::Relaxed);
+                }
+                Ok(None) => {
+                    self.remove(p.id, "access lost");
+                }
+                Err(e) => tracing::error!(room = self.room_id, "voice recheck: {e}"),
+            }
+        }
+        self.stop_if_empty(ctx);
+    }
+}
+
+impl Handler<RotateKeys> for VoiceChannel {
+    type Result = ();
+    fn handle(&mut self, _: RotateKeys, _: &mut Context<Self>) {
+        let mut each = Vec::new();
+        for p in self.members() {
+            if let Some((epoch, key)) = p.rotate(self.config.grace) {
+                each.push((
+                    p.user_id,
+                    event_payload(
+                        "VoiceKey",
+                        json!({ "roomId": self.room_id, "participantId": p.id, "keyEpoch": epoch, "key": key }),
+                    ),
+                ));
+            }
+        }
+        if !each.is_empty() {
+            self.registry.do_send(DeliverEach(each));
+        }
+    }
+}
+
+impl Handler<TalkingStarted> for VoiceChannel {
+    type Result = ();
+    fn handle(&mut self, msg: TalkingStarted, _: &mut Context<Self>) {
+        let user = self
+            .members()
+            .iter()
+            .find(|p| p.id == msg.participant)
+            .map(|p| p.user_id);
+        if let Some(user_id) = user {
+            self.announce(
+                "VoiceTalking",
+                json!({ "roomId": self.room_id, "participantId": msg.participant, "userId": user_id, "talking": true }),
+                None,
+            );
+        }
+    }
+}

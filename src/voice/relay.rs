@@ -1,0 +1,479 @@
+//! The relay hot path, shared by the UDP receive threads and the WebSocket fallback: find
+//! the sender by the participant id in the header, authenticate and decrypt under its key,
+//! check the replay window, then re-seal the payload for every listener of the channel
+//! under each listener's own key and send it where that listener was last heard from.
+//! Channel actors own membership and keys (they add, rotate and remove participants here);
+//! this code only reads them, under short per-participant locks, so both cores relay.
+
+use std::collections::HashMap;
+use std::net::{SocketAddr, UdpSocket};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
+use std::time::{Duration, Instant};
+
+use actix::Recipient;
+use bytes::Bytes;
+
+use super::packet::{
+    CipherKind, Header, Key, ReplayWindow, FROM_CLIENT, FROM_SERVER, HEADER_LEN, KIND_PING,
+    KIND_PONG, KIND_VOICE, MAX_PACKET, TAG_LEN,
+};
+use crate::model::{RoomId, UserId};
+
+/// Counters of the relay, for `/api/v1/server-health` and the tests.
+#[derive(Default)]
+pub struct VoiceStats {
+    pub received: AtomicU64,
+    pub delivered: AtomicU64,
+    pub pings: AtomicU64,
+    pub oversized: AtomicU64,
+    pub malformed: AtomicU64,
+    pub unknown_participant: AtomicU64,
+    pub expired_epoch: AtomicU64,
+    pub replayed: AtomicU64,
+    pub auth_failed: AtomicU64,
+    pub not_allowed: AtomicU64,
+    pub no_route: AtomicU64,
+    pub address_changes: AtomicU64,
+}
+
+impl VoiceStats {
+    pub fn to_json(&self) -> serde_json::Value {
+        let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        serde_json::json!({
+            "received": g(&self.received),
+            "delivered": g(&self.delivered),
+            "pings": g(&self.pings),
+            "droppedOversized": g(&self.oversized),
+            "droppedMalformed": g(&self.malformed),
+            "droppedUnknownParticipant": g(&self.unknown_participant),
+            "droppedExpiredEpoch": g(&self.expired_epoch),
+            "droppedReplayed": g(&self.replayed),
+            "droppedAuthFailed": g(&self.auth_failed),
+            "droppedNotAllowedToTalk": g(&self.not_allowed),
+            "undeliverableNoAddress": g(&self.no_route),
+            "addressChanges": g(&self.address_changes),
+        })
+    }
+}
+
+/// A binary frame for an event session (the TCP fallback).
+#[derive(actix::Message)]
+#[rtype(result = "()")]
+pub struct VoiceOut(pub Bytes);
+
+/// Where a participant was last heard from.
+#[derive(Clone)]
+pub enum Route {
+    Udp(SocketAddr),
+    Ws {
+        session: u64,
+        to: Recipient<VoiceOut>,
+    },
+}
+
+impl Route {
+    fn same(&self, other: &Route) -> bool {
+        match (self, other) {
+            (Route::Udp(a), Route::Udp(b)) => a == b,
+            (Route::Ws { session: a, .. }, Route::Ws { session: b, .. }) => a == b,
+            _ => false,
+        }
+    }
+}
+
+/// The keys and counters of one participant. Replaced keys are dropped, which zeroizes them.
+pub struct KeyState {
+    pub current: Key,
+    current_window: ReplayWindow,
+    /// The previous epoch's key, accepted until the instant.
+    previous: Option<(Key, ReplayWindow, Instant)>,
+    /// The client has used the current epoch (so it has the key): send with it.
+    client_has_current: bool,
+    /// Server → client counter (strictly increasing for the participant's whole stay).
+    tx_counter: u64,
+    pub route: Option<Route>,
+}
+
+impl KeyState {
+    /// The key to seal server → client packets with: the newest one the client is known to
+    /// hold (the previous one during the grace period, until the client uses the new one).
+    fn sending_key(&self, now: Instant) -> &Key {
+        match &self.previous {
+            Some((k, _, until)) if !self.client_has_current && now < *until => k,
+            _ => &self.current,
+        }
+    }
+}
+
+pub struct Participant {
+    pub id: u32,
+    pub user_id: UserId,
+    pub room_id: RoomId,
+    pub cipher: CipherKind,
+    pub can_talk: AtomicBool,
+    pub can_listen: AtomicBool,
+    pub keys: Mutex<KeyState>,
+    pub channel: Arc<ChannelShared>,
+    /// Milliseconds (server clock) of the last relayed voice packet, and whether a
+    /// "talking" event is out for the current burst.
+    pub last_voice_ms: AtomicU64,
+    pub talking: AtomicBool,
+}
+
+/// What the relay needs of a channel: its participants, for fan-out.
+pub struct ChannelShared {
+    pub room_id: RoomId,
+    pub members: RwLock<Vec<Arc<Participant>>>,
+}
+
+/// Told when a participant starts talking (the channel actor announces it).
+#[derive(actix::Message, Clone, Copy)]
+#[rtype(result = "()")]
+pub struct TalkingStarted {
+    pub room_id: RoomId,
+    pub participant: u32,
+}
+
+/// The routing table and the socket.
+pub struct Router {
+    participants: RwLock<HashMap<u32, Arc<Participant>>>,
+    next_id: AtomicU32,
+    socket: OnceLock<UdpSocket>,
+    pub stats: VoiceStats,
+    talking: OnceLock<Recipient<TalkingStarted>>,
+    stop: AtomicBool,
+}
+
+/// Where a packet came from.
+pub enum Source {
+    Udp(SocketAddr),
+    Ws {
+        session: u64,
+        to: Recipient<VoiceOut>,
+    },
+}
+
+/// A talker silent this long has stopped talking.
+pub const TALK_GAP_MS: u64 = 400;
+
+impl Router {
+    pub fn new() -> Arc<Router> {
+        Arc::new(Router {
+            participants: RwLock::new(HashMap::new()),
+            next_id: AtomicU32::new(1),
+            socket: OnceLock::new(),
+            stats: VoiceStats::default(),
+            talking: OnceLock::new(),
+            stop: AtomicBool::new(false),
+        })
+    }
+
+    pub fn set_talking_recipient(&self, r: Recipient<TalkingStarted>) {
+        let _ = self.talking.set(r);
+    }
+
+    pub fn next_participant_id(&self) -> u32 {
+        self.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    pub fn insert(&self, p: Arc<Participant>) {
+        if let Ok(mut map) = self.participants.write() {
+            map.insert(p.id, p);
+        }
+    }
+
+    pub fn remove(&self, id: u32) -> Option<Arc<Participant>> {
+        self.participants
+            .write()
+            .ok()
+            .and_then(|mut m| m.remove(&id))
+    }
+
+    pub fn participant_count(&self) -> usize {
+        self.participants.read().map(|m| m.len()).unwrap_or(0)
+    }
+
+    /// Binds the UDP socket (the TCP listener's address) and starts `threads` receive
+    /// threads on it.
+    pub fn start_udp(
+        self: &Arc<Self>,
+        addr: SocketAddr,
+        threads: usize,
+    ) -> std::io::Result<SocketAddr> {
+        let socket = UdpSocket::bind(addr)?;
+        socket.set_read_timeout(Some(Duration::from_millis(250)))?;
+        // Room for bursts: a few hundred packets per participant channel.
+        let local = socket.local_addr()?;
+        let _ = self.socket.set(socket);
+        for i in 0..threads.max(1) {
+            let router = self.clone();
+            std::thread::Builder::new()
+                .name(format!("voice-udp-{i}"))
+                .spawn(move || router.receive_loop())?;
+        }
+        Ok(local)
+    }
+
+    pub fn shutdown(&self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+
+    fn receive_loop(&self) {
+        let Some(socket) = self.socket.get() else {
+            return;
+        };
+        // One byte more than the largest valid packet, so oversized ones are recognised.
+        let mut buf = vec![0u8; MAX_PACKET + 1];
+        let mut out = Vec::with_capacity(MAX_PACKET);
+        while !self.stop.load(Ordering::Relaxed) {
+            match socket.recv_from(&mut buf) {
+                Ok((n, from)) => self.handle(&mut buf[..n], Source::Udp(from), &mut out),
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock
+                            | std::io::ErrorKind::TimedOut
+                            | std::io::ErrorKind::Interrupted
+                            | std::io::ErrorKind::ConnectionRefused
+                    ) => {}
+                Err(e) => {
+                    tracing::warn!("voice socket: {e}");
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+            }
+        }
+    }
+
+    /// A packet that arrived in a binary WebSocket frame.
+    pub fn handle_ws(&self, mut packet: Vec<u8>, session: u64, to: Recipient<VoiceOut>) {
+        let mut out = Vec::with_capacity(MAX_PACKET);
+        self.handle(&mut packet, Source::Ws { session, to }, &mut out);
+    }
+
+    fn send(&self, route: &Route, packet: &[u8]) -> bool {
+        match route {
+            Route::Udp(addr) => self
+                .socket
+                .get()
+                .map(|s| s.send_to(packet, addr).is_ok())
+                .unwrap_or(false),
+            Route::Ws { to, .. } => to
+                .try_send(VoiceOut(Bytes::copy_from_slice(packet)))
+                .is_ok(),
+        }
+    }
+
+    /// The hot path. Every failure is counted and the packet dropped; nothing about an
+    /// unauthenticated packet changes any state.
+    pub fn handle(&self, packet: &mut [u8], source: Source, out: &mut Vec<u8>) {
+        let s = &self.stats;
+        if packet.len() > MAX_PACKET {
+            s.oversized.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        let Some(header) = Header::read(packet) else {
+            s.malformed.fetch_add(1, Ordering::Relaxed);
+            return;
+        };
+        if !matches!(header.kind, KIND_VOICE | KIND_PING) || header.speaker != header.participant {
+            s.malformed.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        let sender = match self.participants.read() {
+            Ok(map) => map.get(&header.participant).cloned(),
+            Err(_) => None,
+        };
+        let Some(sender) = sender else {
+            s.unknown_participant.fetch_add(1, Ordering::Relaxed);
+            return;
+        };
+        if header.cipher != sender.cipher.id() {
+            s.malformed.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        let now = Instant::now();
+        let route = match source {
+            Source::Udp(a) => Route::Udp(a),
+            Source::Ws { session, to } => Route::Ws { session, to },
+        };
+        {
+            let Ok(mut keys) = sender.keys.lock() else {
+                return;
+            };
+            let ks = &mut *keys;
+            let (key, window, is_current) = if header.epoch == ks.current.epoch {
+                (&ks.current, &mut ks.current_window, true)
+            } else {
+                match &mut ks.previous {
+                    Some((k, w, until)) if k.epoch == header.epoch && now < *until => {
+                        (&*k, w, false)
+                    }
+                    _ => {
+                        s.expired_epoch.fetch_add(1, Ordering::Relaxed);
+                        return;
+                    }
+                }
+            };
+            if !window.check(header.counter) {
+                s.replayed.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+            if !key.open(FROM_CLIENT, &header, packet) {
+                s.auth_failed.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+            window.record(header.counter);
+            if is_current {
+                ks.client_has_current = true;
+            }
+            // Authenticated: learn or follow the sender's address.
+            let moved = ks.route.as_ref().map(|r| !r.same(&route)).unwrap_or(true);
+            if moved {
+                if ks.route.is_some() {
+                    s.address_changes.fetch_add(1, Ordering::Relaxed);
+                }
+                ks.route = Some(route);
+            }
+            s.received.fetch_add(1, Ordering::Relaxed);
+            if header.kind == KIND_PING {
+                s.pings.fetch_add(1, Ordering::Relaxed);
+                let payload = &packet[HEADER_LEN..packet.len() - TAG_LEN];
+                ks.tx_counter += 1;
+                let key = ks.sending_key(now);
+                let reply = Header {
+                    kind: KIND_PONG,
+                    cipher: sender.cipher.id(),
+                    participant: sender.id,
+                    epoch: key.epoch,
+                    counter: ks.tx_counter,
+                    speaker: sender.id,
+                    speaker_seq: header.speaker_seq,
+                };
+                out.clear();
+                out.resize(HEADER_LEN, 0);
+                out.extend_from_slice(payload);
+                if key.seal(FROM_SERVER, &reply, out) {
+                    if let Some(r) = &ks.route {
+                        self.send(r, out);
+                    }
+                }
+                return;
+            }
+        }
+        if !sender.can_talk.load(Ordering::Relaxed) {
+            s.not_allowed.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        let now_ms = crate::now_ms();
+        let last = sender.last_voice_ms.swap(now_ms, Ordering::Relaxed);
+        if now_ms.saturating_sub(last) > TALK_GAP_MS || !sender.talking.load(Ordering::Relaxed) {
+            if !sender.talking.swap(true, Ordering::Relaxed) {
+                if let Some(r) = self.talking.get() {
+                    let _ = r.try_send(TalkingStarted {
+                        room_id: sender.room_id,
+                        participant: sender.id,
+                    });
+                }
+            }
+        }
+        let payload_range = HEADER_LEN..packet.len() - TAG_LEN;
+        // The channel actor takes this lock for writing only to add or remove someone,
+        // never while holding a participant's key lock, so reading it here is safe.
+        let Ok(members) = sender.channel.members.read() else {
+            return;
+        };
+        for listener in members.iter() {
+            if listener.id == sender.id || !listener.can_listen.load(Ordering::Relaxed) {
+                continue;
+            }
+            let Ok(mut keys) = listener.keys.lock() else {
+                continue;
+            };
+            let Some(route) = keys.route.clone() else {
+                s.no_route.fetch_add(1, Ordering::Relaxed);
+                continue;
+            };
+            keys.tx_counter += 1;
+            let counter = keys.tx_counter;
+            let key = keys.sending_key(now);
+            let h = Header {
+                kind: KIND_VOICE,
+                cipher: listener.cipher.id(),
+                participant: listener.id,
+                epoch: key.epoch,
+                counter,
+                speaker: sender.id,
+                speaker_seq: header.speaker_seq,
+            };
+            out.clear();
+            out.resize(HEADER_LEN, 0);
+            out.extend_from_slice(&packet[payload_range.clone()]);
+            let sealed = key.seal(FROM_SERVER, &h, out);
+            drop(keys);
+            if sealed && self.send(&route, out) {
+                s.delivered.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+impl Participant {
+    pub fn new(
+        id: u32,
+        user_id: UserId,
+        channel: Arc<ChannelShared>,
+        cipher: CipherKind,
+        can_talk: bool,
+        can_listen: bool,
+    ) -> Participant {
+        Participant {
+            id,
+            user_id,
+            room_id: channel.room_id,
+            cipher,
+            can_talk: AtomicBool::new(can_talk),
+            can_listen: AtomicBool::new(can_listen),
+            keys: Mutex::new(KeyState {
+                current: Key::generate(cipher, 1),
+                current_window: ReplayWindow::default(),
+                previous: None,
+                client_has_current: false,
+                tx_counter: 0,
+                route: None,
+            }),
+            channel,
+            last_voice_ms: AtomicU64::new(0),
+            talking: AtomicBool::new(false),
+        }
+    }
+
+    /// A new key under the next epoch; the old one stays valid for `grace`. Returns the new
+    /// epoch and key bytes (hex) for the participant's event stream.
+    pub fn rotate(&self, grace: Duration) -> Option<(u32, String)> {
+        let mut keys = self.keys.lock().ok()?;
+        let epoch = keys.current.epoch.wrapping_add(1);
+        let fresh = Key::generate(self.cipher, epoch);
+        let hex = hex::encode(&*fresh.bytes);
+        let old = std::mem::replace(&mut keys.current, fresh);
+        let old_window = std::mem::take(&mut keys.current_window);
+        // The key before the previous one is dropped here (zeroized).
+        keys.previous = Some((old, old_window, Instant::now() + grace));
+        keys.client_has_current = false;
+        Some((epoch, hex))
+    }
+
+    /// Drops the previous key once its grace period is over (zeroizing it).
+    pub fn expire_previous(&self) {
+        if let Ok(mut keys) = self.keys.lock() {
+            if matches!(&keys.previous, Some((_, _, until)) if Instant::now() >= *until) {
+                keys.previous = None;
+            }
+        }
+    }
+
+    pub fn current_key(&self) -> Option<(u32, String)> {
+        let keys = self.keys.lock().ok()?;
+        Some((keys.current.epoch, hex::encode(&*keys.current.bytes)))
+    }
+}
