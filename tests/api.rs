@@ -956,14 +956,11 @@ async fn bad_input_gets_clear_errors_and_others_keep_working() {
     junk_ws.send_text("this is not json").await.unwrap();
     let ev = expect_event(&mut junk_ws, "Error").await;
     assert_eq!(ev.data["httpStatusCode"], 400);
+    // Binary frames are voice packets (the TCP fallback): junk is dropped and counted.
     junk_ws
         .send_binary(vec![0xde, 0xad, 0xbe, 0xef])
         .await
         .unwrap();
-    assert_eq!(
-        expect_event(&mut junk_ws, "Error").await.data["httpStatusCode"],
-        400
-    );
     junk_ws.send_text(r#"{"type":"Ping"}"#).await.unwrap();
     expect_event(&mut junk_ws, "Pong").await;
     // An oversized frame ends that connection (and only that one).

@@ -243,7 +243,13 @@ async fn permissions_decide_who_joins_and_who_talks() {
     assert_eq!(s, 400, "{v}");
 
     let mut talker = RawPeer::join(&mut ann_c, &server, room, "aes-256-gcm").await;
+    let mut ann_events = ann_c.events().await.unwrap();
     let mut listener = RawPeer::join(&mut ben_c, &server, room, "aes-256-gcm").await;
+    let ev = expect_event(&mut ann_events, "VoiceParticipantJoined").await;
+    assert_eq!(
+        (ev.data["participantId"].clone(), ev.data["userId"].clone()),
+        (json!(listener.id), json!(ben))
+    );
     talker.hello();
     listener.hello();
     let before = voice_counters(&mut admin).await;
@@ -263,6 +269,18 @@ async fn permissions_decide_who_joins_and_who_talks() {
     assert_eq!(
         (speaker, payload.as_slice()),
         (talker.id, &b"ann speaking"[..])
+    );
+    let ev = expect_event(&mut ann_events, "VoiceTalking").await;
+    assert_eq!(
+        (ev.data["participantId"].clone(), ev.data["talking"].clone()),
+        (json!(talker.id), json!(true))
+    );
+    let ev =
+        expect_event_within(&mut ann_events, "VoiceTalking", Duration::from_millis(1500)).await;
+    assert_eq!(
+        ev.data["talking"],
+        json!(false),
+        "silence ends the talking state"
     );
     let after = voice_counters(&mut admin).await;
     assert_eq!(

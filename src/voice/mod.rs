@@ -4,6 +4,7 @@
 //! in `crate::actors::voice` own channel membership, key rotation and events. See
 //! `docs/voice.md`.
 
+pub mod batch;
 pub mod packet;
 pub mod relay;
 

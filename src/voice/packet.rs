@@ -199,6 +199,7 @@ impl Key {
 
 /// Rejects repeated and very old counters: a 1024-packet sliding window above the highest
 /// counter seen.
+#[derive(Default)]
 pub struct ReplayWindow {
     highest: u64,
     seen: [u64; 16],
@@ -206,16 +207,6 @@ pub struct ReplayWindow {
 }
 
 pub const REPLAY_WINDOW: u64 = 1024;
-
-impl Default for ReplayWindow {
-    fn default() -> Self {
-        ReplayWindow {
-            highest: 0,
-            seen: [0; 16],
-            any: false,
-        }
-    }
-}
 
 impl ReplayWindow {
     /// Whether the counter may be accepted (does not record it).

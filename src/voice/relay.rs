@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use actix::Recipient;
 use bytes::Bytes;
 
+use super::batch::{enlarge_buffers, RecvBatch, SendBatch};
 use super::packet::{
     CipherKind, Header, Key, ReplayWindow, FROM_CLIENT, FROM_SERVER, HEADER_LEN, KIND_PING,
     KIND_PONG, KIND_VOICE, MAX_PACKET, TAG_LEN,
@@ -34,6 +35,7 @@ pub struct VoiceStats {
     pub auth_failed: AtomicU64,
     pub not_allowed: AtomicU64,
     pub no_route: AtomicU64,
+    pub send_failed: AtomicU64,
     pub address_changes: AtomicU64,
 }
 
@@ -52,6 +54,7 @@ impl VoiceStats {
             "droppedAuthFailed": g(&self.auth_failed),
             "droppedNotAllowedToTalk": g(&self.not_allowed),
             "undeliverableNoAddress": g(&self.no_route),
+            "sendFailed": g(&self.send_failed),
             "addressChanges": g(&self.address_changes),
         })
     }
@@ -203,7 +206,8 @@ impl Router {
     ) -> std::io::Result<SocketAddr> {
         let socket = UdpSocket::bind(addr)?;
         socket.set_read_timeout(Some(Duration::from_millis(250)))?;
-        // Room for bursts: a few hundred packets per participant channel.
+        // Room for bursts (the kernel caps it at net.core.[rw]mem_max).
+        enlarge_buffers(&socket, 4 << 20);
         let local = socket.local_addr()?;
         let _ = self.socket.set(socket);
         for i in 0..threads.max(1) {
@@ -224,11 +228,19 @@ impl Router {
             return;
         };
         // One byte more than the largest valid packet, so oversized ones are recognised.
-        let mut buf = vec![0u8; MAX_PACKET + 1];
+        let mut batch = RecvBatch::new(MAX_PACKET + 1);
         let mut out = Vec::with_capacity(MAX_PACKET);
+        let mut sends = SendBatch::default();
         while !self.stop.load(Ordering::Relaxed) {
-            match socket.recv_from(&mut buf) {
-                Ok((n, from)) => self.handle(&mut buf[..n], Source::Udp(from), &mut out),
+            match batch.recv(socket) {
+                Ok(n) => {
+                    for i in 0..n {
+                        if let Some((packet, from)) = batch.get(i) {
+                            self.handle(packet, Source::Udp(from), &mut out, &mut sends);
+                        }
+                    }
+                    self.flush(&mut sends);
+                }
                 Err(e)
                     if matches!(
                         e.kind(),
@@ -248,25 +260,72 @@ impl Router {
     /// A packet that arrived in a binary WebSocket frame.
     pub fn handle_ws(&self, mut packet: Vec<u8>, session: u64, to: Recipient<VoiceOut>) {
         let mut out = Vec::with_capacity(MAX_PACKET);
-        self.handle(&mut packet, Source::Ws { session, to }, &mut out);
+        let mut sends = SendBatch::default();
+        self.handle(
+            &mut packet,
+            Source::Ws { session, to },
+            &mut out,
+            &mut sends,
+        );
+        self.flush(&mut sends);
     }
 
-    fn send(&self, route: &Route, packet: &[u8]) -> bool {
+    fn flush(&self, sends: &mut SendBatch) {
+        if sends.is_empty() {
+            return;
+        }
+        if let Some(socket) = self.socket.get() {
+            let failed = sends.flush(socket);
+            if failed > 0 {
+                self.stats
+                    .send_failed
+                    .fetch_add(failed as u64, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Seals `payload` under `key` with header `h` and queues it for `route`: UDP
+    /// datagrams join the batch, WebSocket frames go to the session at once.
+    fn emit(
+        &self,
+        route: &Route,
+        key: &Key,
+        h: &Header,
+        payload: &[u8],
+        out: &mut Vec<u8>,
+        sends: &mut SendBatch,
+    ) -> bool {
         match route {
-            Route::Udp(addr) => self
-                .socket
-                .get()
-                .map(|s| s.send_to(packet, addr).is_ok())
-                .unwrap_or(false),
-            Route::Ws { to, .. } => to
-                .try_send(VoiceOut(Bytes::copy_from_slice(packet)))
-                .is_ok(),
+            Route::Udp(addr) => {
+                let b = sends.next_buf(addr);
+                b.resize(HEADER_LEN, 0);
+                b.extend_from_slice(payload);
+                if key.seal(FROM_SERVER, h, b) {
+                    true
+                } else {
+                    sends.undo();
+                    false
+                }
+            }
+            Route::Ws { to, .. } => {
+                out.clear();
+                out.resize(HEADER_LEN, 0);
+                out.extend_from_slice(payload);
+                key.seal(FROM_SERVER, h, out)
+                    && to.try_send(VoiceOut(Bytes::copy_from_slice(out))).is_ok()
+            }
         }
     }
 
     /// The hot path. Every failure is counted and the packet dropped; nothing about an
     /// unauthenticated packet changes any state.
-    pub fn handle(&self, packet: &mut [u8], source: Source, out: &mut Vec<u8>) {
+    pub fn handle(
+        &self,
+        packet: &mut [u8],
+        source: Source,
+        out: &mut Vec<u8>,
+        sends: &mut SendBatch,
+    ) {
         let s = &self.stats;
         if packet.len() > MAX_PACKET {
             s.oversized.fetch_add(1, Ordering::Relaxed);
@@ -350,13 +409,8 @@ impl Router {
                     speaker: sender.id,
                     speaker_seq: header.speaker_seq,
                 };
-                out.clear();
-                out.resize(HEADER_LEN, 0);
-                out.extend_from_slice(payload);
-                if key.seal(FROM_SERVER, &reply, out) {
-                    if let Some(r) = &ks.route {
-                        self.send(r, out);
-                    }
+                if let Some(r) = &ks.route {
+                    self.emit(r, key, &reply, payload, out, sends);
                 }
                 return;
             }
@@ -365,16 +419,17 @@ impl Router {
             s.not_allowed.fetch_add(1, Ordering::Relaxed);
             return;
         }
-        let now_ms = crate::now_ms();
-        let last = sender.last_voice_ms.swap(now_ms, Ordering::Relaxed);
-        if now_ms.saturating_sub(last) > TALK_GAP_MS || !sender.talking.load(Ordering::Relaxed) {
-            if !sender.talking.swap(true, Ordering::Relaxed) {
-                if let Some(r) = self.talking.get() {
-                    let _ = r.try_send(TalkingStarted {
-                        room_id: sender.room_id,
-                        participant: sender.id,
-                    });
-                }
+        // The channel actor clears `talking` after a silence; the first packet after it
+        // announces the talker again.
+        sender
+            .last_voice_ms
+            .store(crate::now_ms(), Ordering::Relaxed);
+        if !sender.talking.swap(true, Ordering::Relaxed) {
+            if let Some(r) = self.talking.get() {
+                let _ = r.try_send(TalkingStarted {
+                    room_id: sender.room_id,
+                    participant: sender.id,
+                });
             }
         }
         let payload_range = HEADER_LEN..packet.len() - TAG_LEN;
@@ -406,14 +461,10 @@ impl Router {
                 speaker: sender.id,
                 speaker_seq: header.speaker_seq,
             };
-            out.clear();
-            out.resize(HEADER_LEN, 0);
-            out.extend_from_slice(&packet[payload_range.clone()]);
-            let sealed = key.seal(FROM_SERVER, &h, out);
-            drop(keys);
-            if sealed && self.send(&route, out) {
+            if self.emit(&route, key, &h, &packet[payload_range.clone()], out, sends) {
                 s.delivered.fetch_add(1, Ordering::Relaxed);
             }
+            drop(keys);
         }
     }
 }
@@ -454,7 +505,7 @@ impl Participant {
         let mut keys = self.keys.lock().ok()?;
         let epoch = keys.current.epoch.wrapping_add(1);
         let fresh = Key::generate(self.cipher, epoch);
-        let hex = hex::encode(&*fresh.bytes);
+        let hex = hex::encode(fresh.bytes.as_slice());
         let old = std::mem::replace(&mut keys.current, fresh);
         let old_window = std::mem::take(&mut keys.current_window);
         // The key before the previous one is dropped here (zeroized).
@@ -474,6 +525,9 @@ impl Participant {
 
     pub fn current_key(&self) -> Option<(u32, String)> {
         let keys = self.keys.lock().ok()?;
-        Some((keys.current.epoch, hex::encode(&*keys.current.bytes)))
+        Some((
+            keys.current.epoch,
+            hex::encode(keys.current.bytes.as_slice()),
+        ))
     }
 }
