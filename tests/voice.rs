@@ -622,6 +622,7 @@ async fn the_tcp_fallback_carries_the_same_call() {
     let b = cli_voice(&server, &known, "ben", &["Fallback", "--duration", "3"]);
     let (a, b) = (report(a), report(b));
     assert_eq!(a["transport"], json!("tcp"));
+    assert_eq!(b["transport"], json!("udp"));
     for r in [&a, &b] {
         assert!(r["received"].as_u64().unwrap() >= 130, "{r}");
         assert_eq!(r["lost"], json!(0), "{r}");
@@ -645,4 +646,35 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
         }
     }
     out
+}
+
+#[actix_rt::test]
+async fn a_client_whose_udp_is_blocked_falls_back_to_the_websocket_on_its_own() {
+    let server = TestServer::start();
+    let mut admin = server.admin().await;
+    let (ann, _) = server.user(&mut admin, "ann").await;
+    let (ben, _) = server.user(&mut admin, "ben").await;
+    admin.create_room("Blocked", &[ann, ben]).await.unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let known = tmp.path().join("known");
+    // A port where nothing answers stands in for a firewall dropping UDP.
+    let dead = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let dead_port = dead.local_addr().unwrap().port().to_string();
+    drop(dead);
+    let a = cli_voice(
+        &server,
+        &known,
+        "ann",
+        &["Blocked", "--duration", "5", "--udp-port", &dead_port],
+    );
+    let b = cli_voice(&server, &known, "ben", &["Blocked", "--duration", "5"]);
+    let (a, b) = (report(a), report(b));
+    assert_eq!(a["transport"], json!("tcp"), "{a}");
+    assert_eq!(a["transportSwitches"], json!(1));
+    assert_eq!(b["transport"], json!("udp"));
+    // Ann was unheard on UDP for 1.5 s before switching; from then on both hear each other.
+    for r in [&a, &b] {
+        assert!(r["received"].as_u64().unwrap() >= 120, "{r}");
+        assert_eq!(r["lost"], json!(0), "{r}");
+    }
 }

@@ -403,6 +403,9 @@ struct VoiceCmd {
     /// keep listening this many seconds after the last send (default 0.7)
     #[argh(option, default = "0.7")]
     drain: f64,
+    /// send UDP to this port instead (to try the fallback when UDP does not get through)
+    #[argh(option)]
+    udp_port: Option<u16>,
 }
 
 /// join a room with the code of its join link
@@ -1001,6 +1004,7 @@ async fn run(cli: Cli) -> Result<(), ClientError> {
                 cipher,
                 listen_only: cmd.listen_only,
                 drain: std::time::Duration::from_secs_f64(cmd.drain),
+                udp_port_override: cmd.udp_port,
             };
             let report = confab::client::voice::run(&mut c, room, &opts).await?;
             println!("{report}");

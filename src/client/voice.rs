@@ -25,6 +25,9 @@ pub struct VoiceOptions {
     pub listen_only: bool,
     /// Keep receiving this long after the last send.
     pub drain: Duration,
+    /// Send UDP to this port instead of the one the server names (to test a blocked path:
+    /// the client then falls back to the WebSocket).
+    pub udp_port_override: Option<u16>,
 }
 
 impl Default for VoiceOptions {
@@ -37,6 +40,7 @@ impl Default for VoiceOptions {
             cipher: CipherKind::Aes256Gcm,
             listen_only: false,
             drain: Duration::from_millis(700),
+            udp_port_override: None,
         }
     }
 }
@@ -103,7 +107,9 @@ pub async fn run(
         .await?;
     let field = |name: &str| info.get(name).cloned().unwrap_or(Value::Null);
     let me = field("participantId").as_u64().unwrap_or(0) as u32;
-    let udp_port = field("udpPort").as_u64().unwrap_or(0) as u16;
+    let udp_port = opts
+        .udp_port_override
+        .unwrap_or(field("udpPort").as_u64().unwrap_or(0) as u16);
     let cipher = CipherKind::from_name(field("cipher").as_str().unwrap_or(""))
         .ok_or_else(|| ClientError::Decode("join answer without a known cipher".into()))?;
     let parse_key = |epoch: u64, hex_key: &str| -> Result<Key, ClientError> {
@@ -185,10 +191,23 @@ pub async fn run(
             out
         };
 
+    // Without a pong over UDP for this long, voice goes over the WebSocket until UDP pongs
+    // come back.
+    const UDP_SILENCE: Duration = Duration::from_millis(1500);
+    let mut on_tcp = socket.is_none();
+    let mut last_udp_pong = started;
+    let mut switches = 0u32;
     loop {
         let now = Instant::now();
         if now >= stop_at {
             break;
+        }
+        if socket.is_some() && !on_tcp && now.duration_since(last_udp_pong) > UDP_SILENCE {
+            on_tcp = true;
+            switches += 1;
+            // Tell the server where we are now.
+            let packet = seal(KIND_PING, 0, &now_us().to_be_bytes(), &keys, &mut counter);
+            let _ = events.send_binary(packet).await;
         }
         let sleep = tokio::time::sleep_until((stop_at).into());
         tokio::select! {
@@ -199,16 +218,21 @@ pub async fn run(
                 payload[8..16].copy_from_slice(&seq.to_be_bytes());
                 let packet = seal(KIND_VOICE, seq, &payload, &keys, &mut counter);
                 let ok = match &socket {
-                    Some(s) => s.send(&packet).await.is_ok(),
-                    None => events.send_binary(packet).await.is_ok(),
+                    Some(s) if !on_tcp => s.send(&packet).await.is_ok(),
+                    _ => events.send_binary(packet).await.is_ok(),
                 };
                 if ok { sent += 1; }
             }
             _ = ping_ticker.tick() => {
+                // Ping over UDP always (to notice when it works again), and over the
+                // WebSocket while voice travels there.
                 let packet = seal(KIND_PING, 0, &now_us().to_be_bytes(), &keys, &mut counter);
-                match &socket {
-                    Some(s) => { let _ = s.send(&packet).await; }
-                    None => { let _ = events.send_binary(packet).await; }
+                if let Some(s) = &socket {
+                    let _ = s.send(&packet).await;
+                }
+                if on_tcp {
+                    let packet = seal(KIND_PING, 0, &now_us().to_be_bytes(), &keys, &mut counter);
+                    let _ = events.send_binary(packet).await;
                 }
             }
             r = async {
@@ -218,14 +242,23 @@ pub async fn run(
                 }
             } => {
                 if let Ok(packet) = r {
-                    receive(packet, me, &mut keys, &mut speakers, &mut rtts_us, &mut epochs_seen,
+                    let kind = receive(packet, me, &mut keys, &mut speakers, &mut rtts_us, &mut epochs_seen,
                             &mut auth_failures, &mut replays, &mut unknown_epoch);
+                    if kind == Some(KIND_PONG) {
+                        last_udp_pong = Instant::now();
+                        if on_tcp {
+                            on_tcp = false;
+                            switches += 1;
+                        }
+                    }
                 }
             }
             incoming = events.next_incoming() => {
                 match incoming? {
-                    Incoming::Binary(b) => receive(b.to_vec(), me, &mut keys, &mut speakers, &mut rtts_us,
-                        &mut epochs_seen, &mut auth_failures, &mut replays, &mut unknown_epoch),
+                    Incoming::Binary(b) => {
+                        receive(b.to_vec(), me, &mut keys, &mut speakers, &mut rtts_us,
+                            &mut epochs_seen, &mut auth_failures, &mut replays, &mut unknown_epoch);
+                    }
                     Incoming::Event(ev) if ev.event_type == "VoiceKey"
                         && ev.data["participantId"].as_u64() == Some(me as u64) => {
                         let epoch = ev.data["keyEpoch"].as_u64().unwrap_or(0);
@@ -278,7 +311,8 @@ pub async fn run(
         "roomId": room_id,
         "participantId": me,
         "cipher": cipher.name(),
-        "transport": if opts.tcp { "tcp" } else { "udp" },
+        "transport": if on_tcp { "tcp" } else { "udp" },
+        "transportSwitches": switches,
         "sent": sent,
         "received": received,
         "receivedPerSpeaker": per_speaker,
@@ -305,26 +339,26 @@ fn receive(
     auth_failures: &mut u64,
     replays: &mut u64,
     unknown_epoch: &mut u64,
-) {
+) -> Option<u8> {
     let Some(h) = Header::read(&packet) else {
         *auth_failures += 1;
-        return;
+        return None;
     };
     if h.participant != me {
         *auth_failures += 1;
-        return;
+        return None;
     }
     let Some((key, window)) = keys.key_for(h.epoch) else {
         *unknown_epoch += 1;
-        return;
+        return None;
     };
     if !window.check(h.counter) {
         *replays += 1;
-        return;
+        return None;
     }
     if !key.open(FROM_SERVER, &h, &mut packet) {
         *auth_failures += 1;
-        return;
+        return None;
     }
     window.record(h.counter);
     epochs_seen.insert(h.epoch);
@@ -352,4 +386,5 @@ fn receive(
         }
         _ => {}
     }
+    Some(h.kind)
 }
