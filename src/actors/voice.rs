@@ -213,11 +213,18 @@ pub struct VoiceChannel {
 
 impl VoiceChannel {
     fn members(&self) -> Vec<Arc<Participant>> {
+        // A poisoned list is still read: the channel is about to restart from it.
         self.shared
             .members
             .read()
             .map(|m| m.clone())
-            .unwrap_or_default()
+            .unwrap_or_else(|e| e.into_inner().clone())
+    }
+
+    /// A relay thread panicked while holding a participant's key lock (or the member list
+    /// is poisoned): that state cannot be trusted any more.
+    fn damaged(&self) -> bool {
+        self.shared.members.is_poisoned() || self.members().iter().any(|p| p.keys.is_poisoned())
     }
 
     /// Every user with a participant here, plus `extra`, gets the event.
@@ -236,9 +243,11 @@ impl VoiceChannel {
     /// when the last reference (a relay thread mid-packet at most) goes.
     fn remove(&mut self, id: u32, reason: &str) -> Option<UserId> {
         let removed = self.router.remove(id);
-        if let Ok(mut m) = self.shared.members.write() {
-            m.retain(|p| p.id != id);
-        }
+        self.shared
+            .members
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|p| p.id != id);
         let p = removed?;
         self.announce(
             "VoiceParticipantLeft",
@@ -296,6 +305,11 @@ impl Actor for VoiceChannel {
                 return;
             }
             act.idle_ticks = 0;
+            if act.damaged() {
+                tracing::error!(room = act.room_id, "voice channel state damaged by a relay panic; restarting it");
+                ctx.stop();
+                return;
+            }
             for p in act.members() {
                 p.expire_previous();
                 let last = p.last_voice_ms.load(Ordering::Relaxed);
@@ -335,9 +349,12 @@ impl Supervised for VoiceChannel {
         for p in &members {
             self.router.remove(p.id);
         }
-        if let Ok(mut m) = self.shared.members.write() {
-            m.clear();
-        }
+        // A fresh member list: the old one may be poisoned, and the dropped participants
+        // (with their keys) go with it.
+        self.shared = Arc::new(ChannelShared {
+            room_id: self.room_id,
+            members: std::sync::RwLock::new(Vec::new()),
+        });
         let payload = event_payload("VoiceRejoin", json!({ "roomId": self.room_id }));
         let mut users: Vec<UserId> = members.iter().map(|p| p.user_id).collect();
         users.dedup();

@@ -36,6 +36,7 @@ pub struct VoiceStats {
     pub not_allowed: AtomicU64,
     pub no_route: AtomicU64,
     pub send_failed: AtomicU64,
+    pub panics: AtomicU64,
     pub address_changes: AtomicU64,
 }
 
@@ -55,6 +56,7 @@ impl VoiceStats {
             "droppedNotAllowedToTalk": g(&self.not_allowed),
             "undeliverableNoAddress": g(&self.no_route),
             "sendFailed": g(&self.send_failed),
+            "relayPanics": g(&self.panics),
             "addressChanges": g(&self.address_changes),
         })
     }
@@ -234,12 +236,22 @@ impl Router {
         while !self.stop.load(Ordering::Relaxed) {
             match batch.recv(socket) {
                 Ok(n) => {
-                    for i in 0..n {
-                        if let Some((packet, from)) = batch.get(i) {
-                            self.handle(packet, Source::Udp(from), &mut out, &mut sends);
+                    // A bug triggered by one packet must not take the relay thread down:
+                    // the panic is contained here, and the channel actor notices the
+                    // poisoned lock and restarts the channel (its participants re-join).
+                    let relayed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        for i in 0..n {
+                            if let Some((packet, from)) = batch.get(i) {
+                                self.handle(packet, Source::Udp(from), &mut out, &mut sends);
+                            }
                         }
+                        self.flush(&mut sends);
+                    }));
+                    if relayed.is_err() {
+                        self.stats.panics.fetch_add(1, Ordering::Relaxed);
+                        tracing::error!("voice relay: a packet caused a panic; dropped it");
+                        sends = SendBatch::default();
                     }
-                    self.flush(&mut sends);
                 }
                 Err(e)
                     if matches!(
@@ -261,13 +273,19 @@ impl Router {
     pub fn handle_ws(&self, mut packet: Vec<u8>, session: u64, to: Recipient<VoiceOut>) {
         let mut out = Vec::with_capacity(MAX_PACKET);
         let mut sends = SendBatch::default();
-        self.handle(
-            &mut packet,
-            Source::Ws { session, to },
-            &mut out,
-            &mut sends,
-        );
-        self.flush(&mut sends);
+        let relayed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            self.handle(
+                &mut packet,
+                Source::Ws { session, to },
+                &mut out,
+                &mut sends,
+            );
+            self.flush(&mut sends);
+        }));
+        if relayed.is_err() {
+            self.stats.panics.fetch_add(1, Ordering::Relaxed);
+            tracing::error!("voice relay: a WebSocket packet caused a panic; dropped it");
+        }
     }
 
     fn flush(&self, sends: &mut SendBatch) {
