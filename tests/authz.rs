@@ -884,26 +884,11 @@ async fn thumbnails_for_images_and_deleted_content_is_erased() {
 }
 
 fn count_files(dir: &std::path::Path) -> usize {
-    walk(dir).len()
-}
-
-fn walk(dir: &std::path::Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    if let Ok(entries) = std::fs::read_dir(dir) {
-        for e in entries.flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                out.extend(walk(&p));
-            } else {
-                out.push(p);
-            }
-        }
-    }
-    out
+    files_under(dir).len()
 }
 
 fn contains_bytes(dir: &std::path::Path, needle: &[u8]) -> bool {
-    walk(dir).iter().any(|p| {
+    files_under(dir).iter().any(|p| {
         std::fs::read(p)
             .map(|b| b.windows(needle.len()).any(|w| w == needle))
             .unwrap_or(false)

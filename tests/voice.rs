@@ -510,7 +510,7 @@ async fn keys_rotate_every_two_seconds_without_loss_and_never_touch_the_disk() {
     // No key, raw or hex, anywhere in the storage folder (database, log, certificates).
     let mut server = server;
     server.stop();
-    let files = walk(&server.dir);
+    let files = files_under(&server.dir);
     assert!(files.len() > 3);
     for key in &old.keys_seen {
         let hex_key = hex::encode(key);
@@ -631,21 +631,6 @@ async fn the_tcp_fallback_carries_the_same_call() {
             "pings measure the round trip: {r}"
         );
     }
-}
-
-fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    if let Ok(entries) = std::fs::read_dir(dir) {
-        for e in entries.flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                out.extend(walk(&p));
-            } else {
-                out.push(p);
-            }
-        }
-    }
-    out
 }
 
 #[actix_rt::test]
