@@ -167,6 +167,9 @@ fn start_server(args: &Args) -> Server {
     if args.voice_channels > 0 {
         // The load generator does not follow key renewals; keep one key for the run.
         cmd.args(["--voice-key-rotation", "3600"]);
+        if let Ok(t) = std::env::var("CONFAB_BENCH_VOICE_THREADS") {
+            cmd.args(["--voice-threads", &t]);
+        }
     }
     // The server must not outlive the bench, however the bench ends.
     // SAFETY: prctl in the forked child before exec; async-signal-safe.
