@@ -280,16 +280,10 @@ impl Fixture {
             let user = self.ids[role];
             self.admin.add_member(self.room, user).await.unwrap();
             if ROLES[role] == "moderator" {
-                let (status, _) = self
-                    .admin
-                    .request_raw(
-                        Method::PUT,
-                        &format!("/api/v1/rooms/{}/members/{user}", self.room),
-                        Some(br#"{"isModerator":true}"#.to_vec()),
-                    )
+                self.admin
+                    .set_moderator(self.room, user, true)
                     .await
                     .unwrap();
-                assert_eq!(status, 200);
             }
         }
     }
@@ -706,25 +700,8 @@ async fn room_options_join_link_auto_add_and_moderators() {
     );
 
     // Moderators: appoint, and the last one cannot step down.
-    let path = format!("/api/v1/rooms/{room}/members/{ann_id}");
-    let (s, _) = ann
-        .request_raw(
-            Method::PUT,
-            &path,
-            Some(br#"{"isModerator":true}"#.to_vec()),
-        )
-        .await
-        .unwrap();
-    assert_eq!(s, 403);
-    let (s, _) = moderator
-        .request_raw(
-            Method::PUT,
-            &path,
-            Some(br#"{"isModerator":true}"#.to_vec()),
-        )
-        .await
-        .unwrap();
-    assert_eq!(s, 200);
+    assert_eq!(status_of(ann.set_moderator(room, ann_id, true).await), 403);
+    moderator.set_moderator(room, ann_id, true).await.unwrap();
     // Earlier RoomUpdated events (room options) may come first.
     loop {
         let ev = expect_event(&mut ann_events, "RoomUpdated").await;
@@ -732,33 +709,16 @@ async fn room_options_join_link_auto_add_and_moderators() {
             break;
         }
     }
-    ann.remove_member(
-        room,
-        cat.status().await.unwrap()["userId"].as_u64().unwrap(),
-    )
-    .await
-    .expect("a new moderator moderates");
+    let cat_id = cat.status().await.unwrap()["userId"].as_u64().unwrap();
+    ann.remove_member(room, cat_id)
+        .await
+        .expect("a new moderator moderates");
     let mod_id = moderator.status().await.unwrap()["userId"]
         .as_u64()
         .unwrap();
-    let (s, _) = ann
-        .request_raw(
-            Method::PUT,
-            &format!("/api/v1/rooms/{room}/members/{mod_id}"),
-            Some(br#"{"isModerator":false}"#.to_vec()),
-        )
-        .await
-        .unwrap();
-    assert_eq!(s, 200);
-    let (s, v) = ann
-        .request_raw(
-            Method::PUT,
-            &path,
-            Some(br#"{"isModerator":false}"#.to_vec()),
-        )
-        .await
-        .unwrap();
-    assert_eq!(s, 409, "the last moderator stays: {v}");
+    ann.set_moderator(room, mod_id, false).await.unwrap();
+    let err = ann.set_moderator(room, ann_id, false).await.unwrap_err();
+    assert_eq!(err.status(), Some(409), "the last moderator stays: {err}");
 }
 
 #[actix_rt::test]

@@ -122,15 +122,29 @@ impl Store {
     /// What an administrator allows a plain member at the room level (user `None`) or for
     /// one user: the ceiling a moderator restricts under.
     pub fn admin_allowed(&self, room_id: RoomId, user: Option<UserId>) -> Result<RoomPermissions> {
-        let mut p = self.global_permissions()?;
         let room = self.permission_layer(room_id, None)?;
         let user_layer = match user {
             Some(u) => self.permission_layer(room_id, Some(u))?,
             None => PermissionLayer::default(),
         };
+        self.combine(&room, &user_layer, false)
+    }
+
+    /// Global defaults overridden by the administrator's settings at the room and user
+    /// levels; with `restrict`, minus what moderators took away at either level.
+    fn combine(
+        &self,
+        room: &PermissionLayer,
+        user: &PermissionLayer,
+        restrict: bool,
+    ) -> Result<RoomPermissions> {
+        let mut p = self.global_permissions()?;
         for &f in Permission::ALL {
-            if let Some(v) = user_layer.admin_value(f).or(room.admin_value(f)) {
+            if let Some(v) = user.admin_value(f).or(room.admin_value(f)) {
                 p.set(f, v);
+            }
+            if restrict && (room.denies(f) || user.denies(f)) {
+                p.set(f, false);
             }
         }
         Ok(p)
@@ -149,14 +163,8 @@ impl Store {
         if is_admin || member.is_moderator {
             return Ok(Some(RoomPermissions::all_allowed()));
         }
-        let mut p = self.admin_allowed(room_id, Some(user_id))?;
         let room = self.permission_layer(room_id, None)?;
         let user = self.permission_layer(room_id, Some(user_id))?;
-        for &f in Permission::ALL {
-            if room.denies(f) || user.denies(f) {
-                p.set(f, false);
-            }
-        }
-        Ok(Some(p))
+        Ok(Some(self.combine(&room, &user, true)?))
     }
 }
