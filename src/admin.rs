@@ -81,11 +81,6 @@ fn password_from(file: &Option<std::path::PathBuf>) -> Result<(String, bool), Ad
     }
 }
 
-/// Compaction returns before the store is opened.
-fn unreachable_action() -> String {
-    "nothing to do".into()
-}
-
 /// Runs one offline action; returns the line to print.
 pub fn run(dir: &Path, args: &AdminArgs, cache_bytes: u64) -> Result<String, AdminError> {
     if !dir.join("db").exists() {
@@ -95,55 +90,70 @@ pub fn run(dir: &Path, args: &AdminArgs, cache_bytes: u64) -> Result<String, Adm
         )));
     }
     let _lock = storage::prepare_folder(dir)?;
-    if let AdminAction::Compact(_) = &args.action {
-        return storage::compact(dir)
-            .map_err(AdminError::from)
-            .map(|(before, after)| {
-                format!(
-                    "compacted {}: {before} bytes before, {after} bytes after",
-                    dir.join("db").display()
-                )
-            });
-    }
-    let store = Store::open(dir, cache_bytes)?;
-    let hash = |p: &str| auth::hash_password(p).map_err(|e| AdminError::Usage(e.to_string()));
-    let line = match &args.action {
-        AdminAction::Compact(_) => unreachable_action(),
+    match &args.action {
+        // Compaction rewrites the database files, so it runs with the database closed.
+        AdminAction::Compact(_) => {
+            let (before, after) = storage::compact(dir)?;
+            Ok(format!(
+                "compacted {}: {before} bytes before, {after} bytes after",
+                dir.join("db").display()
+            ))
+        }
         AdminAction::ResetPassword(r) => {
-            let user = store
-                .user_by_name(&r.user)?
-                .ok_or_else(|| AdminError::Usage(format!("no user named '{}'", r.user)))?;
-            let (password, generated) = password_from(&r.password_file)?;
-            let h = hash(&password)?;
-            store.update_user(user.user_id, |u| u.password_hash = h)?;
-            store.delete_sessions_of(user.user_id)?;
-            if generated {
-                format!("new password of '{}': {password}", user.user_name)
-            } else {
-                format!("password of '{}' set", user.user_name)
-            }
+            with_store(dir, cache_bytes, |store| reset_password(store, r))
         }
-        AdminAction::CreateAdmin(c) => {
-            if !users::valid_user_name(&c.user) {
-                return Err(AdminError::Usage(
-                    "a user name is 1-64 characters of letters, digits, '.', '_' or '-'".into(),
-                ));
-            }
-            let (password, generated) = password_from(&c.password_file)?;
-            let user = store.create_user(&c.user, &c.user, hash(&password)?, true)?;
-            if generated {
-                format!(
-                    "created administrator '{}' (id {}) with password {password}",
-                    user.user_name, user.user_id
-                )
-            } else {
-                format!(
-                    "created administrator '{}' (id {})",
-                    user.user_name, user.user_id
-                )
-            }
-        }
-    };
+        AdminAction::CreateAdmin(c) => with_store(dir, cache_bytes, |store| create_admin(store, c)),
+    }
+}
+
+/// Opens the store, runs `action`, and flushes what it wrote.
+fn with_store(
+    dir: &Path,
+    cache_bytes: u64,
+    action: impl FnOnce(&Store) -> Result<String, AdminError>,
+) -> Result<String, AdminError> {
+    let store = Store::open(dir, cache_bytes)?;
+    let line = action(&store)?;
     store.flush()?;
     Ok(line)
+}
+
+fn hash(password: &str) -> Result<String, AdminError> {
+    auth::hash_password(password).map_err(|e| AdminError::Usage(e.to_string()))
+}
+
+fn reset_password(store: &Store, r: &ResetPassword) -> Result<String, AdminError> {
+    let user = store
+        .user_by_name(&r.user)?
+        .ok_or_else(|| AdminError::Usage(format!("no user named '{}'", r.user)))?;
+    let (password, generated) = password_from(&r.password_file)?;
+    let h = hash(&password)?;
+    store.update_user(user.user_id, |u| u.password_hash = h)?;
+    store.delete_sessions_of(user.user_id)?;
+    Ok(if generated {
+        format!("new password of '{}': {password}", user.user_name)
+    } else {
+        format!("password of '{}' set", user.user_name)
+    })
+}
+
+fn create_admin(store: &Store, c: &CreateAdmin) -> Result<String, AdminError> {
+    if !users::valid_user_name(&c.user) {
+        return Err(AdminError::Usage(
+            "a user name is 1-64 characters of letters, digits, '.', '_' or '-'".into(),
+        ));
+    }
+    let (password, generated) = password_from(&c.password_file)?;
+    let user = store.create_user(&c.user, &c.user, hash(&password)?, true)?;
+    Ok(if generated {
+        format!(
+            "created administrator '{}' (id {}) with password {password}",
+            user.user_name, user.user_id
+        )
+    } else {
+        format!(
+            "created administrator '{}' (id {})",
+            user.user_name, user.user_id
+        )
+    })
 }
