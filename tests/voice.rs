@@ -602,6 +602,18 @@ async fn a_removed_or_suspended_participant_is_cut_off_within_a_second() {
         .unwrap();
     assert_eq!(s, 200);
     assert_eq!(v["participants"].as_array().unwrap().len(), 1, "{v}");
+
+    // The last one out closes the channel; joining right after opens a fresh one.
+    for _ in 0..5 {
+        ann_c.leave_voice(room).await.unwrap();
+        let mut again = RawPeer::join(&mut ann_c, &server, room, "aes-256-gcm").await;
+        again.hello();
+    }
+    let (_, v) = ann_c
+        .request_raw(Method::GET, &format!("/api/v1/rooms/{room}/voice"), None)
+        .await
+        .unwrap();
+    assert_eq!(v["participants"].as_array().unwrap().len(), 1, "{v}");
 }
 
 #[actix_rt::test]

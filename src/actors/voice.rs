@@ -122,6 +122,7 @@ impl Handler<GetChannel> for VoiceHub {
                 members: std::sync::RwLock::new(Vec::new()),
             }),
             idle_ticks: 0,
+            retired: false,
         });
         self.channels.insert(room_id, addr.clone());
         addr
@@ -209,6 +210,9 @@ pub struct VoiceChannel {
     shared: Arc<ChannelShared>,
     /// Ticks in a row with nobody in the channel (it stops after a few).
     idle_ticks: u32,
+    /// Handed back to the hub as idle: a join that still reaches this actor (through an
+    /// address fetched just before) is refused, and the caller asks the hub again.
+    retired: bool,
 }
 
 impl VoiceChannel {
@@ -281,8 +285,9 @@ impl VoiceChannel {
 
     /// An empty channel hands its address back to the hub and stops; the supervisor then
     /// has nothing left to restart for.
-    fn stop_if_empty(&self, ctx: &mut Context<Self>) {
+    fn stop_if_empty(&mut self, ctx: &mut Context<Self>) {
         if self.members().is_empty() {
+            self.retired = true;
             self.hub.do_send(ChannelIdle(self.room_id, ctx.address()));
             ctx.stop();
         }
@@ -377,6 +382,11 @@ pub struct Join {
 impl Handler<Join> for VoiceChannel {
     type Result = Result<JoinInfo, ApiError>;
     fn handle(&mut self, msg: Join, _: &mut Context<Self>) -> Self::Result {
+        if self.retired {
+            return Err(ApiError::Unavailable(
+                "The voice channel was just closed; join again".into(),
+            ));
+        }
         let Some((talk, listen)) = self.rights(msg.user_id)? else {
             return Err(ApiError::Forbidden(format!(
                 "You may not use the voice channel of room {} (permission canUseIntercom, and canIntercomTalk or canIntercomListen)",

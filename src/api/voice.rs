@@ -40,14 +40,21 @@ pub async fn join(
             ))
         })?,
     };
+    let join = || Join {
+        user_id: auth.id(),
+        cipher,
+        listen_only: body.listen_only,
+    };
     let channel = state.voice.hub.send(GetChannel(room_id)).await?;
-    let info = channel
-        .send(Join {
-            user_id: auth.id(),
-            cipher,
-            listen_only: body.listen_only,
-        })
-        .await??;
+    let info = match channel.send(join()).await? {
+        // The channel closed as we joined; the hub has forgotten it by now and starts a
+        // new one.
+        Err(ApiError::Unavailable(_)) => {
+            let channel = state.voice.hub.send(GetChannel(room_id)).await?;
+            channel.send(join()).await??
+        }
+        other => other?,
+    };
     let mut v = serde_json::to_value(&info).unwrap_or_default();
     v["httpStatusCode"] = json!(200);
     Ok(HttpResponse::Ok().json(v))
