@@ -603,6 +603,16 @@ async fn a_removed_or_suspended_participant_is_cut_off_within_a_second() {
     assert_eq!(s, 200);
     assert_eq!(v["participants"].as_array().unwrap().len(), 1, "{v}");
 
+    // One user's devices are bounded per channel.
+    let mut extra = Vec::new();
+    for _ in 0..7 {
+        extra.push(ann_c.join_voice(room, "aes-256-gcm", false).await.unwrap());
+    }
+    assert_eq!(
+        status_of(ann_c.join_voice(room, "aes-256-gcm", false).await),
+        429
+    );
+
     // The last one out closes the channel; joining right after opens a fresh one.
     for _ in 0..5 {
         ann_c.leave_voice(room).await.unwrap();

@@ -31,6 +31,10 @@ pub struct VoiceConfig {
     pub grace: Duration,
 }
 
+/// Bounds on a channel, so joins cannot grow the server without limit.
+pub const MAX_PER_USER: usize = 8;
+pub const MAX_PER_CHANNEL: usize = 1000;
+
 /// What a participant learns when joining.
 #[derive(Debug, Clone, serde::Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -393,6 +397,17 @@ impl Handler<Join> for VoiceChannel {
                 self.room_id
             )));
         };
+        let members = self.members();
+        if members.iter().filter(|p| p.user_id == msg.user_id).count() >= MAX_PER_USER {
+            return Err(ApiError::TooManyRequests(format!(
+                "At most {MAX_PER_USER} of your devices can be in one voice channel; leave with one first"
+            )));
+        }
+        if members.len() >= MAX_PER_CHANNEL {
+            return Err(ApiError::TooManyRequests(format!(
+                "The voice channel is full ({MAX_PER_CHANNEL} participants)"
+            )));
+        }
         let talk = talk && !msg.listen_only;
         let id = self.router.next_participant_id();
         let p = Arc::new(Participant::new(

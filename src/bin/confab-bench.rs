@@ -849,13 +849,29 @@ async fn run_voice(args: Args, server: &Server) -> serde_json::Value {
     }
     let mut all: Vec<Talker> = Vec::new();
     let mut channel_of: Vec<usize> = Vec::new();
+    // One user per talker slot (a user may bring only a few devices into a channel),
+    // each in every channel.
+    let mut voices: Vec<Client> = Vec::new();
+    let mut voice_ids = Vec::new();
+    for t in 0..talkers {
+        let name = format!("talker{t}");
+        let password = format!("talker-password-{t}");
+        let (id, _) = admin
+            .create_user(&name, Some(&password), false)
+            .await
+            .expect("create talker");
+        let mut c = admin.another();
+        c.login(&name, &password).await.expect("talker login");
+        voices.push(c);
+        voice_ids.push(id);
+    }
     for c in 0..channels {
         let room = admin
-            .create_room(&format!("voice{c}"), &[])
+            .create_room(&format!("voice{c}"), &voice_ids)
             .await
             .expect("room");
-        for _ in 0..talkers {
-            let info = admin
+        for voice in voices.iter_mut() {
+            let info = voice
                 .join_voice(room, "aes-256-gcm", false)
                 .await
                 .expect("join");
