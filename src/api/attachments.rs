@@ -10,7 +10,6 @@ use serde_json::json;
 
 use super::auth::Authed;
 use super::error::ApiError;
-use super::rooms::visible_room;
 use super::{ok_json, AppState, State};
 use crate::actors::room::{require_permission, AnnounceMessage};
 use crate::model::Permission;
@@ -93,11 +92,7 @@ pub async fn upload(
     mut form: Multipart,
 ) -> Result<HttpResponse, ApiError> {
     let message_id = path.into_inner();
-    let message = state
-        .store
-        .message(message_id)?
-        .ok_or_else(|| ApiError::message_not_found(message_id))?;
-    visible_room(&state, &auth, message.room_id)?;
+    let message = super::messages::visible_message(&state, &auth, message_id)?;
     may_change_files(&state, &auth, &message, true)?;
 
     let max = state.limits.max_file_bytes;

@@ -97,7 +97,7 @@ fn validate(state: &AppState, mut draft: NewMessage) -> Result<NewMessage, ApiEr
 }
 
 /// The message, if it exists and the caller is a member of its room.
-fn visible_message(
+pub(super) fn visible_message(
     state: &AppState,
     auth: &Authed,
     message_id: u64,

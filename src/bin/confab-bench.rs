@@ -848,7 +848,6 @@ async fn run_voice(args: Args, server: &Server) -> serde_json::Value {
         counter: u64,
     }
     let mut all: Vec<Talker> = Vec::new();
-    let mut channel_of: Vec<usize> = Vec::new();
     // One user per talker slot (a user may bring only a few devices into a channel),
     // each in every channel.
     let mut voices: Vec<Client> = Vec::new();
@@ -890,7 +889,6 @@ async fn run_voice(args: Args, server: &Server) -> serde_json::Value {
                 sock,
                 counter: 0,
             });
-            channel_of.push(c);
         }
     }
     let n = all.len();
@@ -1071,7 +1069,6 @@ async fn run_voice(args: Args, server: &Server) -> serde_json::Value {
     };
     let duration = secs as f64;
     let cpu_ms_used = cpu1.saturating_sub(cpu0) as f64;
-    let _ = channel_of;
     json!({
         "voice": {
             "channels": channels,

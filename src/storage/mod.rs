@@ -19,6 +19,7 @@
 //! | `contenthash_refs` | SHA-256 (hex) of content | reference count ‖ size |
 //! | `changeseq_change` | sequence number | [`Change`] JSON (the sync log) |
 //! | `userid_quotaused` | user | bytes of attachments they uploaded (BE) |
+//! | `joincode_roomid` | join code | room (self-join by link) |
 //! | `messageid_tombstone` | message | [`Tombstone`] JSON: what is left of a deleted message |
 //! | `setting_value` | name | server-wide settings (`global_permissions`: flag name → bool) |
 //! | `roomid_permissions` | room | [`PermissionLayer`] JSON (room level) |
@@ -298,6 +299,7 @@ pub struct Store {
     userid_quotaused: sled::Tree,
     setting_value: sled::Tree,
     messageid_tombstone: sled::Tree,
+    joincode_roomid: sled::Tree,
     roomid_permissions: sled::Tree,
     roomid_userid_permissions: sled::Tree,
     next_change_seq: AtomicU64,
@@ -431,6 +433,7 @@ impl Store {
             userid_quotaused: t("userid_quotaused")?,
             setting_value: t("setting_value")?,
             messageid_tombstone: t("messageid_tombstone")?,
+            joincode_roomid: t("joincode_roomid")?,
             roomid_permissions: t("roomid_permissions")?,
             roomid_userid_permissions: t("roomid_userid_permissions")?,
             next_change_seq: AtomicU64::new(0),
@@ -670,12 +673,26 @@ impl Store {
     }
 
     pub fn update_room(&self, record: &RoomRecord) -> Result<()> {
-        self.roomid_room
-            .insert(be(record.room_id), encode(record))?;
+        let old = self
+            .roomid_room
+            .insert(be(record.room_id), encode(record))?
+            .map(|v| decode::<RoomRecord>("room", &v))
+            .transpose()?;
+        // Keep the join-code index in step with the room's code.
+        let old_code = old.and_then(|r| r.join_code);
+        if old_code != record.join_code {
+            if let Some(code) = old_code {
+                self.joincode_roomid.remove(code.as_bytes())?;
+            }
+            if let Some(code) = &record.join_code {
+                self.joincode_roomid
+                    .insert(code.as_bytes(), &be(record.room_id))?;
+            }
+        }
         Ok(())
     }
 
-    /// Every room, in id order (for the few server-wide scans: auto-add, join codes).
+    /// Every room, in id order (for the server-wide scan of auto-add rooms).
     pub fn rooms(&self) -> Result<Vec<RoomRecord>> {
         self.roomid_room
             .iter()
@@ -685,10 +702,10 @@ impl Store {
 
     /// The group room whose join link carries this code.
     pub fn room_by_join_code(&self, code: &str) -> Result<Option<RoomRecord>> {
-        Ok(self
-            .rooms()?
-            .into_iter()
-            .find(|r| r.join_code.as_deref() == Some(code)))
+        match self.joincode_roomid.get(code.as_bytes())? {
+            Some(v) => self.room(id_at(&v, 0)?),
+            None => Ok(None),
+        }
     }
 
     /// Sets a member's moderator flag; false if they are not a member.
