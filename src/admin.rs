@@ -1,6 +1,7 @@
-//! `confab-server admin …`: offline repairs on a stopped server's storage folder, for when
-//! the administrator's password is lost. It takes the folder's lock like the server does,
-//! so it refuses clearly while a server runs on that folder.
+//! `confab-server admin …` and `confab-server check`: offline work on a stopped server's
+//! storage folder (a lost administrator password, compaction, an integrity check). Each
+//! takes the folder's lock like the server does, so it refuses clearly while a server runs
+//! on that folder.
 
 use std::path::Path;
 
@@ -8,6 +9,20 @@ use argh::FromArgs;
 
 use crate::api::{auth, users};
 use crate::storage::{self, StorageError, Store};
+
+/// An offline command instead of running the server.
+#[derive(FromArgs, Debug, Clone, PartialEq)]
+#[argh(subcommand)]
+pub enum ServerCommand {
+    Admin(AdminArgs),
+    Check(CheckArgs),
+}
+
+/// check a stopped server's storage folder: every invariant of the stored records, one line
+/// per problem (exit 1 when there is any)
+#[derive(FromArgs, Debug, Clone, PartialEq)]
+#[argh(subcommand, name = "check")]
+pub struct CheckArgs {}
 
 /// offline administration of a stopped server's storage folder
 #[derive(FromArgs, Debug, Clone, PartialEq)]
@@ -61,6 +76,9 @@ pub enum AdminError {
     Storage(#[from] StorageError),
     #[error("{0}")]
     Usage(String),
+    /// The check found problems (each line printed already).
+    #[error("{0}")]
+    Problems(String),
 }
 
 fn password_from(file: &Option<std::path::PathBuf>) -> Result<(String, bool), AdminError> {
@@ -81,8 +99,8 @@ fn password_from(file: &Option<std::path::PathBuf>) -> Result<(String, bool), Ad
     }
 }
 
-/// Runs one offline action; returns the line to print.
-pub fn run(dir: &Path, args: &AdminArgs, cache_bytes: u64) -> Result<String, AdminError> {
+/// Runs one offline command; returns the line to print.
+pub fn run(dir: &Path, command: &ServerCommand, cache_bytes: u64) -> Result<String, AdminError> {
     if !dir.join("db").exists() {
         return Err(AdminError::Usage(format!(
             "{} holds no Confab storage (no db/ inside); give the server's --storage-dir",
@@ -90,6 +108,10 @@ pub fn run(dir: &Path, args: &AdminArgs, cache_bytes: u64) -> Result<String, Adm
         )));
     }
     let _lock = storage::prepare_folder(dir)?;
+    let args = match command {
+        ServerCommand::Check(_) => return check(dir, cache_bytes),
+        ServerCommand::Admin(args) => args,
+    };
     match &args.action {
         // Compaction rewrites the database files, so it runs with the database closed.
         AdminAction::Compact(_) => {
@@ -104,6 +126,23 @@ pub fn run(dir: &Path, args: &AdminArgs, cache_bytes: u64) -> Result<String, Adm
         }
         AdminAction::CreateAdmin(c) => with_store(dir, cache_bytes, |store| create_admin(store, c)),
     }
+}
+
+/// Prints each problem on stdout; the summary line is the answer.
+fn check(dir: &Path, cache_bytes: u64) -> Result<String, AdminError> {
+    let report = storage::check_folder(dir, cache_bytes)?;
+    if report.problems.is_empty() {
+        return Ok(format!("{} is sound: {}", dir.display(), report.summary));
+    }
+    for p in &report.problems {
+        println!("{p}");
+    }
+    Err(AdminError::Problems(format!(
+        "{} problem(s) in {}: {}",
+        report.problems.len(),
+        dir.display(),
+        report.summary
+    )))
 }
 
 /// Opens the store, runs `action`, and flushes what it wrote.
@@ -128,7 +167,10 @@ fn reset_password(store: &Store, r: &ResetPassword) -> Result<String, AdminError
         .ok_or_else(|| AdminError::Usage(format!("no user named '{}'", r.user)))?;
     let (password, generated) = password_from(&r.password_file)?;
     let h = hash(&password)?;
-    store.update_user(user.user_id, |u| u.password_hash = h)?;
+    store.update_user(user.user_id, |u| {
+        u.password_hash = h.clone();
+        Ok(())
+    })?;
     store.delete_sessions_of(user.user_id)?;
     Ok(if generated {
         format!("new password of '{}': {password}", user.user_name)

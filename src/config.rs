@@ -65,7 +65,7 @@ pub struct ServerArgs {
     #[argh(option)]
     pub voice_threads: Option<usize>,
     #[argh(subcommand)]
-    pub command: Option<crate::admin::AdminArgs>,
+    pub command: Option<crate::admin::ServerCommand>,
 }
 
 /// Rewrites `-h` and `-?` into `--help`, which is what argh understands.

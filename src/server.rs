@@ -137,6 +137,13 @@ pub async fn run(config: ServerConfig) -> Result<(), StartError> {
             .wrap(middleware::DefaultHeaders::new().add(("X-Content-Type-Options", "nosniff")))
             .configure(|cfg| api::configure(cfg, &limits, web_root.clone()))
     })
+    // Each connection's socket, so an event session can reset one whose client stopped
+    // reading.
+    .on_connect(|conn, ext| {
+        if let Some(socket) = crate::actors::session::ConnSocket::of(conn) {
+            ext.insert(socket);
+        }
+    })
     .workers(config.workers)
     .max_connections(config.max_connections)
     .backlog(4096)
@@ -184,12 +191,44 @@ pub async fn run(config: ServerConfig) -> Result<(), StartError> {
         handle.stop(true).await;
     });
 
+    // Idempotency keys are remembered for 24 hours; older ones are forgotten now and then.
+    let prune_store = store.clone();
+    actix_rt::spawn(async move {
+        loop {
+            tokio::time::sleep(Duration::from_secs(600)).await;
+            let store = prune_store.clone();
+            let _ =
+                actix_rt::task::spawn_blocking(move || store.prune_idempotency_keys(10_000)).await;
+        }
+    });
+
     let result = server.await;
     router.shutdown();
-    store.flush()?;
+    let flushed = flush_with_deadline(store);
     drop(lock);
-    tracing::info!("stopped; storage flushed");
-    result.map_err(|e| StartError::Other(format!("server error: {e}")))
+    match &flushed {
+        Ok(()) => tracing::info!("stopped; storage flushed"),
+        Err(e) => tracing::error!("stopped; the storage could not be flushed: {e}"),
+    }
+    result.map_err(|e| StartError::Other(format!("server error: {e}")))?;
+    Ok(flushed?)
+}
+
+/// The last commit at shutdown, bounded in time: a device that hangs must not keep the
+/// process from exiting.
+fn flush_with_deadline(store: Arc<Store>) -> Result<(), StorageError> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let _ = std::thread::Builder::new()
+        .name("confab-final-flush".into())
+        .spawn(move || {
+            let _ = tx.send(store.flush());
+        });
+    rx.recv_timeout(storage::COMMIT_DEADLINE)
+        .unwrap_or_else(|_| {
+            Err(StorageError::Unavailable(
+                "the storage device did not confirm the final flush in time".into(),
+            ))
+        })
 }
 
 /// SIGTERM and SIGINT, registered with the runtime (which replaces their default action).

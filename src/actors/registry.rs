@@ -1,6 +1,7 @@
 //! The registry: which event sessions each user has open (a user may have several: desktop,
-//! phone, browser), and which room actors run. It starts room actors on demand under a
-//! supervisor, and fans events out to sessions. Its own supervisor is the actix system.
+//! phone, browser), and which room actors run. It is the room actors' supervisor: it starts
+//! a room's actor on demand, and a fresh one when the previous has stopped. It fans events
+//! out to sessions. Its own supervisor is the actix system.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -93,27 +94,50 @@ impl Handler<Disconnect> for Registry {
     }
 }
 
-/// The actor of a room, started (under a supervisor) if the room exists and is not running.
+/// The actor of a room, started if the room exists (as far as clients can see: durably)
+/// and none runs.
 #[derive(Message)]
 #[rtype(result = "Result<Option<Addr<RoomActor>>, StorageError>")]
 pub struct GetRoom(pub RoomId);
 
+impl Registry {
+    fn running(&self, room_id: RoomId) -> Option<Addr<RoomActor>> {
+        self.rooms.get(&room_id).filter(|a| a.connected()).cloned()
+    }
+
+    fn start_room(&mut self, room_id: RoomId, ctx: &mut Context<Self>) -> Addr<RoomActor> {
+        let addr = RoomActor::new(room_id, self.store.clone(), ctx.address()).start();
+        self.rooms.insert(room_id, addr.clone());
+        addr
+    }
+}
+
 impl Handler<GetRoom> for Registry {
     type Result = Result<Option<Addr<RoomActor>>, StorageError>;
     fn handle(&mut self, GetRoom(room_id): GetRoom, ctx: &mut Context<Self>) -> Self::Result {
-        if let Some(addr) = self.rooms.get(&room_id) {
-            if addr.connected() {
-                return Ok(Some(addr.clone()));
-            }
+        if let Some(addr) = self.running(room_id) {
+            return Ok(Some(addr));
         }
         if self.store.room(room_id)?.is_none() {
             return Ok(None);
         }
-        let store = self.store.clone();
-        let registry = ctx.address();
-        let addr = Supervisor::start(move |_| RoomActor::new(room_id, store, registry));
-        self.rooms.insert(room_id, addr.clone());
-        Ok(Some(addr))
+        Ok(Some(self.start_room(room_id, ctx)))
+    }
+}
+
+/// The actor for a room about to be created (its id freshly allocated): the creation is
+/// its first write.
+#[derive(Message)]
+#[rtype(result = "Addr<RoomActor>")]
+pub struct NewRoom(pub RoomId);
+
+impl Handler<NewRoom> for Registry {
+    type Result = Addr<RoomActor>;
+    fn handle(&mut self, NewRoom(room_id): NewRoom, ctx: &mut Context<Self>) -> Self::Result {
+        match self.running(room_id) {
+            Some(addr) => addr,
+            None => self.start_room(room_id, ctx),
+        }
     }
 }
 
@@ -207,10 +231,29 @@ pub struct GetStats;
 impl Handler<GetStats> for Registry {
     type Result = MessageResult<GetStats>;
     fn handle(&mut self, _: GetStats, _: &mut Context<Self>) -> Self::Result {
+        self.rooms.retain(|_, a| a.connected());
         MessageResult(RegistryStats {
             connected_sessions: self.session_count,
             connected_users: self.sessions.len(),
             active_rooms: self.rooms.len(),
         })
+    }
+}
+
+/// Which of these users have no event session open (the voice channels drop their
+/// forgotten participants with it).
+#[derive(Message)]
+#[rtype(result = "Vec<UserId>")]
+pub struct WithoutSessions(pub Vec<UserId>);
+
+impl Handler<WithoutSessions> for Registry {
+    type Result = MessageResult<WithoutSessions>;
+    fn handle(&mut self, msg: WithoutSessions, _: &mut Context<Self>) -> Self::Result {
+        MessageResult(
+            msg.0
+                .into_iter()
+                .filter(|u| !self.sessions.contains_key(u))
+                .collect(),
+        )
     }
 }

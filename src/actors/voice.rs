@@ -1,5 +1,5 @@
 //! Voice actors. `VoiceHub` (one, beside the registry) maps rooms to running
-//! `VoiceChannel` actors and starts each under a `Supervisor`. A `VoiceChannel` owns one
+//! `VoiceChannel` actors and starts each on demand. A `VoiceChannel` owns one
 //! room's participants: it admits them (per the room's intercom permissions), renews their
 //! keys when the `KeyRotation` timer says so, erases expired keys, drops anyone who left,
 //! was removed, suspended or lost the permission, and announces joins, leaves, talking and
@@ -15,7 +15,7 @@ use actix::prelude::*;
 use serde_json::json;
 
 use super::event_payload;
-use super::registry::{DeliverEach, Registry};
+use super::registry::{DeliverEach, Registry, WithoutSessions};
 use crate::api::error::ApiError;
 use crate::model::{Permission, RoomId, UserId};
 use crate::storage::Store;
@@ -114,7 +114,9 @@ impl Handler<GetChannel> for VoiceHub {
             self.config.clone(),
         );
         let hub = ctx.address();
-        let addr = Supervisor::start(move |_| VoiceChannel {
+        // Not supervised: an empty channel stops for good, and a damaged one repairs itself
+        // in place (see `reset`), so there is nothing a restart would fix.
+        let addr = VoiceChannel {
             room_id,
             hub,
             store,
@@ -126,8 +128,10 @@ impl Handler<GetChannel> for VoiceHub {
                 members: std::sync::RwLock::new(Vec::new()),
             }),
             idle_ticks: 0,
+            ticks: 0,
             retired: false,
-        });
+        }
+        .start();
         self.channels.insert(room_id, addr.clone());
         addr
     }
@@ -214,6 +218,8 @@ pub struct VoiceChannel {
     shared: Arc<ChannelShared>,
     /// Ticks in a row with nobody in the channel (it stops after a few).
     idle_ticks: u32,
+    /// Ticks since start (every 25th looks for participants whose client is gone).
+    ticks: u64,
     /// Handed back to the hub as idle: a join that still reaches this actor (through an
     /// address fetched just before) is refused, and the caller asks the hub again.
     retired: bool,
@@ -315,9 +321,13 @@ impl Actor for VoiceChannel {
             }
             act.idle_ticks = 0;
             if act.damaged() {
-                tracing::error!(room = act.room_id, "voice channel state damaged by a relay panic; restarting it");
-                ctx.stop();
+                tracing::error!(room = act.room_id, "voice channel state damaged by a relay panic; resetting it");
+                act.reset();
                 return;
+            }
+            act.ticks += 1;
+            if act.ticks % 25 == 0 {
+                act.drop_abandoned(ctx);
             }
             for p in act.members() {
                 p.expire_previous();
@@ -343,18 +353,11 @@ impl Actor for VoiceChannel {
     }
 }
 
-impl Supervised for VoiceChannel {
-    /// After a crash the participants' state cannot be trusted: drop them all (their keys
-    /// are erased) and tell each to join again.
-    fn restarting(&mut self, _: &mut Context<Self>) {
+impl VoiceChannel {
+    /// After a relay panic the participants' state cannot be trusted: drop them all (their
+    /// keys are erased), start a fresh member list and tell each to join again.
+    fn reset(&mut self) {
         let members = self.members();
-        if members.is_empty() {
-            return; // an idle channel that stopped: nothing to recover
-        }
-        tracing::warn!(
-            room = self.room_id,
-            "voice channel restarting; participants must re-join"
-        );
         for p in &members {
             self.router.remove(p.id);
         }
@@ -366,12 +369,49 @@ impl Supervised for VoiceChannel {
         });
         let payload = event_payload("VoiceRejoin", json!({ "roomId": self.room_id }));
         let mut users: Vec<UserId> = members.iter().map(|p| p.user_id).collect();
+        users.sort_unstable();
         users.dedup();
         self.registry.do_send(DeliverEach(
             users.into_iter().map(|u| (u, payload.clone())).collect(),
         ));
     }
+
+    /// Participants silent for [`ABANDONED_AFTER`] whose user has no event session either
+    /// (the client went away without leaving) are dropped, their keys erased.
+    fn drop_abandoned(&mut self, ctx: &mut Context<Self>) {
+        let now = crate::now_ms();
+        let silent: Vec<(u32, UserId)> = self
+            .members()
+            .iter()
+            .filter(|p| {
+                now.saturating_sub(p.last_packet_ms.load(Ordering::Relaxed))
+                    > ABANDONED_AFTER.as_millis() as u64
+            })
+            .map(|p| (p.id, p.user_id))
+            .collect();
+        if silent.is_empty() {
+            return;
+        }
+        let users = silent.iter().map(|&(_, u)| u).collect();
+        self.registry
+            .send(WithoutSessions(users))
+            .into_actor(self)
+            .map(move |gone, act, ctx| {
+                let Ok(gone) = gone else { return };
+                for (id, user) in silent {
+                    if gone.contains(&user) {
+                        act.remove(id, "connection lost");
+                    }
+                }
+                act.stop_if_empty(ctx);
+            })
+            .wait(ctx);
+    }
 }
+
+/// How long a participant may send nothing (not even a ping) while its user has no event
+/// session, before it is dropped.
+pub const ABANDONED_AFTER: Duration = Duration::from_secs(30);
 
 /// Join the channel.
 #[derive(Message)]

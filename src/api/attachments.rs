@@ -10,11 +10,10 @@ use serde_json::json;
 
 use super::auth::Authed;
 use super::error::ApiError;
-use super::{ok_json, AppState, State};
-use crate::actors::room::{require_permission, AnnounceMessage};
-use crate::model::Permission;
+use super::{idempotency_key, ok_json, AppState, State};
+use crate::actors::room::{may_change_files, AttachFiles, DeleteAttachment};
 use crate::storage::attachments::thumbnail_candidate;
-use crate::storage::{AttachmentRecord, MessageRecord};
+use crate::storage::{AttachmentRecord, IdempotentResult, PreparedUpload};
 
 fn not_found(id: u64) -> ApiError {
     ApiError::NotFound(format!("Attachment {id} not found"))
@@ -34,49 +33,6 @@ fn visible_attachment(
     Ok(record)
 }
 
-/// Author (with `canAttachOrDeleteFilesInOwnMessagesIn…`), room moderator or administrator.
-/// Uploading also needs `canSendFilesIntoRoomIn…`: with it off no file enters the room.
-fn may_change_files(
-    state: &AppState,
-    auth: &Authed,
-    message: &MessageRecord,
-    uploading: bool,
-) -> Result<(), ApiError> {
-    let member = state.store.member(message.room_id, auth.id())?;
-    let moderator = member.map(|m| m.is_moderator).unwrap_or(false);
-    if moderator || auth.user.is_admin {
-        return Ok(());
-    }
-    if message.user_id != auth.id() {
-        return Err(ApiError::Forbidden(
-            "Only the message's author, a room moderator or an administrator may attach or delete its files".into(),
-        ));
-    }
-    let comment = message.parent_message_id != 0;
-    let check = |flag, what| {
-        require_permission(&state.store, message.room_id, auth.id(), false, flag, what)
-    };
-    check(
-        Permission::in_thread(
-            Permission::CanAttachOrDeleteFilesInOwnMessagesInMainThread,
-            Permission::CanAttachOrDeleteFilesInOwnMessagesInDiscussion,
-            comment,
-        ),
-        "attach or delete files in your messages here",
-    )?;
-    if uploading {
-        check(
-            Permission::in_thread(
-                Permission::CanSendFilesIntoRoomInMainThread,
-                Permission::CanSendFilesIntoRoomInDiscussion,
-                comment,
-            ),
-            "send files",
-        )?;
-    }
-    Ok(())
-}
-
 fn clean_file_name(name: &str) -> Option<String> {
     let base = name.rsplit(['/', '\\']).next().unwrap_or("").trim();
     let cleaned: String = base.chars().filter(|c| !c.is_control()).collect();
@@ -84,17 +40,62 @@ fn clean_file_name(name: &str) -> Option<String> {
         .then_some(cleaned)
 }
 
-/// `POST /api/v1/messages/{messageId}/attachments`
+/// `POST /api/v1/messages/{messageId}/attachments`: the files stream to disk here; the
+/// room's actor then attaches them all, or none if the message was deleted meanwhile. With
+/// an `Idempotency-Key` used before by the caller, answers that request's attachments.
 pub async fn upload(
     state: State,
     auth: Authed,
+    req: HttpRequest,
     path: web::Path<u64>,
-    mut form: Multipart,
+    form: Multipart,
 ) -> Result<HttpResponse, ApiError> {
     let message_id = path.into_inner();
+    let idempotency = idempotency_key(&req, auth.id())?;
     let message = super::messages::visible_message(&state, &auth, message_id)?;
-    may_change_files(&state, &auth, &message, true)?;
+    if let Some(key) = &idempotency {
+        if let Some(IdempotentResult::Attachments { attachment_ids, .. }) =
+            state.store.idempotent_result(key)?
+        {
+            let mut attachments = Vec::new();
+            for id in attachment_ids {
+                if let Some(a) = state.store.attachment(id)? {
+                    attachments.push(a.to_api());
+                }
+            }
+            return Ok(ok_json(json!({ "attachments": attachments })));
+        }
+    }
+    may_change_files(&state.store, auth.id(), auth.user.is_admin, &message, true)?;
+    let files = receive_files(&state, &auth, form).await?;
+    let hashes: Vec<String> = files.iter().map(|f| f.content_hash.clone()).collect();
+    let attached = state
+        .room_actor(message.room_id)
+        .await?
+        .send(AttachFiles {
+            user_id: auth.id(),
+            is_admin: auth.user.is_admin,
+            message_id,
+            files,
+            quota: state.limits.user_quota_bytes,
+            idempotency,
+        })
+        .await;
+    // Content that ended up attached nowhere (refused, or a replay) goes again.
+    let store = state.store.clone();
+    let _ = web::block(move || store.erase_unreferenced(&hashes)).await;
+    let stored: Vec<AttachmentRecord> = attached??;
+    let attachments: Vec<_> = stored.iter().map(|a| a.to_api()).collect();
+    Ok(ok_json(json!({ "attachments": attachments })))
+}
 
+/// Streams the multipart body's files to disk (checksums, size limit, quota), placing each
+/// under its hash with its thumbnail. All or nothing: on an error, nothing is kept.
+async fn receive_files(
+    state: &AppState,
+    auth: &Authed,
+    mut form: Multipart,
+) -> Result<Vec<PreparedUpload>, ApiError> {
     let max = state.limits.max_file_bytes;
     let quota = state.limits.user_quota_bytes;
     // Space left for this user; files of this request count as they arrive.
@@ -103,7 +104,7 @@ pub async fn upload(
     } else {
         quota.saturating_sub(state.store.quota_used(auth.id())?)
     };
-    let mut stored: Vec<AttachmentRecord> = Vec::new();
+    let mut files: Vec<PreparedUpload> = Vec::new();
     let mut expected_checksum: Option<String> = None;
     let bad = |e: actix_multipart::MultipartError| {
         ApiError::BadRequest(format!("Malformed multipart body: {e}"))
@@ -155,66 +156,48 @@ pub async fn upload(
             }
             .await;
             if let Err(e) = copied {
-                writer.abort(&state.store);
+                writer.abort();
                 return Err(e);
             }
             quota_left = quota_left.saturating_sub(writer.size);
-            let record = writer.finish(
-                &state.store,
-                message.message_id,
-                message.room_id,
-                auth.id(),
-                &file_name,
-                &content_type,
-            )?;
+            let store = state.store.clone();
+            let thumbnail = thumbnail_candidate(&content_type, writer.size);
+            // Thumbnails decode images: one at a time (each may take tens of MiB).
+            let _slot = if thumbnail {
+                Some(state.thumbnail_slots.acquire().await)
+            } else {
+                None
+            };
+            let (name, kind) = (file_name.clone(), content_type.clone());
+            let prepared = web::block(move || writer.finish(&store, &name, &kind))
+                .await
+                .map_err(|e| ApiError::Internal(format!("upload worker: {e}")))??;
             if let Some(want) = expected_checksum.take() {
-                if want != record.checksum {
-                    state.store.delete_attachment(&record)?;
+                if want != prepared.checksum {
                     return Err(ApiError::BadRequest(format!(
                         "ChecksumVerificationOnServerSideMismatch: '{file_name}' has SHA-1 {}, the client said {want}",
-                        record.checksum
+                        prepared.checksum
                     )));
                 }
             }
-            stored.push(record);
+            files.push(prepared);
         }
         Ok(())
     }
     .await;
     if let Err(e) = result {
-        // All or nothing: files of this request stored before the error are removed too.
-        for r in &stored {
-            let _ = state.store.delete_attachment(r);
-        }
+        let hashes: Vec<String> = files.iter().map(|f| f.content_hash.clone()).collect();
+        drop(files);
+        let store = state.store.clone();
+        let _ = web::block(move || store.erase_unreferenced(&hashes)).await;
         return Err(e);
     }
-    if stored.is_empty() {
+    if files.is_empty() {
         return Err(ApiError::BadRequest(
             "No files: send them as multipart/form-data in the field 'files'".into(),
         ));
     }
-    state.store.durable().await?;
-    // Thumbnails of images, one decode at a time (each may take tens of MiB while it runs).
-    for record in stored.iter_mut() {
-        if !thumbnail_candidate(&record.content_type, record.file_size) {
-            continue;
-        }
-        let _slot = state.thumbnail_slots.acquire().await;
-        let store = state.store.clone();
-        let copy = record.clone();
-        match web::block(move || store.make_thumbnail(&copy)).await {
-            Ok(Ok(made)) => record.has_thumbnail = made,
-            Ok(Err(e)) => tracing::error!("thumbnail: {e}"),
-            Err(e) => tracing::error!("thumbnail worker: {e}"),
-        }
-    }
-    state.store.durable().await?;
-    state
-        .room_actor(message.room_id)
-        .await?
-        .do_send(AnnounceMessage(message.message_id));
-    let attachments: Vec<_> = stored.iter().map(|a| a.to_api()).collect();
-    Ok(ok_json(json!({ "attachments": attachments })))
+    Ok(files)
 }
 
 /// `GET /api/v1/attachments/{attachmentId}`: the documented metadata object.
@@ -340,16 +323,14 @@ pub async fn delete(
     path: web::Path<u64>,
 ) -> Result<HttpResponse, ApiError> {
     let record = visible_attachment(&state, &auth, path.into_inner())?;
-    let message = state
-        .store
-        .message(record.message_id)?
-        .ok_or_else(|| ApiError::message_not_found(record.message_id))?;
-    may_change_files(&state, &auth, &message, false)?;
-    state.store.delete_attachment(&record)?;
-    state.store.durable().await?;
     state
         .room_actor(record.room_id)
         .await?
-        .do_send(AnnounceMessage(record.message_id));
+        .send(DeleteAttachment {
+            user_id: auth.id(),
+            is_admin: auth.user.is_admin,
+            attachment_id: record.attachment_id,
+        })
+        .await??;
     Ok(ok_json(json!({})))
 }

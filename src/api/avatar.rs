@@ -126,21 +126,13 @@ async fn read_image(mut payload: web::Payload) -> Result<Vec<u8>, ApiError> {
     Ok(out)
 }
 
-/// Reads, checks and durably stores an avatar (`kind`: `b'u'` user, `b'r'` room);
-/// answers its content type and size.
-async fn store_avatar(
-    state: &super::AppState,
-    kind: u8,
-    id: u64,
-    payload: web::Payload,
-) -> Result<(&'static str, usize), ApiError> {
+/// Reads and checks an avatar upload: its content type and bytes.
+async fn read_avatar(payload: web::Payload) -> Result<(&'static str, Vec<u8>), ApiError> {
     let body = read_image(payload).await?;
     let content_type = sniff(&body).ok_or_else(|| {
         ApiError::BadRequest("An avatar must be a PNG, JPEG, GIF or WebP image".into())
     })?;
-    state.store.set_avatar(kind, id, content_type, &body)?;
-    state.store.durable().await?;
-    Ok((content_type, body.len()))
+    Ok((content_type, body))
 }
 
 /// `PUT /api/v1/users/{userId}/avatar.jpg` (extension): the image as the request body; the
@@ -160,9 +152,11 @@ pub async fn put_user_avatar(
     if state.store.user(id)?.is_none() {
         return Err(ApiError::NotFound(format!("User {id} not found")));
     }
-    let (content_type, size) = store_avatar(&state, b'u', id, payload).await?;
+    let (content_type, image) = read_avatar(payload).await?;
+    state.store.set_avatar(b'u', id, content_type, &image)?;
+    state.store.durable().await?;
     Ok(super::ok_json(
-        serde_json::json!({ "userId": id, "contentType": content_type, "size": size }),
+        serde_json::json!({ "userId": id, "contentType": content_type, "size": image.len() }),
     ))
 }
 
@@ -184,7 +178,18 @@ pub async fn put_room_avatar(
             "Only a room moderator or an administrator may change the room's avatar".into(),
         ));
     }
-    let (content_type, size) = store_avatar(&state, b'r', id, payload).await?;
+    let (content_type, image) = read_avatar(payload).await?;
+    let size = image.len();
+    state
+        .room_actor(id)
+        .await?
+        .send(crate::actors::room::SetRoomAvatar {
+            by: auth.id(),
+            by_admin: auth.user.is_admin,
+            content_type,
+            image,
+        })
+        .await??;
     Ok(super::ok_json(
         serde_json::json!({ "roomId": id, "contentType": content_type, "size": size }),
     ))

@@ -28,6 +28,9 @@ pub enum ApiError {
     TooManyRequests(String),
     #[error("{0}")]
     Unavailable(String),
+    /// 507: the storage folder's disk is full.
+    #[error("{0}")]
+    InsufficientStorage(String),
     #[error("{0}")]
     Internal(String),
 }
@@ -50,6 +53,7 @@ impl ApiError {
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::InsufficientStorage(_) => StatusCode::INSUFFICIENT_STORAGE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -74,19 +78,46 @@ impl From<StorageError> for ApiError {
     fn from(e: StorageError) -> Self {
         match e {
             StorageError::Conflict(text) => ApiError::Conflict(text),
-            StorageError::Flush(_) | StorageError::Db(sled::Error::Io(_)) => {
+            StorageError::DiskFull(text) => ApiError::InsufficientStorage(text),
+            StorageError::TooLarge(text) => ApiError::PayloadTooLarge(text),
+            StorageError::Io {
+                disk_full: true, ..
+            } => ApiError::InsufficientStorage(format!(
+                "Insufficient storage: the disk is full ({e}); nothing was stored."
+            )),
+            StorageError::Unavailable(text) => ApiError::Unavailable(text),
+            StorageError::Db(sled::Error::Io(_)) | StorageError::Io { .. } => {
                 tracing::error!("storage write failed: {e}");
-                ApiError::Unavailable(
-                    "The server could not store the change durably; nothing was acknowledged. Try again later."
-                        .into(),
-                )
+                ApiError::Unavailable(format!(
+                    "The server could not store the change ({e}); nothing was acknowledged. Try again later."
+                ))
+            }
+            StorageError::Corrupt { what, detail } => {
+                if log_allowed() {
+                    tracing::error!("damaged record ({what}): {detail}");
+                }
+                ApiError::Internal(format!(
+                    "A stored record is damaged ({what}); an administrator can list damaged records with confab-server check"
+                ))
             }
             other => {
                 tracing::error!("storage error: {other}");
-                ApiError::Internal("Internal storage error".into())
+                ApiError::Internal(format!("Internal storage error: {other}"))
             }
         }
     }
+}
+
+/// At most one log line per second for errors a client can trigger again and again.
+fn log_allowed() -> bool {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static LAST: AtomicU64 = AtomicU64::new(0);
+    let now = crate::now_ms();
+    let last = LAST.load(Ordering::Relaxed);
+    now.saturating_sub(last) >= 1000
+        && LAST
+            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
 }
 
 impl From<actix::MailboxError> for ApiError {

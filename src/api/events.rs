@@ -5,6 +5,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use super::auth::authenticate;
 use super::error::ApiError;
 use super::State;
+use crate::actors::session::ConnSocket;
 use crate::actors::EventSession;
 
 pub async fn events(
@@ -18,6 +19,7 @@ pub async fn events(
     EventSession::start(
         session,
         stream,
+        req.conn_data::<ConnSocket>().copied(),
         auth.id(),
         state.registry.clone(),
         state.limits.session_queue,

@@ -12,8 +12,10 @@ use crate::actors::registry::GetStats;
 pub async fn server_health(state: State, _auth: Authed) -> Result<HttpResponse, ApiError> {
     let stats = state.registry.send(GetStats).await?;
     let commits = state.store.commit_stats();
+    let fault = state.store.fault();
     Ok(ok_json(json!({
-        "status": "Healthy",
+        "status": if fault.is_some() { "Unhealthy" } else { "Healthy" },
+        "reason": fault,
         "serverVersion": env!("CARGO_PKG_VERSION"),
         "uptimeSeconds": state.started.elapsed().as_secs(),
         "connectedSessions": stats.connected_sessions,
@@ -23,6 +25,7 @@ pub async fn server_health(state: State, _auth: Authed) -> Result<HttpResponse, 
         "storageBytes": state.store.size_on_disk(),
         "durableWrites": commits.requests.load(Ordering::Relaxed),
         "fsyncs": commits.flushes.load(Ordering::Relaxed),
+        "failedWrites": commits.failures.load(Ordering::Relaxed),
         "residentMemoryBytes": resident_memory_bytes(),
         "voice": {
             "participants": state.voice.router.participant_count(),

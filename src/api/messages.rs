@@ -1,13 +1,13 @@
 //! Messages and comments: history pages, posting, deleting, read receipts.
 
-use actix_web::{web, HttpResponse};
+use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 use serde_json::json;
 
 use super::auth::Authed;
 use super::error::ApiError;
 use super::rooms::visible_room;
-use super::{ok_json, AppState, State};
+use super::{idempotency_key, ok_json, AppState, State};
 use crate::actors::room::{DeleteMessage, EditMessage, MarkRead, PostMessage, React};
 use crate::model::{IssueProperties, IssueStatus, IssueType, MessageType, NewMessage};
 use crate::storage::{Direction, MessageRecord};
@@ -127,16 +127,19 @@ pub fn missing_message(
 /// Hands a validated message (or comment) to its room's actor; answers once it is durable.
 async fn post_through_room(
     state: &AppState,
+    req: &HttpRequest,
     room_id: u64,
     auth: &Authed,
     draft: NewMessage,
 ) -> Result<HttpResponse, ApiError> {
+    let idempotency = idempotency_key(req, auth.id())?;
     let room = state.room_actor(room_id).await?;
     let message = room
         .send(PostMessage {
             user_id: auth.id(),
             is_admin: auth.user.is_admin,
             draft,
+            idempotency,
         })
         .await??;
     Ok(ok_json(
@@ -161,16 +164,18 @@ pub async fn history(
     Ok(ok_json(json!({ "messages": messages, "roomId": room_id })))
 }
 
-/// `POST /api/v1/rooms/{roomId}/messages`: answers once the message is on disk.
+/// `POST /api/v1/rooms/{roomId}/messages`: answers once the message is on disk. With an
+/// `Idempotency-Key` used before by the caller, answers that request's message instead.
 pub async fn post(
     state: State,
     auth: Authed,
+    req: HttpRequest,
     path: web::Path<u64>,
     body: web::Json<NewMessage>,
 ) -> Result<HttpResponse, ApiError> {
     let room_id = path.into_inner();
     let draft = validate(&state, body.into_inner())?;
-    post_through_room(&state, room_id, &auth, draft).await
+    post_through_room(&state, &req, room_id, &auth, draft).await
 }
 
 /// `GET /api/v1/messages/{messageId}` (extension)
@@ -244,13 +249,14 @@ pub async fn comments(
 pub async fn post_comment(
     state: State,
     auth: Authed,
+    req: HttpRequest,
     path: web::Path<u64>,
     body: web::Json<NewMessage>,
 ) -> Result<HttpResponse, ApiError> {
     let parent = visible_message(&state, &auth, path.into_inner())?;
     let mut draft = validate(&state, body.into_inner())?;
     draft.parent_message_id = Some(parent.message_id);
-    post_through_room(&state, parent.room_id, &auth, draft).await
+    post_through_room(&state, &req, parent.room_id, &auth, draft).await
 }
 
 /// `PUT /api/v1/messages/{messageId}` (extension): edit the text (and optionally the model

@@ -233,6 +233,22 @@ async fn not_found(req: HttpRequest) -> HttpResponse {
     actix_web::ResponseError::error_response(&e)
 }
 
+/// The request's `Idempotency-Key` header (extension), validated, for `user_id`.
+pub fn idempotency_key(
+    req: &HttpRequest,
+    user_id: u64,
+) -> Result<Option<crate::storage::IdempotencyKey>, ApiError> {
+    let Some(value) = req.headers().get("Idempotency-Key") else {
+        return Ok(None);
+    };
+    let text = value.to_str().map_err(|_| {
+        ApiError::BadRequest("Idempotency-Key must be 1-128 printable ASCII characters".into())
+    })?;
+    crate::storage::IdempotencyKey::parse(user_id, text)
+        .map(Some)
+        .map_err(ApiError::BadRequest)
+}
+
 /// `{"httpStatusCode": 200}` plus the given fields.
 pub fn ok_json(mut body: serde_json::Value) -> HttpResponse {
     if let Some(obj) = body.as_object_mut() {

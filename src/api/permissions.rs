@@ -13,11 +13,9 @@ use serde_json::json;
 use super::auth::{Admin, Authed};
 use super::error::ApiError;
 use super::{ok_json, AppState, State};
-use crate::actors::event_payload;
-use crate::actors::registry::{Broadcast, DeliverEach};
+use crate::actors::room::SetPermissions;
 use crate::actors::voice::Recheck;
 use crate::model::{Permission, UserId};
-use crate::storage::PermissionLayer;
 
 /// Flag names from a request body; an unknown name is a 400 naming it.
 fn parse_flags<V: Copy>(flags: &BTreeMap<String, V>) -> Result<Vec<(Permission, V)>, ApiError> {
@@ -51,15 +49,11 @@ pub async fn set_global(
     body: web::Json<GlobalBody>,
 ) -> Result<HttpResponse, ApiError> {
     let flags = parse_flags(&body.permissions)?;
-    let permissions = {
-        let _guard = state.store.permissions_guard();
-        let mut p = state.store.global_permissions()?;
-        for (flag, allowed) in flags {
+    let permissions = state.store.update_global_permissions(|p| {
+        for &(flag, allowed) in &flags {
             p.set(flag, allowed);
         }
-        state.store.set_global_permissions(&p)?;
-        p
-    };
+    })?;
     state.store.durable().await?;
     state.voice.hub.do_send(Recheck(None));
     tracing::info!(by = admin.0.id(), "global permissions changed");
@@ -168,63 +162,20 @@ pub async fn set_room(
             return Err(ApiError::NotFound(format!("User {u} not found")));
         }
     }
-    let by_admin = auth.user.is_admin;
-    let layer = {
-        let _guard = state.store.permissions_guard();
-        let mut layer = state.store.permission_layer(room_id, user_id)?;
-        let ceiling = state.store.admin_allowed(room_id, user_id)?;
-        for (flag, value) in flags {
-            let name = flag.name().to_string();
-            match (by_admin, value) {
-                (true, Some(v)) => {
-                    layer.set_by_admin.insert(name.clone(), v);
-                    layer.denied_by_moderator.remove(&name);
-                }
-                (true, None) => {
-                    layer.set_by_admin.remove(&name);
-                    layer.denied_by_moderator.remove(&name);
-                }
-                (false, Some(false)) => {
-                    layer.denied_by_moderator.insert(name);
-                }
-                (false, _) => {
-                    if value == Some(true) && !ceiling.allows(flag) {
-                        return Err(ApiError::Forbidden(format!(
-                            "A moderator cannot grant {name}: an administrator does not allow it"
-                        )));
-                    }
-                    layer.denied_by_moderator.remove(&name);
-                }
-            }
-        }
-        state.store.set_permission_layer(room_id, user_id, &layer)?;
-        layer
-    };
-    state.store.durable().await?;
+    let layer = state
+        .room_actor(room_id)
+        .await?
+        .send(SetPermissions {
+            by: auth.id(),
+            by_admin: auth.user.is_admin,
+            user_id,
+            flags,
+        })
+        .await??;
     state.voice.hub.do_send(Recheck(Some(room_id)));
-    let payload = event_payload(
-        "RoomPermissionsChanged",
-        json!({ "roomId": room_id, "userId": user_id }),
-    );
-    match user_id {
-        Some(u) => state.registry.do_send(DeliverEach(vec![(u, payload)])),
-        None => {
-            let users: Vec<UserId> = state
-                .store
-                .members(room_id)?
-                .into_iter()
-                .map(|(u, _)| u)
-                .collect();
-            state.registry.do_send(Broadcast {
-                users: users.into(),
-                payload,
-            });
-        }
-    }
-    let settings: PermissionLayer = layer;
     Ok(ok_json(json!({
         "roomId": room_id,
         "userId": user_id,
-        "settings": settings,
+        "settings": layer,
     })))
 }

@@ -9,11 +9,11 @@ use super::auth::Authed;
 use super::error::ApiError;
 use super::{ok_json, AppState, State};
 use crate::actors::room::{
-    AddMember, AnnounceCreated, RemoveMember, RoomChange, SetModerator, UpdateRoom,
+    AddMember, CreateRoom, RemoveMember, RoomChange, SetModerator, SetPinned, UpdateRoom,
 };
 use crate::actors::voice::Recheck;
 use crate::model::{RoomType, UserId};
-use crate::storage::RoomRecord;
+use crate::storage::{IdKind, RoomRecord};
 
 /// The room, if it exists and the user is a member (403 for a non-member, 404 if unknown).
 pub fn visible_room(state: &AppState, auth: &Authed, room_id: u64) -> Result<RoomRecord, ApiError> {
@@ -69,7 +69,8 @@ pub async fn create(
             return Err(ApiError::NotFound(format!("User {m} not found")));
         }
     }
-    let (room, created) = match room_type.unwrap_or(RoomType::Public) {
+    let room_type = room_type.unwrap_or(RoomType::Public);
+    let (name, all) = match room_type {
         RoomType::Private => {
             let others: Vec<_> = members.iter().filter(|&&m| m != auth.id()).collect();
             if others.len() != 1 {
@@ -77,7 +78,11 @@ pub async fn create(
                     "A private room needs exactly one other user in members".into(),
                 ));
             }
-            state.store.private_room(auth.id(), *others[0])?
+            let other = *others[0];
+            if let Some(existing) = existing_private_room(&state, auth.id(), other).await? {
+                return Ok(existing);
+            }
+            (String::new(), vec![auth.id(), other])
         }
         RoomType::Public => {
             let name = display_name.trim();
@@ -92,33 +97,75 @@ pub async fn create(
                     all.push(m);
                 }
             }
-            (
-                state
-                    .store
-                    .create_room(name, RoomType::Public, auth.id(), &all)?,
-                true,
-            )
+            (name.to_string(), all)
         }
     };
-    if created {
-        for (user_id, _) in state.store.members(room.room_id)? {
-            state
-                .store
-                .log_change(&crate::storage::Change::MemberAdded {
-                    room_id: room.room_id,
-                    user_id,
-                })?;
+    let now = crate::now_ms();
+    let record = RoomRecord {
+        room_id: state.store.next_id(IdKind::Room),
+        name,
+        room_type,
+        creator_id: auth.id(),
+        created_utc: now,
+        last_modified_utc: now,
+        is_archived: false,
+        members_may_leave: true,
+        auto_add_new_users: false,
+        join_code: None,
+    };
+    let room_id = record.room_id;
+    let actor = state
+        .registry
+        .send(crate::actors::registry::NewRoom(room_id))
+        .await?;
+    let created = actor
+        .send(CreateRoom {
+            record,
+            members: all.clone(),
+        })
+        .await?;
+    match created {
+        Ok(()) => {}
+        // Two requests for the same private room at once: the other one made it.
+        Err(ApiError::Conflict(_)) if room_type == RoomType::Private => {
+            state.store.durable().await?;
+            if let Some(existing) = existing_private_room(&state, all[0], all[1]).await? {
+                return Ok(existing);
+            }
+            return Err(ApiError::Conflict(
+                "The private room is being created by another request; try again".into(),
+            ));
         }
+        Err(e) => return Err(e),
     }
-    state.store.durable().await?;
-    if created {
-        state
-            .room_actor(room.room_id)
-            .await?
-            .do_send(AnnounceCreated);
-    }
+    room_answer(&state, &auth, room_id)
+}
+
+/// `{roomId, room}` as the caller sees the room now.
+fn room_answer(state: &AppState, auth: &Authed, room_id: u64) -> Result<HttpResponse, ApiError> {
+    let room = state
+        .store
+        .room(room_id)?
+        .ok_or_else(|| ApiError::room_not_found(room_id))?;
     let view = state.store.room_view(&room, auth.id())?;
-    Ok(ok_json(json!({ "roomId": room.room_id, "room": view })))
+    Ok(ok_json(json!({ "roomId": room_id, "room": view })))
+}
+
+/// The answer for a private room the two users have already.
+async fn existing_private_room(
+    state: &AppState,
+    a: UserId,
+    b: UserId,
+) -> Result<Option<HttpResponse>, ApiError> {
+    let Some(room_id) = state.store.private_room_of(a, b)? else {
+        return Ok(None);
+    };
+    let room = state
+        .store
+        .room(room_id)?
+        .ok_or_else(|| ApiError::room_not_found(room_id))?;
+    let view = state.store.room_view(&room, a)?;
+    Ok(Some(ok_json(json!({ "roomId": room_id, "room": view }))))
 }
 
 /// `GET /api/v1/rooms/{roomId}/members` (extension)
@@ -213,16 +260,13 @@ pub async fn update(
 ) -> Result<HttpResponse, ApiError> {
     let room_id = path.into_inner();
     let room = state.room_actor(room_id).await?;
-    room.send(UpdateRoom {
-        by: auth.id(),
-        by_admin: auth.user.is_admin,
-        change: body.into_inner(),
-    })
-    .await??;
-    let record = state
-        .store
-        .room(room_id)?
-        .ok_or_else(|| ApiError::room_not_found(room_id))?;
+    let record = room
+        .send(UpdateRoom {
+            by: auth.id(),
+            by_admin: auth.user.is_admin,
+            change: body.into_inner(),
+        })
+        .await??;
     let mut view = state.store.room_view(&record, auth.id())?;
     // The caller may change the room, so they see its join code even as a non-member admin.
     view.join_code = record.join_code.clone();
@@ -316,16 +360,14 @@ pub async fn pin(
     body: web::Json<PinBody>,
 ) -> Result<HttpResponse, ApiError> {
     let room_id = path.into_inner();
-    let room = visible_room(&state, &auth, room_id)?;
-    state.store.set_pinned(auth.id(), room_id, body.is_pinned)?;
-    state.store.durable().await?;
-    let view = state.store.room_view(&room, auth.id())?;
-    let payload = crate::actors::event_payload("RoomUpdated", json!({ "room": view }));
-    state
-        .registry
-        .do_send(crate::actors::registry::DeliverEach(vec![(
-            auth.id(),
-            payload,
-        )]));
+    visible_room(&state, &auth, room_id)?;
+    let view = state
+        .room_actor(room_id)
+        .await?
+        .send(SetPinned {
+            user_id: auth.id(),
+            pinned: body.is_pinned,
+        })
+        .await??;
     Ok(ok_json(json!({ "roomId": room_id, "room": view })))
 }

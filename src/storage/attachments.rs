@@ -2,19 +2,34 @@
 //! so identical content is stored once however often it is attached; sled holds the
 //! metadata and a reference count per content. (Chunks inside sled were measured first:
 //! sled 0.34 kept every written chunk in memory, about 280 MB RSS for a 256 MiB upload,
-//! whatever its cache bound; files keep the server flat.) An upload streams into a temporary
-//! file while both checksums are computed; it is fsynced and renamed into place only when
-//! complete, so a crash never leaves a half file under a content name.
+//! whatever its cache bound; files keep the server flat.)
+//!
+//! An upload goes in three steps:
+//! 1. the HTTP handler streams it into a temporary file while both checksums are computed
+//!    ([`ContentWriter`]), fsyncs it and *places* it: renamed under its hash unless that
+//!    content is stored already, and *pinned* ([`PreparedUpload`]);
+//! 2. the room's actor attaches it to the message in one unit (records, index, reference
+//!    count, quota, change log) — or refuses, if the message was deleted meanwhile;
+//! 3. the pin goes. Content whose last reference went is erased only once that is durable,
+//!    and only if no reference and no pin appeared since ([`Store::erase_unreferenced`]),
+//!    so deduplication cannot race a deletion into a reference without a file.
+//!
+//! Files left by a crash between these steps (placed but never attached) are swept at the
+//! next start.
 
+use std::collections::HashMap;
 use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
 
 use openssl::sha::{Sha1, Sha256};
 use serde::{Deserialize, Serialize};
 
-use super::{be, decode, encode, id_at, pair, Result, StorageError, Store};
+use super::{
+    be, id_at, pair, tables::sync_dir, Applied, Change, IdKind, IdempotencyKey, IdempotentResult,
+    MessageRecord, Reader, Result, Scope, StorageError, Store, Table, WriteUnit, EMPTY,
+};
 use crate::model::{Attachment, MessageId, RoomId, UserId};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -32,7 +47,7 @@ pub struct AttachmentRecord {
     pub content_type: String,
     pub created_utc: u64,
     pub last_modified_utc: u64,
-    /// A JPEG thumbnail exists for the content (see [`Store::make_thumbnail`]).
+    /// A JPEG thumbnail exists for the content (see [`make_thumbnail`]).
     #[serde(default)]
     pub has_thumbnail: bool,
 }
@@ -85,8 +100,8 @@ fn decode_bounded(path: &Path) -> std::result::Result<image::DynamicImage, Strin
 /// Deletes a file after overwriting its bytes with zeros (and syncing), so deleted content
 /// does not linger in the file's old blocks for someone reading the raw disk. The file is
 /// first renamed aside (atomic), so an upload of the same content right after is not
-/// touched; large files are overwritten on a background thread.
-pub(super) fn erase_file(path: &Path, aside_dir: &Path) {
+/// touched. Blocking: run it off the async threads.
+fn erase_file(path: &Path, aside_dir: &Path) {
     let aside = aside_dir.join(format!("erase-{}", crate::api::auth::random_hex(8)));
     if let Err(e) = std::fs::create_dir_all(aside_dir).and_then(|_| std::fs::rename(path, &aside)) {
         if e.kind() != std::io::ErrorKind::NotFound {
@@ -94,37 +109,65 @@ pub(super) fn erase_file(path: &Path, aside_dir: &Path) {
         }
         return;
     }
-    let aside_path = aside.clone();
-    let overwrite = move || {
-        let zero = || -> std::io::Result<()> {
-            let mut file = std::fs::OpenOptions::new().write(true).open(&aside_path)?;
-            let len = file.metadata()?.len();
-            let zeros = vec![0u8; 1 << 16];
-            let mut left = len;
-            while left > 0 {
-                let n = left.min(zeros.len() as u64) as usize;
-                file.write_all(&zeros[..n])?;
-                left -= n as u64;
-            }
-            file.sync_all()
-        };
-        if let Err(e) = zero().and_then(|_| std::fs::remove_file(&aside_path)) {
-            tracing::error!("cannot erase {}: {e}", aside_path.display());
+    let zero = || -> std::io::Result<()> {
+        let mut file = std::fs::OpenOptions::new().write(true).open(&aside)?;
+        let len = file.metadata()?.len();
+        let zeros = vec![0u8; 1 << 16];
+        let mut left = len;
+        while left > 0 {
+            let n = left.min(zeros.len() as u64) as usize;
+            file.write_all(&zeros[..n])?;
+            left -= n as u64;
         }
+        file.sync_all()
     };
-    let len = std::fs::metadata(&aside).map(|m| m.len()).unwrap_or(0);
-    if len < (1 << 20) {
-        overwrite();
-    } else {
-        std::thread::spawn(overwrite);
+    if let Err(e) = zero().and_then(|_| std::fs::remove_file(&aside)) {
+        tracing::error!("cannot erase {}: {e}", aside.display());
     }
 }
 
-fn io_err(what: &'static str, path: &Path, e: std::io::Error) -> StorageError {
-    StorageError::Corrupt {
-        what,
-        detail: format!("{}: {e}", path.display()),
+/// Serializes placing and erasing content files, and counts the pins of uploads between
+/// placing and attaching.
+#[derive(Default)]
+pub(crate) struct ContentGuard {
+    pins: Mutex<HashMap<String, usize>>,
+}
+
+impl ContentGuard {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, usize>> {
+        self.pins.lock().unwrap_or_else(|e| e.into_inner())
     }
+}
+
+/// Keeps placed content from being erased until the upload is attached (or given up).
+pub struct ContentPin {
+    guard: Arc<ContentGuard>,
+    hash: String,
+}
+
+impl Drop for ContentPin {
+    fn drop(&mut self) {
+        let mut pins = self.guard.lock();
+        if let Some(n) = pins.get_mut(&self.hash) {
+            *n -= 1;
+            if *n == 0 {
+                pins.remove(&self.hash);
+            }
+        }
+    }
+}
+
+/// An uploaded file, on disk under its hash and pinned, ready to attach.
+pub struct PreparedUpload {
+    pub file_name: String,
+    pub content_type: String,
+    pub size: u64,
+    /// SHA-1, hex.
+    pub checksum: String,
+    /// SHA-256, hex.
+    pub content_hash: String,
+    pub has_thumbnail: bool,
+    _pin: ContentPin,
 }
 
 /// An upload in progress: a temporary file and the running checksums.
@@ -134,13 +177,23 @@ pub struct ContentWriter {
     sha1: Sha1,
     sha256: Sha256,
     pub size: u64,
+    unchecked: u64,
 }
 
+/// Free space is checked again after this many bytes of an upload.
+const SPACE_CHECK_EVERY: u64 = 8 << 20;
+
 impl ContentWriter {
-    pub fn write(&mut self, _store: &Store, data: &[u8]) -> Result<()> {
+    pub fn write(&mut self, store: &Store, data: &[u8]) -> Result<()> {
+        self.unchecked += data.len() as u64;
+        if self.unchecked >= SPACE_CHECK_EVERY {
+            self.unchecked = 0;
+            store.shared.health.check_space();
+        }
+        store.shared.health.check_writable()?;
         self.file
             .write_all(data)
-            .map_err(|e| io_err("attachment upload", &self.tmp_path, e))?;
+            .map_err(|e| upload_error(&self.tmp_path, e))?;
         self.sha1.update(data);
         self.sha256.update(data);
         self.size += data.len() as u64;
@@ -148,165 +201,135 @@ impl ContentWriter {
     }
 
     /// Throws away an upload that will not be kept.
-    pub fn abort(self, _store: &Store) {
+    pub fn abort(self) {
         let _ = std::fs::remove_file(&self.tmp_path);
     }
 
-    /// Makes the content durable under its hash (unless it is stored already) and stores
-    /// the attachment record.
+    /// Makes the content durable under its hash (unless it is stored already), pins it
+    /// and makes its thumbnail. Blocking (fsync, image decoding): run it off the async
+    /// threads.
     pub fn finish(
         self,
         store: &Store,
-        message_id: MessageId,
-        room_id: RoomId,
-        user_id: UserId,
         file_name: &str,
         content_type: &str,
-    ) -> Result<AttachmentRecord> {
+    ) -> Result<PreparedUpload> {
         let content_hash = hex::encode(self.sha256.finish());
-        let final_path = store.content_path(&content_hash);
-        let exists = store
-            .contenthash_refs
-            .contains_key(content_hash.as_bytes())?
-            && final_path.exists();
-        if exists {
+        let checksum = hex::encode(self.sha1.finish());
+        let synced = self.file.sync_all();
+        drop(self.file);
+        if let Err(e) = synced {
             let _ = std::fs::remove_file(&self.tmp_path);
-        } else {
-            self.file
-                .sync_all()
-                .map_err(|e| io_err("attachment upload", &self.tmp_path, e))?;
-            drop(self.file);
-            let dir = final_path
-                .parent()
-                .unwrap_or(&store.content_dir)
-                .to_path_buf();
-            std::fs::create_dir_all(&dir).map_err(|e| io_err("attachment folder", &dir, e))?;
-            std::fs::rename(&self.tmp_path, &final_path)
-                .map_err(|e| io_err("attachment content", &final_path, e))?;
-            File::open(&dir)
-                .and_then(|d| d.sync_all())
-                .map_err(|e| io_err("attachment folder", &dir, e))?;
+            return Err(upload_error(&self.tmp_path, e));
         }
-        store
-            .contenthash_refs
-            .update_and_fetch(content_hash.as_bytes(), |old| {
-                let n = old.and_then(|o| id_at(o, 0).ok()).unwrap_or(0);
-                Some(pair(n + 1, self.size).to_vec())
-            })?;
-        let now = crate::now_ms();
-        let record = AttachmentRecord {
-            attachment_id: store.next_attachment_id.fetch_add(1, Ordering::SeqCst),
-            message_id,
-            room_id,
-            user_id,
+        let pin = store.place_content(&self.tmp_path, &content_hash)?;
+        let has_thumbnail = thumbnail_candidate(content_type, self.size)
+            && make_thumbnail(store, &content_hash, file_name)?;
+        Ok(PreparedUpload {
             file_name: file_name.to_string(),
-            file_size: self.size,
-            checksum: hex::encode(self.sha1.finish()),
-            content_hash,
             content_type: content_type.to_string(),
-            created_utc: now,
-            last_modified_utc: now,
-            has_thumbnail: false,
-        };
-        store
-            .attachmentid_attachment
-            .insert(be(record.attachment_id), encode(&record))?;
-        store
-            .messageid_attachmentid
-            .insert(pair(message_id, record.attachment_id), &[])?;
-        store.add_quota_used(user_id, record.file_size as i128)?;
-        Ok(record)
+            size: self.size,
+            checksum,
+            content_hash,
+            has_thumbnail,
+            _pin: pin,
+        })
     }
 }
 
-impl Store {
+fn upload_error(path: &Path, e: std::io::Error) -> StorageError {
+    if e.kind() == std::io::ErrorKind::StorageFull {
+        return StorageError::DiskFull(format!(
+            "Insufficient storage: the disk is full ({}); the upload was not stored.",
+            path.display()
+        ));
+    }
+    StorageError::io("attachment upload", path, e)
+}
+
+/// Makes the JPEG thumbnail of image content (once per content). Decoding is bounded by
+/// the image library's limits, so a crafted "decompression bomb" fails instead of taking
+/// the server's memory. Returns whether a thumbnail exists.
+fn make_thumbnail(store: &Store, hash: &str, file_name: &str) -> Result<bool> {
+    let thumb = store.thumbnail_path(hash);
+    if thumb.exists() {
+        return Ok(true);
+    }
+    let image = match decode_bounded(&store.content_path(hash)) {
+        Ok(image) => image,
+        Err(e) => {
+            tracing::info!("no thumbnail for {file_name}: {e}");
+            return Ok(false);
+        }
+    };
+    let small = image.thumbnail(THUMBNAIL_SIZE, THUMBNAIL_SIZE).to_rgb8();
+    let dir = thumb.parent().unwrap_or(&store.content_dir).to_path_buf();
+    std::fs::create_dir_all(&dir).map_err(|e| StorageError::io("thumbnail folder", &dir, e))?;
+    let tmp = dir.join(format!(".{}.tmp", crate::api::auth::random_hex(8)));
+    let written = (|| -> std::result::Result<(), String> {
+        let mut file = File::create(&tmp).map_err(|e| e.to_string())?;
+        image::codecs::jpeg::JpegEncoder::new_with_quality(&mut file, 80)
+            .encode_image(&small)
+            .map_err(|e| e.to_string())?;
+        file.sync_all().map_err(|e| e.to_string())?;
+        std::fs::rename(&tmp, &thumb).map_err(|e| e.to_string())
+    })();
+    if let Err(detail) = written {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(StorageError::Io {
+            what: "thumbnail",
+            path: thumb,
+            detail,
+            disk_full: false,
+        });
+    }
+    Ok(true)
+}
+
+impl Reader {
     /// Bytes of attachments a user has uploaded and not deleted (what their quota counts;
     /// shared content counts for each uploader).
     pub fn quota_used(&self, user_id: UserId) -> Result<u64> {
-        Ok(match self.userid_quotaused.get(be(user_id))? {
+        Ok(match self.get(Table::UseridQuotaused, be(user_id))? {
             Some(v) => id_at(&v, 0)?,
             None => 0,
         })
     }
 
-    fn add_quota_used(&self, user_id: UserId, delta: i128) -> Result<()> {
-        self.userid_quotaused.update_and_fetch(be(user_id), |old| {
-            let n = old.and_then(|o| id_at(o, 0).ok()).unwrap_or(0) as i128;
-            Some(be((n + delta).max(0) as u64).to_vec())
-        })?;
-        Ok(())
-    }
-
-    /// Where content with this SHA-256 (hex) lives.
-    pub fn content_path(&self, hash: &str) -> PathBuf {
-        self.content_dir.join(&hash[..2.min(hash.len())]).join(hash)
-    }
-
-    pub fn begin_upload(&self) -> Result<ContentWriter> {
-        let tmp_dir = self.content_dir.join("tmp");
-        std::fs::create_dir_all(&tmp_dir).map_err(|e| io_err("attachment folder", &tmp_dir, e))?;
-        let tmp_path = tmp_dir.join(crate::api::auth::random_hex(16));
-        let file =
-            File::create(&tmp_path).map_err(|e| io_err("attachment upload", &tmp_path, e))?;
-        Ok(ContentWriter {
-            file,
-            tmp_path,
-            sha1: Sha1::new(),
-            sha256: Sha256::new(),
-            size: 0,
-        })
-    }
-
     pub fn attachment(&self, id: u64) -> Result<Option<AttachmentRecord>> {
-        self.attachmentid_attachment
-            .get(be(id))?
-            .map(|v| decode("attachment", &v))
-            .transpose()
+        self.get_json(Table::AttachmentidAttachment, "attachment", be(id))
     }
 
     pub fn attachments_of(&self, message_id: MessageId) -> Result<Vec<AttachmentRecord>> {
         let mut out = Vec::new();
-        for kv in self.messageid_attachmentid.scan_prefix(be(message_id)) {
-            if let Some(a) = self.attachment(id_at(&kv?.0, 8)?)? {
+        for (k, _) in self.prefix(Table::MessageidAttachmentid, &be(message_id))? {
+            if let Some(a) = self.attachment(id_at(&k, 8)?)? {
                 out.push(a);
             }
         }
         Ok(out)
     }
 
-    /// Bytes of distinct attachment content stored.
-    pub fn content_bytes(&self) -> u64 {
-        self.contenthash_refs
-            .iter()
-            .filter_map(|kv| kv.ok())
-            .filter_map(|(_, v)| id_at(&v, 8).ok())
-            .sum()
+    /// References to stored content (attachments using it).
+    pub fn content_refs(&self, hash: &str) -> Result<u64> {
+        Ok(match self.get(Table::ContenthashRefs, hash.as_bytes())? {
+            Some(v) => id_at(&v, 0)?,
+            None => 0,
+        })
     }
 
-    /// Removes the attachment; its content file goes with the last reference.
-    pub fn delete_attachment(&self, record: &AttachmentRecord) -> Result<()> {
-        self.messageid_attachmentid
-            .remove(pair(record.message_id, record.attachment_id))?;
-        self.attachmentid_attachment
-            .remove(be(record.attachment_id))?;
-        self.add_quota_used(record.user_id, -(record.file_size as i128))?;
-        let left =
-            self.contenthash_refs
-                .update_and_fetch(record.content_hash.as_bytes(), |old| {
-                    let (n, size) = old
-                        .map(|o| (id_at(o, 0).unwrap_or(0), id_at(o, 8).unwrap_or(0)))
-                        .unwrap_or((0, 0));
-                    (n > 1).then(|| pair(n - 1, size).to_vec())
-                })?;
-        if left.is_none() {
-            for path in [
-                self.content_path(&record.content_hash),
-                self.thumbnail_path(&record.content_hash),
-            ] {
-                erase_file(&path, &self.content_dir.join("tmp"));
-            }
-        }
-        Ok(())
+    /// Bytes of distinct attachment content stored.
+    pub fn content_bytes(&self) -> u64 {
+        self.all(Table::ContenthashRefs)
+            .map(|all| all.iter().filter_map(|(_, v)| id_at(v, 8).ok()).sum())
+            .unwrap_or(0)
+    }
+}
+
+impl Store {
+    /// Where content with this SHA-256 (hex) lives.
+    pub fn content_path(&self, hash: &str) -> PathBuf {
+        self.content_dir.join(&hash[..2.min(hash.len())]).join(hash)
     }
 
     /// Where the thumbnail of content with this SHA-256 lives.
@@ -317,59 +340,206 @@ impl Store {
             .join(format!("{hash}.jpg"))
     }
 
-    /// Makes the JPEG thumbnail of an image attachment (once per content) and marks the
-    /// record. Blocking (decodes the image): run it off the async threads. Decoding is
-    /// bounded by the image library's limits, so a crafted "decompression bomb" fails
-    /// instead of taking the server's memory. Returns whether a thumbnail exists.
-    pub fn make_thumbnail(&self, record: &AttachmentRecord) -> Result<bool> {
-        if !thumbnail_candidate(&record.content_type, record.file_size) {
-            return Ok(false);
-        }
-        let thumb = self.thumbnail_path(&record.content_hash);
-        if !thumb.exists() {
-            let source = self.content_path(&record.content_hash);
-            let image = match decode_bounded(&source) {
-                Ok(image) => image,
-                Err(e) => {
-                    tracing::info!(
-                        attachment = record.attachment_id,
-                        "no thumbnail for {}: {e}",
-                        record.file_name
-                    );
-                    return Ok(false);
-                }
-            };
-            let small = image.thumbnail(THUMBNAIL_SIZE, THUMBNAIL_SIZE).to_rgb8();
-            let dir = thumb.parent().unwrap_or(&self.content_dir).to_path_buf();
-            std::fs::create_dir_all(&dir).map_err(|e| io_err("thumbnail folder", &dir, e))?;
-            let tmp = dir.join(format!(".{}.tmp", crate::api::auth::random_hex(8)));
-            let written = (|| -> std::result::Result<(), String> {
-                let mut file = File::create(&tmp).map_err(|e| e.to_string())?;
-                image::codecs::jpeg::JpegEncoder::new_with_quality(&mut file, 80)
-                    .encode_image(&small)
-                    .map_err(|e| e.to_string())?;
-                file.sync_all().map_err(|e| e.to_string())?;
-                std::fs::rename(&tmp, &thumb).map_err(|e| e.to_string())
-            })();
-            if let Err(e) = written {
-                let _ = std::fs::remove_file(&tmp);
-                return Err(StorageError::Corrupt {
-                    what: "thumbnail",
-                    detail: format!("{}: {e}", thumb.display()),
-                });
-            }
-        }
-        let mut updated = record.clone();
-        updated.has_thumbnail = true;
-        if self.attachment(record.attachment_id)?.is_some() {
-            self.attachmentid_attachment
-                .insert(be(record.attachment_id), encode(&updated))?;
-        }
-        Ok(true)
+    fn tmp_dir(&self) -> PathBuf {
+        self.content_dir.join("tmp")
     }
 
-    /// Removes uploads a crash interrupted.
-    pub(super) fn clean_interrupted_uploads(&self) {
-        let _ = std::fs::remove_dir_all(self.content_dir.join("tmp"));
+    pub fn begin_upload(&self) -> Result<ContentWriter> {
+        self.shared.health.check_writable()?;
+        let tmp_dir = self.tmp_dir();
+        std::fs::create_dir_all(&tmp_dir).map_err(|e| upload_error(&tmp_dir, e))?;
+        let tmp_path = tmp_dir.join(crate::api::auth::random_hex(16));
+        let file = File::create(&tmp_path).map_err(|e| upload_error(&tmp_path, e))?;
+        Ok(ContentWriter {
+            file,
+            tmp_path,
+            sha1: Sha1::new(),
+            sha256: Sha256::new(),
+            size: 0,
+            unchecked: 0,
+        })
+    }
+
+    /// Moves a finished (fsynced) temporary file under its hash, unless that content is
+    /// there already, and pins it.
+    fn place_content(&self, tmp: &Path, hash: &str) -> Result<ContentPin> {
+        let mut pins = self.content.lock();
+        *pins.entry(hash.to_string()).or_insert(0) += 1;
+        let pin = ContentPin {
+            guard: self.content.clone(),
+            hash: hash.to_string(),
+        };
+        let path = self.content_path(hash);
+        if path.exists() {
+            let _ = std::fs::remove_file(tmp);
+            drop(pins);
+            return Ok(pin);
+        }
+        let dir = path.parent().unwrap_or(&self.content_dir).to_path_buf();
+        let placed = std::fs::create_dir_all(&dir)
+            .and_then(|_| std::fs::rename(tmp, &path))
+            .map_err(|e| upload_error(&path, e))
+            .and_then(|_| sync_dir(&dir));
+        drop(pins);
+        if let Err(e) = placed {
+            let _ = std::fs::remove_file(tmp);
+            return Err(e);
+        }
+        Ok(pin)
+    }
+
+    /// Attaches prepared uploads to a message (the room's actor, after checking the message
+    /// still exists): one unit for all of them.
+    /// `quota` (bytes, 0: none) bounds what the uploader may have stored, checked in the
+    /// same step as the write.
+    pub fn attach_files(
+        &self,
+        message: &MessageRecord,
+        user_id: UserId,
+        files: &[PreparedUpload],
+        quota: u64,
+        idempotency: Option<&IdempotencyKey>,
+    ) -> Result<(Applied, Vec<AttachmentRecord>)> {
+        let mut unit = WriteUnit::new(Scope::Room(message.room_id));
+        if quota > 0 {
+            let adding: u64 = files.iter().map(|f| f.size).sum();
+            unit.require(move |r| {
+                if r.quota_used(user_id)?.saturating_add(adding) > quota {
+                    return Err(StorageError::TooLarge(format!(
+                        "These files do not fit in your attachment quota of {quota} bytes; delete files or ask an administrator"
+                    )));
+                }
+                Ok(())
+            });
+        }
+        let now = crate::now_ms();
+        let mut records = Vec::with_capacity(files.len());
+        for f in files {
+            let record = AttachmentRecord {
+                attachment_id: self.next_id(IdKind::Attachment),
+                message_id: message.message_id,
+                room_id: message.room_id,
+                user_id,
+                file_name: f.file_name.clone(),
+                file_size: f.size,
+                checksum: f.checksum.clone(),
+                content_hash: f.content_hash.clone(),
+                content_type: f.content_type.clone(),
+                created_utc: now,
+                last_modified_utc: now,
+                has_thumbnail: f.has_thumbnail,
+            };
+            unit.uses_id(IdKind::Attachment, record.attachment_id);
+            unit.put_json(
+                Table::AttachmentidAttachment,
+                be(record.attachment_id),
+                &record,
+            );
+            unit.put(
+                Table::MessageidAttachmentid,
+                pair(message.message_id, record.attachment_id),
+                EMPTY,
+            );
+            let size = f.size;
+            unit.update(
+                Table::ContenthashRefs,
+                f.content_hash.as_bytes(),
+                move |old| {
+                    let n = old.and_then(|o| id_at(o, 0).ok()).unwrap_or(0);
+                    Some(pair(n + 1, size).to_vec())
+                },
+            );
+            unit.add_to_counter(Table::UseridQuotaused, be(user_id), size as i64);
+            records.push(record);
+        }
+        unit.log(Change::Message {
+            room_id: message.room_id,
+            message_id: message.message_id,
+        });
+        if let Some(key) = idempotency {
+            key.record(
+                &mut unit,
+                &IdempotentResult::Attachments {
+                    message_id: message.message_id,
+                    attachment_ids: records.iter().map(|r| r.attachment_id).collect(),
+                },
+            );
+        }
+        Ok((self.apply(unit)?, records))
+    }
+
+    /// Removes one attachment (the room's actor). Erase its content with
+    /// [`Store::erase_unreferenced`] once the unit is durable.
+    pub fn delete_attachment(&self, record: &AttachmentRecord) -> Result<Applied> {
+        let mut unit = WriteUnit::new(Scope::Room(record.room_id));
+        super::messages::remove_attachment(&mut unit, record);
+        unit.log(Change::Message {
+            room_id: record.room_id,
+            message_id: record.message_id,
+        });
+        self.apply(unit)
+    }
+
+    /// Erases the content (and thumbnail) of each hash that no attachment references and no
+    /// upload has pinned. Call it after the unit that dropped the references is durable;
+    /// blocking (overwrites the file).
+    pub fn erase_unreferenced(&self, hashes: &[String]) {
+        for hash in hashes {
+            let pins = self.content.lock();
+            if pins.contains_key(hash) {
+                continue;
+            }
+            match self.latest().content_refs(hash) {
+                Ok(0) => {}
+                Ok(_) => continue,
+                Err(e) => {
+                    tracing::error!("erasing content {hash}: {e}");
+                    continue;
+                }
+            }
+            for path in [self.content_path(hash), self.thumbnail_path(hash)] {
+                erase_file(&path, &self.tmp_dir());
+            }
+        }
+    }
+
+    /// At start: removes interrupted uploads, and content that no attachment references
+    /// (placed by an upload that a crash stopped before it was attached).
+    pub(super) fn sweep_content(&self) -> Result<()> {
+        let _ = std::fs::remove_dir_all(self.tmp_dir());
+        let mut orphans = Vec::new();
+        for dir in [self.content_dir.clone(), self.content_dir.join("thumbs")] {
+            for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+                let sub = entry.path();
+                let Some(name) = sub.file_name().and_then(|n| n.to_str()) else {
+                    continue;
+                };
+                if name.len() != 2 || !sub.is_dir() {
+                    continue;
+                }
+                for file in std::fs::read_dir(&sub).into_iter().flatten().flatten() {
+                    let Some(hash) = file
+                        .file_name()
+                        .to_str()
+                        .map(|n| n.trim_end_matches(".jpg").to_string())
+                    else {
+                        continue;
+                    };
+                    if hash.len() == 64 && self.latest().content_refs(&hash)? == 0 {
+                        orphans.push(hash);
+                    }
+                }
+            }
+        }
+        orphans.sort();
+        orphans.dedup();
+        if !orphans.is_empty() {
+            tracing::info!(
+                "removing {} unreferenced content file(s) left by an interrupted upload",
+                orphans.len()
+            );
+            self.erase_unreferenced(&orphans);
+        }
+        Ok(())
     }
 }

@@ -3,11 +3,12 @@
 //! sequence number it applied as its cursor. Entries name what changed, not its content; sync
 //! reads the current state, so a page never carries data the caller may no longer see.
 
+use std::ops::Bound;
 use std::sync::atomic::Ordering;
 
 use serde::{Deserialize, Serialize};
 
-use super::{be, decode, encode, id_at, Result, Store};
+use super::{be, decode, id_at, Reader, Result, Table};
 use crate::model::{MessageId, RoomId, UserId};
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -37,30 +38,25 @@ pub enum Change {
     },
 }
 
-impl Store {
-    /// Appends a change; it becomes durable with the write it describes.
-    pub fn log_change(&self, change: &Change) -> Result<u64> {
-        let seq = self.next_change_seq.fetch_add(1, Ordering::SeqCst);
-        self.changeseq_change.insert(be(seq), encode(change))?;
-        Ok(seq)
-    }
-
-    /// Sequence number of the newest change (0 when none).
+impl Reader {
+    /// Sequence number of the newest durable change (0 when none): a cursor handed out
+    /// never names a change that a crash could take back.
     pub fn last_change_seq(&self) -> u64 {
-        self.next_change_seq
-            .load(Ordering::SeqCst)
-            .saturating_sub(1)
+        self.shared.durable_change.load(Ordering::SeqCst)
     }
 
     /// Up to `limit` changes after `cursor`, oldest first.
     pub fn changes_after(&self, cursor: u64, limit: usize) -> Result<Vec<(u64, Change)>> {
-        self.changeseq_change
-            .range(be(cursor.saturating_add(1))..)
-            .take(limit)
-            .map(|kv| {
-                let (k, v) = kv?;
-                Ok((id_at(&k, 0)?, decode("change", &v)?))
-            })
-            .collect()
+        let from = be(cursor.saturating_add(1));
+        self.scan(
+            Table::ChangeseqChange,
+            Bound::Included(&from[..]),
+            Bound::Unbounded,
+            false,
+            limit,
+        )?
+        .iter()
+        .map(|(k, v)| Ok((id_at(k, 0)?, decode("change", v)?)))
+        .collect()
     }
 }

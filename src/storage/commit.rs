@@ -1,40 +1,51 @@
-//! Group commit: many writers wait for one `fsync`.
+//! Group commit: many writers wait for one flush to the device.
 //!
-//! A writer first applies its change to sled (in memory), then calls
-//! [`GroupCommit::durable`]. A dedicated thread takes every request that is waiting,
-//! flushes sled once, and answers them all. Every write made before a request was queued
-//! is covered by the flush that answers it, so a caller that has its answer knows its write
-//! is on disk. The queue is bounded: writers wait (asynchronously) when it is full.
+//! A writer first applies its unit (in memory), then calls [`GroupCommit::durable`]. A
+//! dedicated thread takes every request that is waiting, notes which units are applied,
+//! flushes sled, then `fdatasync`s the database log and syncs new blob files (sled's own
+//! flush uses `sync_file_range`, which persists neither metadata nor the device's write
+//! cache). It then releases those units to the durable view and answers every request. A
+//! caller that has its answer knows its write is on the device.
+//!
+//! The queue is bounded, and a caller waits at most [`COMMIT_DEADLINE`]: a device that stops
+//! answering makes writes fail with a clear error instead of hanging the server.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
 
-use super::StorageError;
+use super::health::Fault;
+use super::{Shared, StorageError};
 
 const QUEUE_CAPACITY: usize = 16_384;
 
-type Waiter = oneshot::Sender<Result<(), String>>;
+/// The longest a writer waits for its commit.
+pub const COMMIT_DEADLINE: Duration = Duration::from_secs(10);
+
+type Waiter = oneshot::Sender<Result<(), StorageError>>;
 
 #[derive(Default, Debug)]
 pub struct CommitStats {
-    /// Number of `fsync`s done.
+    /// Flushes to the device (each ends with `fdatasync` of the database log).
     pub flushes: AtomicU64,
-    /// Number of writes made durable.
+    /// Durable-write requests answered.
     pub requests: AtomicU64,
+    /// Requests answered with an error.
+    pub failures: AtomicU64,
+    /// Milliseconds since the epoch when the running flush started (0: none running).
+    pub flush_started_ms: AtomicU64,
 }
 
 pub struct GroupCommit {
     /// `None` only while dropping.
     queue: Option<mpsc::Sender<Waiter>>,
     thread: Option<std::thread::JoinHandle<()>>,
-    pub stats: Arc<CommitStats>,
 }
 
 impl Drop for GroupCommit {
-    /// Closing the queue ends the thread; joining it releases its database handle, so the
-    /// storage folder can be opened again at once.
+    /// Closing the queue ends the thread; joining it releases its database handle.
     fn drop(&mut self) {
         self.queue.take();
         if let Some(t) = self.thread.take() {
@@ -44,10 +55,8 @@ impl Drop for GroupCommit {
 }
 
 impl GroupCommit {
-    pub fn start(db: sled::Db) -> Result<Self, StorageError> {
+    pub(crate) fn start(shared: Arc<Shared>) -> Result<Self, StorageError> {
         let (queue, mut rx) = mpsc::channel::<Waiter>(QUEUE_CAPACITY);
-        let stats = Arc::new(CommitStats::default());
-        let thread_stats = stats.clone();
         let thread = std::thread::Builder::new()
             .name("confab-group-commit".into())
             .spawn(move || {
@@ -57,46 +66,89 @@ impl GroupCommit {
                     while let Ok(next) = rx.try_recv() {
                         batch.push(next);
                     }
-                    let result = db.flush().map(|_| ()).map_err(|e| e.to_string());
-                    if let Err(e) = &result {
-                        tracing::error!("fsync of the storage folder failed: {e}");
-                    }
-                    thread_stats.flushes.fetch_add(1, Ordering::Relaxed);
-                    thread_stats
+                    let result = shared.make_durable();
+                    let stats = &shared.stats;
+                    stats
                         .requests
                         .fetch_add(batch.len() as u64, Ordering::Relaxed);
+                    if result.is_err() {
+                        stats
+                            .failures
+                            .fetch_add(batch.len() as u64, Ordering::Relaxed);
+                    }
                     for waiter in batch.drain(..) {
                         let _ = waiter.send(result.clone());
                     }
                 }
             })
             .map_err(|e| {
-                StorageError::Flush(format!("cannot start the group-commit thread: {e}"))
+                StorageError::Unavailable(format!("cannot start the group-commit thread: {e}"))
             })?;
         Ok(GroupCommit {
             queue: Some(queue),
             thread: Some(thread),
-            stats,
         })
     }
 
-    /// Resolves once every write made before this call is on disk.
+    /// Resolves once every unit applied before this call is on the device.
     pub async fn durable(&self) -> Result<(), StorageError> {
+        let stopped = || StorageError::Unavailable("the group-commit thread has stopped".into());
+        let queue = self.queue.as_ref().ok_or_else(stopped)?;
         let (tx, rx) = oneshot::channel();
-        let queue = self
-            .queue
-            .as_ref()
-            .ok_or_else(|| StorageError::Flush("the group-commit thread has stopped".into()))?;
-        queue
-            .send(tx)
-            .await
-            .map_err(|_| StorageError::Flush("the group-commit thread has stopped".into()))?;
-        match rx.await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(StorageError::Flush(e)),
-            Err(_) => Err(StorageError::Flush(
-                "the group-commit thread has stopped".into(),
-            )),
+        let wait = async {
+            queue.send(tx).await.map_err(|_| stopped())?;
+            rx.await.map_err(|_| stopped())?
+        };
+        match tokio::time::timeout(COMMIT_DEADLINE, wait).await {
+            Ok(result) => result,
+            Err(_) => Err(StorageError::Unavailable(format!(
+                "The storage device did not confirm the write within {} s; it may or may not be stored (retry with the same Idempotency-Key to find out).",
+                COMMIT_DEADLINE.as_secs()
+            ))),
         }
+    }
+}
+
+impl Shared {
+    /// One group commit: flush, sync to the device, check the folder, release the units.
+    pub(crate) fn make_durable(&self) -> Result<(), StorageError> {
+        if let Some(Fault::FolderGone(_) | Fault::Device(_)) = self.health.current() {
+            return self.health.check_writable();
+        }
+        let (unit, change) = {
+            let s = self.apply_state();
+            (s.applied, s.next_change.saturating_sub(1))
+        };
+        if unit <= self.durable_unit.load(Ordering::SeqCst) {
+            return Ok(());
+        }
+        let trees = self.trees()?;
+        self.stats
+            .flush_started_ms
+            .store(crate::now_ms(), Ordering::SeqCst);
+        let synced = trees
+            .db
+            .flush()
+            .map_err(StorageError::Db)
+            .and_then(|_| trees.sync_to_device());
+        drop(trees);
+        self.stats.flush_started_ms.store(0, Ordering::SeqCst);
+        self.health.clear_if(|f| matches!(f, Fault::Stalled(_)));
+        if let Err(e) = synced {
+            self.health.set(Fault::Device(e.to_string()));
+            return Err(self
+                .health
+                .check_writable()
+                .err()
+                .unwrap_or(StorageError::Unavailable(e.to_string())));
+        }
+        self.stats.flushes.fetch_add(1, Ordering::Relaxed);
+        // Synced, but to the folder that was opened? After `rm -rf` the files live on,
+        // unreachable: nothing may be acknowledged then.
+        self.health.verify_folder()?;
+        self.overlay.release(unit);
+        self.durable_change.fetch_max(change, Ordering::SeqCst);
+        self.durable_unit.fetch_max(unit, Ordering::SeqCst);
+        Ok(())
     }
 }

@@ -14,7 +14,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
-use super::{be, decode, encode, pair, Result, Store};
+use super::{be, decode, encode, pair, Applied, Reader, Result, Scope, Store, Table, WriteUnit};
 use crate::model::{Permission, RoomId, RoomPermissions, UserId};
 
 const GLOBAL_KEY: &[u8] = b"global_permissions";
@@ -46,15 +46,10 @@ impl PermissionLayer {
     }
 }
 
-impl Store {
-    /// Held while a permission setting is read, changed and written back.
-    pub fn permissions_guard(&self) -> std::sync::MutexGuard<'_, ()> {
-        self.permissions.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
+impl Reader {
     /// The server-wide defaults (every flag allowed until an administrator changes them).
     pub fn global_permissions(&self) -> Result<RoomPermissions> {
-        match self.setting_value.get(GLOBAL_KEY)? {
+        match self.get(Table::SettingValue, GLOBAL_KEY)? {
             Some(v) => {
                 // Start from all-allowed so flags unknown to an older record stay allowed.
                 let stored: BTreeMap<String, bool> = decode("global permissions", &v)?;
@@ -70,15 +65,6 @@ impl Store {
         }
     }
 
-    pub fn set_global_permissions(&self, p: &RoomPermissions) -> Result<()> {
-        let map: BTreeMap<&str, bool> = Permission::ALL
-            .iter()
-            .map(|&f| (f.name(), p.allows(f)))
-            .collect();
-        self.setting_value.insert(GLOBAL_KEY, encode(&map))?;
-        Ok(())
-    }
-
     /// The room's level (`user: None`) or one user's level in the room.
     pub fn permission_layer(
         &self,
@@ -86,37 +72,13 @@ impl Store {
         user: Option<UserId>,
     ) -> Result<PermissionLayer> {
         let value = match user {
-            None => self.roomid_permissions.get(be(room_id))?,
-            Some(u) => self.roomid_userid_permissions.get(pair(room_id, u))?,
+            None => self.get(Table::RoomidPermissions, be(room_id))?,
+            Some(u) => self.get(Table::RoomidUseridPermissions, pair(room_id, u))?,
         };
         value
             .map(|v| decode("permission layer", &v))
             .transpose()
             .map(Option::unwrap_or_default)
-    }
-
-    pub fn set_permission_layer(
-        &self,
-        room_id: RoomId,
-        user: Option<UserId>,
-        layer: &PermissionLayer,
-    ) -> Result<()> {
-        match (user, layer.is_empty()) {
-            (None, true) => {
-                self.roomid_permissions.remove(be(room_id))?;
-            }
-            (None, false) => {
-                self.roomid_permissions.insert(be(room_id), encode(layer))?;
-            }
-            (Some(u), true) => {
-                self.roomid_userid_permissions.remove(pair(room_id, u))?;
-            }
-            (Some(u), false) => {
-                self.roomid_userid_permissions
-                    .insert(pair(room_id, u), encode(layer))?;
-            }
-        }
-        Ok(())
     }
 
     /// What an administrator allows a plain member at the room level (user `None`) or for
@@ -166,5 +128,49 @@ impl Store {
         let room = self.permission_layer(room_id, None)?;
         let user = self.permission_layer(room_id, Some(user_id))?;
         Ok(Some(self.combine(&room, &user, true)?))
+    }
+}
+
+impl Store {
+    /// Changes the server-wide defaults by compare-and-swap; answers the new defaults.
+    pub fn update_global_permissions(
+        &self,
+        change: impl Fn(&mut RoomPermissions),
+    ) -> Result<RoomPermissions> {
+        let done = self.apply_cas(Table::SettingValue, GLOBAL_KEY, |_| {
+            let mut p = self.latest().global_permissions()?;
+            change(&mut p);
+            let map: BTreeMap<&str, bool> = Permission::ALL
+                .iter()
+                .map(|&f| (f.name(), p.allows(f)))
+                .collect();
+            let mut unit = WriteUnit::new(Scope::Server);
+            unit.put(Table::SettingValue, GLOBAL_KEY, encode(&map));
+            Ok(Some((unit, p)))
+        })?;
+        Ok(done
+            .map(|(_, p)| p)
+            .unwrap_or_else(RoomPermissions::all_allowed))
+    }
+
+    /// Stores the room's level (`user: None`) or one user's level in the room (room
+    /// scoped: the room's actor writes it).
+    pub fn set_permission_layer(
+        &self,
+        room_id: RoomId,
+        user: Option<UserId>,
+        layer: &PermissionLayer,
+    ) -> Result<Applied> {
+        let (table, key) = match user {
+            None => (Table::RoomidPermissions, be(room_id).to_vec()),
+            Some(u) => (Table::RoomidUseridPermissions, pair(room_id, u).to_vec()),
+        };
+        let mut unit = WriteUnit::new(Scope::Room(room_id));
+        if layer.is_empty() {
+            unit.remove(table, key);
+        } else {
+            unit.put(table, key, encode(layer));
+        }
+        self.apply(unit)
     }
 }

@@ -1,10 +1,10 @@
 //! Per-user views of stored records: a room looks different to each member (its name for a
 //! private room, unread count, moderator flag).
 
-use super::{Result, RoomRecord, Store};
+use super::{Reader, Result, RoomRecord};
 use crate::model::{LastMessage, Room, RoomType, UserId};
 
-impl Store {
+impl Reader {
     pub fn room_view(&self, room: &RoomRecord, user_id: UserId) -> Result<Room> {
         let member = self.member(room.room_id, user_id)?;
         let last_message = self.last_message_summary(room.room_id)?;

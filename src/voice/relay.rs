@@ -124,6 +124,10 @@ pub struct Participant {
     /// "talking" event is out for the current burst.
     pub last_voice_ms: AtomicU64,
     pub talking: AtomicBool,
+    /// Milliseconds (server clock) of the last authenticated packet of any kind (pings
+    /// included), or of the join: a participant silent for long, whose user has no event
+    /// session either, is gone.
+    pub last_packet_ms: AtomicU64,
 }
 
 /// What the relay needs of a channel: its participants, for fan-out.
@@ -404,6 +408,9 @@ impl Router {
             if is_current {
                 ks.client_has_current = true;
             }
+            sender
+                .last_packet_ms
+                .store(crate::now_ms(), Ordering::Relaxed);
             // Authenticated: learn or follow the sender's address.
             let moved = ks.route.as_ref().map(|r| !r.same(&route)).unwrap_or(true);
             if moved {
@@ -513,6 +520,7 @@ impl Participant {
             }),
             channel,
             last_voice_ms: AtomicU64::new(0),
+            last_packet_ms: AtomicU64::new(crate::now_ms()),
             talking: AtomicBool::new(false),
         }
     }

@@ -1,0 +1,392 @@
+//! The room actor: one per active room, the single writer of the room's records (messages,
+//! comments, receipts, reactions, attachments, members, pins, settings, permissions). It
+//! owns the order of the room's writes, their persistence and their announcement.
+//!
+//! A write is checked against the latest state, applied as one storage unit at once, then
+//! waits with the other writes of the moment for one group commit; only after the flush
+//! are events sent (to the members *at the time the write was applied*) and the caller
+//! answered, in the order the writes arrived.
+//!
+//! A room whose records cannot be loaded (a damaged record) does not stop: it answers every
+//! request with 500 and a clear text, retries the load at most every few seconds, and logs
+//! once per retry, so one bad record never costs the rest of the server anything.
+
+mod members;
+mod messages;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use tokio::sync::oneshot;
+
+use super::registry::{Broadcast, DeliverEach, Registry};
+use super::{event_payload, Payload};
+use crate::api::error::ApiError;
+use crate::model::{Permission, RoomId, TextMessage, UserId};
+use crate::storage::{MemberRecord, MessageRecord, Reader, RoomRecord, Store};
+
+pub use members::{
+    AddMember, CreateRoom, RemoveMember, RoomChange, SetModerator, SetPermissions, SetPinned,
+    SetRoomAvatar, UpdateRoom,
+};
+pub use messages::{
+    may_change_files, AttachFiles, DeleteAttachment, DeleteMessage, EditMessage, MarkRead,
+    PostMessage, React,
+};
+
+/// Who an event goes to once the write is durable.
+enum Delivery {
+    /// These users (the members when the write was applied).
+    Users(Arc<[UserId]>, Payload),
+    /// One user, with a payload of their own.
+    User(UserId, Payload),
+}
+
+/// What a write leaves to do once it is durable.
+#[derive(Default)]
+struct AfterDurable {
+    deliveries: Vec<Delivery>,
+    /// Attachment content whose last reference this write removed.
+    erase: Vec<String>,
+}
+
+struct Pending {
+    after: AfterDurable,
+    reply: Box<dyn FnOnce(Result<(), ApiError>)>,
+}
+
+/// Why the room is not loaded, and when to try again.
+struct Broken {
+    error: ApiError,
+    retry_at: Instant,
+}
+
+pub struct RoomActor {
+    room_id: RoomId,
+    store: Arc<Store>,
+    registry: Addr<Registry>,
+    room: Option<RoomRecord>,
+    members: HashMap<UserId, MemberRecord>,
+    /// The members now, shared by the events of every write applied until they change.
+    audience: Arc<[UserId]>,
+    /// The store generation the cache was loaded from (`None`: not loaded; a reopened
+    /// database reloads it).
+    generation: Option<u64>,
+    broken: Option<Broken>,
+    awaiting: Vec<Pending>,
+    flushing: bool,
+    /// A coalesced `RoomUpdated` (new last message, unread counts) is scheduled.
+    update_scheduled: bool,
+}
+
+/// How long new messages are gathered before members get one `RoomUpdated` for them.
+const ROOM_UPDATE_DELAY: Duration = Duration::from_secs(1);
+/// How long a room that failed to load waits before trying again.
+const LOAD_RETRY: Duration = Duration::from_secs(5);
+
+type Reply<T> = ResponseFuture<Result<T, ApiError>>;
+
+fn answer<T: 'static>(result: Result<T, ApiError>) -> Reply<T> {
+    Box::pin(async move { result })
+}
+
+impl RoomActor {
+    pub fn new(room_id: RoomId, store: Arc<Store>, registry: Addr<Registry>) -> Self {
+        RoomActor {
+            room_id,
+            store,
+            registry,
+            room: None,
+            members: HashMap::new(),
+            audience: Arc::from(Vec::new()),
+            generation: None,
+            broken: None,
+            awaiting: Vec::new(),
+            flushing: false,
+            update_scheduled: false,
+        }
+    }
+
+    /// The latest view (this actor is the writer of what it reads there).
+    fn latest(&self) -> &Reader {
+        self.store.latest()
+    }
+
+    fn load(&mut self) -> Result<(), ApiError> {
+        self.generation = Some(self.store.generation());
+        let r = self.store.latest();
+        let room = r.room(self.room_id)?;
+        let members = r.members(self.room_id)?.into_iter().collect();
+        self.room = room;
+        self.members = members;
+        self.refresh_audience();
+        Ok(())
+    }
+
+    fn refresh_audience(&mut self) {
+        self.audience = self.members.keys().copied().collect::<Vec<_>>().into();
+    }
+
+    /// `Ok` when the room's state is loaded and current; reloads after a reopened database
+    /// and retries a failed load (at most every [`LOAD_RETRY`]).
+    fn ready(&mut self) -> Result<(), ApiError> {
+        if let Some(b) = &self.broken {
+            if Instant::now() < b.retry_at {
+                return Err(b.error.clone());
+            }
+        } else if self.generation == Some(self.store.generation()) {
+            return Ok(());
+        }
+        match self.load() {
+            Ok(()) => {
+                if self.broken.take().is_some() {
+                    tracing::warn!(room = self.room_id, "room loads again");
+                }
+                Ok(())
+            }
+            Err(e) => {
+                let error = ApiError::Internal(format!(
+                    "Room {} cannot be loaded ({e}); its other requests fail the same way until an administrator repairs it (confab-server check lists damaged records). Other rooms are not affected.",
+                    self.room_id
+                ));
+                tracing::error!(room = self.room_id, "cannot load room: {e}");
+                self.broken = Some(Broken {
+                    error: error.clone(),
+                    retry_at: Instant::now() + LOAD_RETRY,
+                });
+                Err(error)
+            }
+        }
+    }
+
+    fn require_member(&self, user_id: UserId) -> Result<&MemberRecord, ApiError> {
+        self.members.get(&user_id).ok_or_else(|| {
+            ApiError::Forbidden(format!("You are not a member of room {}", self.room_id))
+        })
+    }
+
+    /// Members must hold the flag (moderators and administrators hold every flag).
+    fn require_permission(
+        &self,
+        user_id: UserId,
+        is_admin: bool,
+        flag: Permission,
+        what: &str,
+    ) -> Result<(), ApiError> {
+        require_permission(self.latest(), self.room_id, user_id, is_admin, flag, what)
+    }
+
+    /// Moderator or administrator of this room, else 403 (404 for strangers).
+    fn require_moderator(&self, by: UserId, by_admin: bool, what: &str) -> Result<(), ApiError> {
+        if by_admin || self.members.get(&by).is_some_and(|m| m.is_moderator) {
+            return Ok(());
+        }
+        if self.members.contains_key(&by) {
+            return Err(ApiError::Forbidden(format!(
+                "Only a room moderator or an administrator may {what}"
+            )));
+        }
+        Err(ApiError::room_not_found(self.room_id))
+    }
+
+    /// A message of this room, from the latest state.
+    fn own_message(&self, message_id: u64) -> Result<MessageRecord, ApiError> {
+        self.latest()
+            .message(message_id)?
+            .filter(|m| m.room_id == self.room_id)
+            .ok_or_else(|| ApiError::message_not_found(message_id))
+    }
+
+    /// An event for every member now.
+    fn to_members(&self, payload: Payload) -> Delivery {
+        Delivery::Users(self.audience.clone(), payload)
+    }
+
+    fn messages_event(kind: &str, messages: &[TextMessage]) -> Payload {
+        event_payload(kind, serde_json::json!({ "messages": messages }))
+    }
+
+    /// Each listed member's view of the room (their unread count, the last message), as
+    /// events, read from `view`. The shared parts are read once.
+    fn room_updates(
+        &self,
+        view: &Reader,
+        users: impl Iterator<Item = UserId>,
+    ) -> Vec<(UserId, Payload)> {
+        let Some(room) = &self.room else {
+            return Vec::new();
+        };
+        let last = match view.last_message_summary(self.room_id) {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::error!(room = self.room_id, "room view failed: {e}");
+                return Vec::new();
+            }
+        };
+        users
+            .filter_map(|user| {
+                let is_moderator = self.members.get(&user).is_some_and(|m| m.is_moderator);
+                match view.room_view_with(room, user, last.clone(), is_moderator) {
+                    Ok(v) => Some((
+                        user,
+                        event_payload("RoomUpdated", serde_json::json!({ "room": v })),
+                    )),
+                    Err(e) => {
+                        tracing::error!(room = self.room_id, "room view failed: {e}");
+                        None
+                    }
+                }
+            })
+            .collect()
+    }
+
+    /// One `RoomUpdated` to every member for the messages of the next moment, from what is
+    /// durable then.
+    fn schedule_room_update(&mut self, ctx: &mut Context<Self>) {
+        if self.update_scheduled {
+            return;
+        }
+        self.update_scheduled = true;
+        ctx.run_later(ROOM_UPDATE_DELAY, |act, _| {
+            act.update_scheduled = false;
+            let store = act.store.clone();
+            let updates = act.room_updates(&store, act.members.keys().copied());
+            if !updates.is_empty() {
+                act.registry.do_send(DeliverEach(updates));
+            }
+        });
+    }
+
+    /// Queues an applied write for the next group commit; `value` is what the caller gets
+    /// once the write is durable and its events are out.
+    fn commit<T: 'static>(
+        &mut self,
+        ctx: &mut Context<Self>,
+        after: AfterDurable,
+        value: T,
+    ) -> Reply<T> {
+        let (tx, rx) = oneshot::channel();
+        self.awaiting.push(Pending {
+            after,
+            reply: Box::new(move |r| {
+                let _ = tx.send(r.map(|_| value));
+            }),
+        });
+        if !self.flushing {
+            self.start_flush(ctx);
+        }
+        Box::pin(async move {
+            rx.await.unwrap_or_else(|_| {
+                Err(ApiError::Unavailable(
+                    "The room stopped before the write was confirmed; check and retry.".into(),
+                ))
+            })
+        })
+    }
+
+    /// Like [`Self::commit`] for a write that only delivers events.
+    fn commit_deliveries<T: 'static>(
+        &mut self,
+        ctx: &mut Context<Self>,
+        deliveries: Vec<Delivery>,
+        value: T,
+    ) -> Reply<T> {
+        self.commit(
+            ctx,
+            AfterDurable {
+                deliveries,
+                erase: Vec::new(),
+            },
+            value,
+        )
+    }
+
+    fn start_flush(&mut self, ctx: &mut Context<Self>) {
+        let batch = std::mem::take(&mut self.awaiting);
+        self.flushing = true;
+        let store = self.store.clone();
+        ctx.spawn(async move { store.durable().await }.into_actor(self).map(
+            move |result, act, ctx| {
+                act.flushing = false;
+                let result = result.map_err(ApiError::from);
+                let mut erase = Vec::new();
+                for pending in batch {
+                    if result.is_ok() {
+                        act.deliver(pending.after.deliveries);
+                        erase.extend(pending.after.erase);
+                    }
+                    (pending.reply)(result.clone());
+                }
+                if !erase.is_empty() {
+                    let store = act.store.clone();
+                    actix_rt::task::spawn_blocking(move || store.erase_unreferenced(&erase));
+                }
+                if !act.awaiting.is_empty() {
+                    act.start_flush(ctx);
+                }
+            },
+        ));
+    }
+
+    fn deliver(&self, deliveries: Vec<Delivery>) {
+        let mut each = Vec::new();
+        for d in deliveries {
+            match d {
+                Delivery::Users(users, payload) => {
+                    self.registry.do_send(Broadcast { users, payload })
+                }
+                Delivery::User(user, payload) => each.push((user, payload)),
+            }
+        }
+        if !each.is_empty() {
+            self.registry.do_send(DeliverEach(each));
+        }
+    }
+}
+
+impl Actor for RoomActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        // Room actors sit on the hot path of every post; a roomy mailbox smooths bursts.
+        ctx.set_mailbox_capacity(1024);
+        // A failure is kept (and answered) by `ready`; the actor never stops over it.
+        let _ = self.ready();
+    }
+}
+
+/// Runs `handle` once the room is ready, or answers its error.
+fn when_ready<T: 'static>(
+    act: &mut RoomActor,
+    handle: impl FnOnce(&mut RoomActor) -> Reply<T>,
+) -> Reply<T> {
+    match act.ready() {
+        Ok(()) => handle(act),
+        Err(e) => answer(Err(e)),
+    }
+}
+
+/// 403 unless the member holds `flag` in the room (moderators and administrators hold
+/// every flag); 403 for non-members too. Shared by the room actor (latest view) and the
+/// API handlers that check before streaming an upload (durable view).
+pub fn require_permission(
+    view: &Reader,
+    room_id: RoomId,
+    user_id: UserId,
+    is_admin: bool,
+    flag: Permission,
+    what: &str,
+) -> Result<(), ApiError> {
+    match view.effective_permissions(room_id, user_id, is_admin)? {
+        None => Err(ApiError::Forbidden(format!(
+            "You are not a member of room {room_id}"
+        ))),
+        Some(p) if p.allows(flag) => Ok(()),
+        Some(_) => Err(ApiError::Forbidden(format!(
+            "You may not {what} in room {room_id} (permission {} is off)",
+            flag.name()
+        ))),
+    }
+}

@@ -1,0 +1,196 @@
+//! The sled trees and the open database that holds them.
+//!
+//! Every tree is named `key_value`; keys are big-endian ids (or pairs of them), so prefix and
+//! range scans come back in id order. [`Trees`] is one open database: the store swaps in a
+//! fresh one when it reopens the database after a storage fault.
+
+use std::collections::HashSet;
+use std::ffi::OsString;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use super::{Result, StorageError};
+
+macro_rules! tables {
+    ($($(#[$doc:meta])* $variant:ident => $name:literal,)*) => {
+        /// One sled tree. The storage layer addresses trees by this name, so a write unit is
+        /// plain data: (table, key, value) triples.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+        pub enum Table { $($(#[$doc])* $variant,)* }
+
+        impl Table {
+            pub const ALL: &'static [Table] = &[$(Table::$variant,)*];
+
+            pub fn name(self) -> &'static str {
+                match self { $(Table::$variant => $name,)* }
+            }
+        }
+    };
+}
+
+tables! {
+    /// name → schema version, id high-water marks (`hw_message`, …)
+    Meta => "meta",
+    /// user → `UserRecord`
+    UseridUser => "userid_user",
+    /// lower-case name → user
+    UsernameUserid => "username_userid",
+    /// user → empty, for every administrator
+    UseridAdmin => "userid_admin",
+    /// sha256(session id) → `SessionRecord`
+    SessionhashSession => "sessionhash_session",
+    /// sha256(token) → user
+    TokenhashUserid => "tokenhash_userid",
+    /// user → sha256(token)
+    UseridTokenhash => "userid_tokenhash",
+    /// room → `RoomRecord`
+    RoomidRoom => "roomid_room",
+    /// room ‖ user → `MemberRecord`
+    RoomidUseridMember => "roomid_userid_member",
+    /// user ‖ room → empty, or `p` when pinned
+    UseridRoomid => "userid_roomid",
+    /// min(user) ‖ max(user) → private room
+    UserpairRoomid => "userpair_roomid",
+    /// message → `MessageRecord`
+    MessageidMessage => "messageid_message",
+    /// room ‖ message → empty (top-level messages in order)
+    RoomidMessageid => "roomid_messageid",
+    /// parent ‖ comment → empty (comments in order)
+    ParentidCommentid => "parentid_commentid",
+    /// message ‖ user → read time (ms, BE)
+    MessageidUseridRead => "messageid_userid_read",
+    /// user ‖ room → newest message read ‖ its room sequence number
+    UseridRoomidLastread => "userid_roomid_lastread",
+    /// room → sequence number of its newest top-level message
+    RoomidSeq => "roomid_seq",
+    /// room ‖ seq → empty (deleted top-level messages)
+    RoomidSeqDeleted => "roomid_seq_deleted",
+    /// message ‖ user ‖ emoji → empty
+    MessageidUseridReaction => "messageid_userid_reaction",
+    /// attachment → `AttachmentRecord`
+    AttachmentidAttachment => "attachmentid_attachment",
+    /// message ‖ attachment → empty
+    MessageidAttachmentid => "messageid_attachmentid",
+    /// SHA-256 (hex) → reference count ‖ size
+    ContenthashRefs => "contenthash_refs",
+    /// sequence number → `Change` (the sync log)
+    ChangeseqChange => "changeseq_change",
+    /// `u`/`r` ‖ id → content type, NUL, image
+    AvatarImage => "avatar_image",
+    /// user → attachment bytes they uploaded (BE)
+    UseridQuotaused => "userid_quotaused",
+    /// name → server-wide setting
+    SettingValue => "setting_value",
+    /// message → `Tombstone`
+    MessageidTombstone => "messageid_tombstone",
+    /// join code → room
+    JoincodeRoomid => "joincode_roomid",
+    /// room → `PermissionLayer`
+    RoomidPermissions => "roomid_permissions",
+    /// room ‖ user → `PermissionLayer`
+    RoomidUseridPermissions => "roomid_userid_permissions",
+    /// user ‖ Idempotency-Key → `IdempotentResult`
+    UseridIdemkeyResult => "userid_idemkey_result",
+    /// created (ms) ‖ user ‖ key → empty (expiry order of idempotency keys)
+    IdemtimeUseridKey => "idemtime_userid_key",
+}
+
+/// One open database: its trees, and the files a durable commit syncs.
+pub(crate) struct Trees {
+    pub db: sled::Db,
+    trees: Vec<sled::Tree>,
+    /// The database's log file, kept open for `fdatasync` after sled's own flush (which uses
+    /// `sync_file_range`: neither metadata nor the device's write cache).
+    log_file: File,
+    log_path: PathBuf,
+    /// sled writes values over ~128 KiB to files of their own and never syncs them.
+    blobs_dir: PathBuf,
+    synced_blobs: Mutex<HashSet<OsString>>,
+}
+
+impl std::ops::Index<Table> for Trees {
+    type Output = sled::Tree;
+    fn index(&self, t: Table) -> &sled::Tree {
+        &self.trees[t as usize]
+    }
+}
+
+fn io(what: &'static str, path: &Path, e: std::io::Error) -> StorageError {
+    StorageError::io(what, path, e)
+}
+
+impl Trees {
+    /// Opens the database in `db_path` and every tree.
+    pub fn open(db_path: &Path, cache_bytes: u64) -> Result<Trees> {
+        let db = sled::Config::new()
+            .path(db_path)
+            .cache_capacity(cache_bytes)
+            .flush_every_ms(Some(1000))
+            .open()
+            .map_err(|source| StorageError::Open {
+                path: db_path.to_path_buf(),
+                source,
+            })?;
+        let trees = Table::ALL
+            .iter()
+            .map(|t| db.open_tree(t.name()))
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        let log_path = db_path.join("db");
+        let log_file = File::open(&log_path).map_err(|e| io("database log", &log_path, e))?;
+        // The folder's entries (conf, db, blobs/) must survive a power loss too.
+        sync_dir(db_path)?;
+        let blobs_dir = db_path.join("blobs");
+        let synced_blobs = Mutex::new(blob_names(&blobs_dir));
+        Ok(Trees {
+            db,
+            trees,
+            log_file,
+            log_path,
+            blobs_dir,
+            synced_blobs,
+        })
+    }
+
+    /// After sled's flush: `fdatasync` of the log, and `fsync` of blob files written since
+    /// the last commit (and of their folder).
+    pub fn sync_to_device(&self) -> Result<()> {
+        self.log_file
+            .sync_data()
+            .map_err(|e| io("database log", &self.log_path, e))?;
+        let names = blob_names(&self.blobs_dir);
+        let mut synced = self.synced_blobs.lock().unwrap_or_else(|e| e.into_inner());
+        let mut new = false;
+        for name in &names {
+            if !synced.contains(name) {
+                let path = self.blobs_dir.join(name);
+                match File::open(&path) {
+                    Ok(f) => f.sync_all().map_err(|e| io("database blob", &path, e))?,
+                    // sled removed it meanwhile (a rewritten value): nothing to sync.
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(io("database blob", &path, e)),
+                }
+                new = true;
+            }
+        }
+        if new {
+            sync_dir(&self.blobs_dir)?;
+        }
+        // Forget removed blobs so the set stays as small as the folder.
+        *synced = names;
+        Ok(())
+    }
+}
+
+fn blob_names(dir: &Path) -> HashSet<OsString> {
+    std::fs::read_dir(dir)
+        .map(|entries| entries.flatten().map(|e| e.file_name()).collect())
+        .unwrap_or_default()
+}
+
+/// `fsync` of a folder, so the entries created or renamed in it are durable.
+pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| io("folder", dir, e))
+}
