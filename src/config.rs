@@ -45,6 +45,10 @@ pub struct ServerArgs {
     /// sled page cache in MiB (default 64)
     #[argh(option, default = "64")]
     pub cache_mb: u64,
+    /// writes stop (507) while the storage folder's disk has less than this many MiB free,
+    /// and resume by themselves when there is more again (default 16)
+    #[argh(option, default = "16")]
+    pub storage_reserve_mb: u64,
     /// HTTP worker threads (default: number of CPUs)
     #[argh(option)]
     pub workers: Option<usize>,
@@ -91,6 +95,7 @@ pub struct ServerConfig {
     pub tls_key_password: Option<String>,
     pub web_root: Option<PathBuf>,
     pub cache_bytes: u64,
+    pub storage_reserve_bytes: u64,
     pub workers: usize,
     pub max_connections: usize,
     pub limits: Limits,
@@ -187,6 +192,7 @@ impl ServerArgs {
             tls_key_password: self.ssl_private_key_password.clone(),
             web_root: self.web_root.clone(),
             cache_bytes: self.cache_mb.max(1) * 1024 * 1024,
+            storage_reserve_bytes: self.storage_reserve_mb * 1024 * 1024,
             workers: workers.max(1),
             max_connections: self.max_connections.max(1),
             voice_rotation: std::time::Duration::from_secs(self.voice_key_rotation.max(1)),

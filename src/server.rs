@@ -85,7 +85,11 @@ pub async fn run(config: ServerConfig) -> Result<(), StartError> {
     // after "listening on" must stop the server cleanly, not kill it.
     let signals = ShutdownSignals::install()?;
     let lock = storage::prepare_folder(&config.storage_dir)?;
-    let store = Arc::new(Store::open(&config.storage_dir, config.cache_bytes)?);
+    let store = Arc::new(Store::open_with_reserve(
+        &config.storage_dir,
+        config.cache_bytes,
+        config.storage_reserve_bytes,
+    )?);
     ensure_admin(&store, &config.storage_dir)?;
 
     let identity = match (&config.tls_cert, &config.tls_key) {

@@ -685,3 +685,64 @@ async fn a_client_whose_udp_is_blocked_falls_back_to_the_websocket_on_its_own() 
         assert_eq!(r["lost"], json!(0), "{r}");
     }
 }
+
+#[actix_rt::test]
+async fn idle_channels_stop_and_participants_whose_client_went_away_are_dropped() {
+    let server = TestServer::start();
+    let mut admin = server.admin().await;
+    let (bob_id, mut bob) = server.user(&mut admin, "bob").await;
+    let room = admin.create_room("Call", &[bob_id]).await.unwrap();
+
+    // Unknown fields in the join body are refused, as docs/api.md says.
+    let (status, body) = admin
+        .request_raw(
+            Method::POST,
+            &format!("/api/v1/rooms/{room}/voice"),
+            Some(br#"{"cipher":"aes-256-gcm","lisenOnly":true}"#.to_vec()),
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["errorText"].as_str().unwrap().contains("lisenOnly"),
+        "{body}"
+    );
+
+    // Admin watches; bob joins with an event stream open, then his client vanishes without
+    // leaving (no DELETE, no voice packets, event stream gone).
+    let mut watch = admin.events().await.unwrap();
+    admin.join_voice(room, "aes-256-gcm", true).await.unwrap();
+    let bobs_events = bob.events().await.unwrap();
+    let joined = bob.join_voice(room, "aes-256-gcm", false).await.unwrap();
+    let bob_participant = joined["participantId"].as_u64().unwrap();
+    drop(bobs_events);
+    let left =
+        expect_event_within(&mut watch, "VoiceParticipantLeft", Duration::from_secs(45)).await;
+    assert_eq!(
+        left.data["participantId"], bob_participant,
+        "{:?}",
+        left.data
+    );
+    let (_, list) = admin
+        .request_raw(Method::GET, &format!("/api/v1/rooms/{room}/voice"), None)
+        .await
+        .unwrap();
+    assert_eq!(list["participants"].as_array().unwrap().len(), 1, "{list}");
+
+    // The admin leaves too: the empty channel stops for good (no restart every 10 s).
+    admin.leave_voice(room).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let channels = |h: Value| h["voice"]["channels"].as_u64().unwrap();
+    assert_eq!(channels(admin.server_health().await.unwrap()), 0);
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    assert_eq!(
+        channels(admin.server_health().await.unwrap()),
+        0,
+        "an idle channel stays stopped"
+    );
+    assert!(
+        !server.log_text().contains("voice channel restarting"),
+        "{}",
+        server.log_text()
+    );
+}

@@ -604,3 +604,16 @@ impl Handler<TalkingStarted> for VoiceChannel {
         }
     }
 }
+
+/// How many voice channels are running (for `/server-health`).
+#[derive(Message)]
+#[rtype(result = "usize")]
+pub struct ChannelCount;
+
+impl Handler<ChannelCount> for VoiceHub {
+    type Result = usize;
+    fn handle(&mut self, _: ChannelCount, _: &mut Context<Self>) -> usize {
+        self.channels.retain(|_, a| a.connected());
+        self.channels.len()
+    }
+}

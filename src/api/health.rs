@@ -11,6 +11,11 @@ use crate::actors::registry::GetStats;
 
 pub async fn server_health(state: State, _auth: Authed) -> Result<HttpResponse, ApiError> {
     let stats = state.registry.send(GetStats).await?;
+    let channels = state
+        .voice
+        .hub
+        .send(crate::actors::voice::ChannelCount)
+        .await?;
     let commits = state.store.commit_stats();
     let fault = state.store.fault();
     Ok(ok_json(json!({
@@ -28,6 +33,7 @@ pub async fn server_health(state: State, _auth: Authed) -> Result<HttpResponse, 
         "failedWrites": commits.failures.load(Ordering::Relaxed),
         "residentMemoryBytes": resident_memory_bytes(),
         "voice": {
+            "channels": channels,
             "participants": state.voice.router.participant_count(),
             "packets": state.voice.router.stats.to_json(),
         },

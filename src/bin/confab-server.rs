@@ -20,8 +20,15 @@ fn main() {
                 std::process::exit(2);
             }
         };
-    let filter = tracing_subscriber::EnvFilter::try_new(&parsed.log_level)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // sled's own lines are off unless asked for: Confab reports storage faults itself, once
+    // per change, where sled repeats them every second.
+    let level = if parsed.log_level.contains("sled") {
+        parsed.log_level.clone()
+    } else {
+        format!("{},sled=off", parsed.log_level)
+    };
+    let filter = tracing_subscriber::EnvFilter::try_new(&level)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sled=off"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

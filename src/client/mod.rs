@@ -468,6 +468,24 @@ impl Client {
         Self::field(&v, "message")
     }
 
+    /// [`Client::comment`] under an `Idempotency-Key` (see [`Client::send_idempotent`]).
+    pub async fn comment_idempotent(
+        &mut self,
+        message_id: u64,
+        text: &str,
+        key: &str,
+    ) -> Result<TextMessage, ClientError> {
+        let v = self
+            .call_with_headers(
+                awc::http::Method::POST,
+                &format!("/api/v1/messages/{message_id}/comments"),
+                Some(json!({ "content": text })),
+                &[("Idempotency-Key", key)],
+            )
+            .await?;
+        Self::field(&v, "message")
+    }
+
     pub async fn permissions(&mut self, room_id: u64) -> Result<RoomPermissions, ClientError> {
         let v = self
             .get(&format!("/api/v1/room-permissions/{room_id}"))
@@ -697,6 +715,19 @@ impl Client {
         files: &[std::path::PathBuf],
         checksums: bool,
     ) -> Result<Vec<crate::model::Attachment>, ClientError> {
+        self.upload_with_key(message_id, files, checksums, None)
+            .await
+    }
+
+    /// [`Client::upload`] with an optional `Idempotency-Key`: the same key again answers
+    /// the first upload's attachments instead of storing the files twice.
+    pub async fn upload_with_key(
+        &mut self,
+        message_id: u64,
+        files: &[std::path::PathBuf],
+        checksums: bool,
+        key: Option<&str>,
+    ) -> Result<Vec<crate::model::Attachment>, ClientError> {
         // A boundary that cannot occur in the framing: random hex.
         let boundary = format!("confab-{}", crate::api::auth::random_hex(12));
         let mut parts: Vec<multipart::Part> = Vec::new();
@@ -721,13 +752,16 @@ impl Client {
         }
         parts.push(multipart::Part::Text(format!("--{boundary}--\r\n")));
         let url = format!("{}/api/v1/messages/{message_id}/attachments", self.base);
-        let req = self
+        let mut req = self
             .authorize(self.http.post(url))
             .insert_header((
                 "Content-Type",
                 format!("multipart/form-data; boundary={boundary}"),
             ))
             .timeout(Duration::from_secs(3600));
+        if let Some(key) = key {
+            req = req.insert_header(("Idempotency-Key", key.to_string()));
+        }
         let mut resp = req
             .send_stream(multipart::stream(parts))
             .await

@@ -135,7 +135,7 @@ impl Shared {
         self.stats.flush_started_ms.store(0, Ordering::SeqCst);
         self.health.clear_if(|f| matches!(f, Fault::Stalled(_)));
         if let Err(e) = synced {
-            self.health.set(Fault::Device(e.to_string()));
+            self.health.set(Fault::device(&e));
             return Err(self
                 .health
                 .check_writable()

@@ -38,6 +38,14 @@ impl Fault {
                 free >> 20,
                 reserve >> 20
             )),
+            // sled met ENOSPC (the disk filled up behind the reserve's back): a full disk
+            // to the client, a device fault to the store (it must reopen the database).
+            Fault::Device(e) if e == NO_SPACE => {
+                StorageError::DiskFull(format!(
+                    "Insufficient storage: the disk holding {} is full; nothing was stored. Free some space: the server reopens its database and resumes by itself.",
+                    dir.display()
+                ))
+            }
             Fault::Device(e) => StorageError::Unavailable(format!(
                 "The storage device failed ({e}); nothing was stored. The server reopens its database as soon as the device works again."
             )),
@@ -54,6 +62,19 @@ impl Fault {
     /// The reason, for `/server-health` and the log.
     pub fn describe(&self, dir: &Path) -> String {
         self.error(dir).to_string()
+    }
+}
+
+const NO_SPACE: &str = "no space left on device";
+
+impl Fault {
+    /// A device fault from an error of sled or of a sync (a full disk named plainly).
+    pub fn device(e: &dyn std::fmt::Display) -> Fault {
+        let text = e.to_string();
+        if text.contains("No space left on device") || text.contains("StorageFull") {
+            return Fault::Device(NO_SPACE.into());
+        }
+        Fault::Device(text)
     }
 }
 

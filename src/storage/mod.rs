@@ -31,6 +31,9 @@ mod unit;
 mod users;
 mod views;
 
+#[cfg(test)]
+mod tests;
+
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::ops::Bound;
@@ -411,8 +414,10 @@ impl Shared {
             }
         }
         if let Some(Fault::Device(_)) = self.health.current() {
-            let space = health::free_bytes(&self.dir).unwrap_or(0) >= self.health.reserve;
-            if space {
+            // Opening writes too (recovery, a snapshot): wait for room to do it, since the
+            // old database (still serving reads) is gone once the reopen starts.
+            let need = self.health.reserve.max(REOPEN_MIN_FREE);
+            if health::free_bytes(&self.dir).unwrap_or(0) >= need {
                 if let Err(e) = self.reopen() {
                     tracing::warn!("reopening the database failed, retrying: {e}");
                 }
@@ -420,6 +425,9 @@ impl Shared {
         }
     }
 }
+
+/// Free space needed before the database is reopened after a device fault.
+const REOPEN_MIN_FREE: u64 = 8 << 20;
 
 /// What a database holds about ids and the change log.
 struct LoadedState {

@@ -330,9 +330,7 @@ impl Store {
                 TransactionError::Storage(e) => e,
                 TransactionError::Abort(()) => sled::Error::Unsupported("aborted".into()),
             };
-            shared
-                .health
-                .set(super::health::Fault::Device(format!("write failed: {e}")));
+            shared.health.set(super::health::Fault::device(&e));
             return Err(StorageError::Db(e));
         }
         state.applied = number;

@@ -12,6 +12,12 @@ use std::time::{Duration, Instant};
 use confab::client::{Client, Trust};
 
 pub const SERVER_BIN: &str = env!("CARGO_BIN_EXE_confab-server");
+
+/// The server binary the tests start: this build's, or another one named by
+/// `CONFAB_TEST_SERVER_BIN` (to check that a regression test fails on an older build).
+pub fn server_bin() -> String {
+    std::env::var("CONFAB_TEST_SERVER_BIN").unwrap_or_else(|_| SERVER_BIN.to_string())
+}
 pub const CLI_BIN: &str = env!("CARGO_BIN_EXE_confab");
 
 pub struct TestServer {
@@ -41,7 +47,7 @@ impl TestServer {
 
     /// A server on `dir` with extra arguments; panics if it does not come up.
     pub fn start_in(dir: &Path, extra: &[&str]) -> TestServer {
-        let mut cmd = Command::new(SERVER_BIN);
+        let mut cmd = Command::new(server_bin());
         cmd.args(["--listen", "127.0.0.1:0", "--storage-dir"])
             .arg(dir)
             .args(extra)
@@ -307,4 +313,93 @@ pub fn files_under(dir: &Path) -> Vec<PathBuf> {
         }
     }
     out
+}
+
+/// `confab-server --storage-dir DIR check`: whether it found the folder sound, and what it
+/// printed.
+pub fn run_check(dir: &Path) -> (bool, String) {
+    let out = Command::new(server_bin())
+        .arg("--storage-dir")
+        .arg(dir)
+        .arg("check")
+        .output()
+        .expect("run check");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+/// The exact number of live connections whose one end is `local` and other end `remote`
+/// (`/proc/net/tcp`, ports only: the tests run on loopback), in state ESTABLISHED.
+pub fn established(local_port: u16, remote_port: u16) -> usize {
+    let mut n = 0;
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let text = std::fs::read_to_string(table).unwrap_or_default();
+        for line in text.lines().skip(1) {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            if f.len() < 4 {
+                continue;
+            }
+            let port = |a: &str| {
+                a.rsplit(':')
+                    .next()
+                    .and_then(|p| u16::from_str_radix(p, 16).ok())
+            };
+            if port(f[1]) == Some(local_port) && port(f[2]) == Some(remote_port) && f[3] == "01" {
+                n += 1;
+            }
+        }
+    }
+    n
+}
+
+/// A tmpfs of `mb` MiB mounted for a test (needs root); unmounted when dropped.
+pub struct Tmpfs {
+    pub path: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Tmpfs {
+    /// `None` when this process may not mount (not root): the caller reports the skip.
+    pub fn mount(mb: u64) -> Option<Tmpfs> {
+        if !is_root() {
+            return None;
+        }
+        let dir = tempfile::tempdir().expect("tempdir");
+        let status = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={mb}m"), "tmpfs"])
+            .arg(dir.path())
+            .status()
+            .expect("run mount");
+        assert!(
+            status.success(),
+            "mount -t tmpfs failed although running as root"
+        );
+        Some(Tmpfs {
+            path: dir.path().to_path_buf(),
+            _dir: dir,
+        })
+    }
+
+    /// Fills the file system to the last byte (a file named `filler`).
+    pub fn fill(&self) -> PathBuf {
+        let path = self.path.join("filler");
+        let mut f = std::fs::File::create(&path).expect("filler");
+        let block = vec![0u8; 1 << 20];
+        while f.write_all(&block).is_ok() {}
+        let mut small = vec![0u8; 4096];
+        while f.write_all(&small).is_ok() {}
+        small.truncate(1);
+        while f.write_all(&small).is_ok() {}
+        path
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.path).status();
+    }
 }

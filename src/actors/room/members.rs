@@ -97,7 +97,7 @@ impl RoomActor {
         room.last_modified_utc = crate::now_ms();
         self.store.update_room(&old, &room)?;
         self.room = Some(room);
-        self.views_for("RoomUpdated", self.audience.to_vec().into_iter())
+        self.views_for("RoomUpdated", self.audience.iter().copied())
     }
 
     fn add_member(
