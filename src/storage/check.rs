@@ -2,7 +2,8 @@
 //! every tree and reports each broken invariant with its key: ids at or above their
 //! high-water marks, comments without their parent or with a wrong count, attachments
 //! without their message or content, indexes that disagree with their records, gaps in the
-//! change log, records that do not decode. It writes no record.
+//! change log, records that do not decode. It writes no record: units a crash left in the
+//! journal are read as the next start will complete them.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;
@@ -27,6 +28,8 @@ pub struct CheckReport {
 
 struct Checker<'a> {
     t: &'a Trees,
+    /// Writes of journaled units, as a replay at the next start would make them.
+    journal: BTreeMap<Table, BTreeMap<Vec<u8>, Option<Vec<u8>>>>,
     problems: Vec<String>,
 }
 
@@ -46,17 +49,25 @@ impl Checker<'_> {
     }
 
     fn entries(&mut self, t: Table) -> Vec<(IVec, IVec)> {
-        let mut out = Vec::new();
+        let mut out = BTreeMap::new();
         for kv in self.t[t].iter() {
             match kv {
-                Ok(kv) => out.push(kv),
+                Ok((k, v)) => {
+                    out.insert(k.to_vec(), v);
+                }
                 Err(e) => {
                     self.problem(t, b"", format!("cannot be read: {e}"));
                     break;
                 }
             }
         }
-        out
+        for (k, v) in self.journal.get(&t).into_iter().flatten() {
+            match v {
+                Some(v) => out.insert(k.clone(), IVec::from(v.as_slice())),
+                None => out.remove(k),
+            };
+        }
+        out.into_iter().map(|(k, v)| (IVec::from(k), v)).collect()
     }
 
     /// Every record of a table, decoded, by id; undecodable ones are reported.
@@ -98,6 +109,13 @@ impl Checker<'_> {
     }
 
     fn hw(&mut self, key: &str) -> Option<u64> {
+        if let Some(pending) = self
+            .journal
+            .get(&Table::Meta)
+            .and_then(|m| m.get(key.as_bytes()))
+        {
+            return pending.as_ref().and_then(|v| id_at(v, 0).ok());
+        }
         match self.t[Table::Meta].get(key) {
             Ok(Some(v)) => id_at(&v, 0).ok(),
             _ => None,
@@ -130,6 +148,7 @@ pub fn check_folder(dir: &Path, cache_bytes: u64) -> Result<CheckReport> {
     let trees = Trees::open(&dir.join("db"), cache_bytes)?;
     let mut c = Checker {
         t: &trees,
+        journal: trees.journal_view()?,
         problems: Vec::new(),
     };
     let users: BTreeMap<u64, UserRecord> = c.records(Table::UseridUser, "user");

@@ -131,7 +131,6 @@ impl Shared {
             .flush()
             .map_err(StorageError::Db)
             .and_then(|_| trees.sync_to_device());
-        drop(trees);
         self.stats.flush_started_ms.store(0, Ordering::SeqCst);
         self.health.clear_if(|f| matches!(f, Fault::Stalled(_)));
         if let Err(e) = synced {
@@ -149,6 +148,10 @@ impl Shared {
         self.overlay.release(unit);
         self.durable_change.fetch_max(change, Ordering::SeqCst);
         self.durable_unit.fetch_max(unit, Ordering::SeqCst);
+        // Durable units need no replay any more.
+        if let Err(e) = trees.prune_journal(unit) {
+            self.health.set(Fault::device(&e));
+        }
         Ok(())
     }
 }

@@ -131,6 +131,14 @@ pub fn free_bytes(dir: &Path) -> Option<u64> {
     }
 }
 
+/// Whether a file can be created in `dir` now (a folder remounted read-only cannot).
+pub fn writable(dir: &Path) -> bool {
+    let probe = dir.join(".write-test");
+    let ok = std::fs::write(&probe, b"ok").is_ok();
+    let _ = std::fs::remove_file(&probe);
+    ok
+}
+
 pub(crate) struct Health {
     dir: PathBuf,
     pub reserve: u64,

@@ -3,8 +3,9 @@
 //! - **Trees** ([`tables`]) are named `key_value`; keys are big-endian ids (or pairs of
 //!   them), so prefix and range scans come back in id order, which is message order within
 //!   a room. Attachment content lives in files under `<storage>/attachments/` ([`attachments`]).
-//! - **Writes** are [`WriteUnit`]s: one logical write, one sled transaction ([`unit`]). Ids
-//!   come from persisted high-water marks and are never handed out twice.
+//! - **Writes** are [`WriteUnit`]s: one logical write, applied atomically ([`unit`], made
+//!   atomic on sled by the unit journal, [`journal`]). Ids come from persisted high-water
+//!   marks and are never handed out twice.
 //! - **Durability**: a caller acknowledges a write only after [`Store::durable`], which
 //!   resolves once a group commit has flushed and `fdatasync`ed it ([`commit`]).
 //! - **Reads**: `Store` derefs to its *durable view* ([`Reader`]), which shows only what is
@@ -22,6 +23,7 @@ mod commit;
 mod error;
 mod health;
 mod idempotency;
+mod journal;
 mod messages;
 mod overlay;
 mod permissions;
@@ -351,14 +353,22 @@ impl Shared {
         self.apply.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The open database, or 503 while it is being reopened.
+    /// The open database. While it is being reopened (after a storage fault; that takes
+    /// milliseconds) a reader waits for it, up to a second, then gets 503.
     fn trees(&self) -> Result<Arc<Trees>> {
-        self.trees.load_full().ok_or_else(|| {
-            StorageError::Unavailable(
-                "The database is being reopened after a storage fault; try again in a moment."
-                    .into(),
-            )
-        })
+        if let Some(t) = self.trees.load_full() {
+            return Ok(t);
+        }
+        let deadline = std::time::Instant::now() + Duration::from_secs(1);
+        while std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+            if let Some(t) = self.trees.load_full() {
+                return Ok(t);
+            }
+        }
+        Err(StorageError::Unavailable(
+            "The database is being reopened after a storage fault; try again in a moment.".into(),
+        ))
     }
 
     /// Reopens the database after a device fault: writers are held off, every handle of
@@ -382,6 +392,7 @@ impl Shared {
         }
         drop(old);
         let trees = Trees::open(&self.dir.join("db"), self.cache_bytes)?;
+        trees.replay_journal()?;
         let loaded = load_state(&trees)?;
         self.overlay.clear();
         for kind in IdKind::ALL {
@@ -417,7 +428,7 @@ impl Shared {
             // Opening writes too (recovery, a snapshot): wait for room to do it, since the
             // old database (still serving reads) is gone once the reopen starts.
             let need = self.health.reserve.max(REOPEN_MIN_FREE);
-            if health::free_bytes(&self.dir).unwrap_or(0) >= need {
+            if health::free_bytes(&self.dir).unwrap_or(0) >= need && health::writable(&self.dir) {
                 if let Err(e) = self.reopen() {
                     tracing::warn!("reopening the database failed, retrying: {e}");
                 }
@@ -686,6 +697,10 @@ impl Store {
                 .map_err(|e| StorageError::io("interrupted compaction", &old_path, e))?;
         }
         let trees = Trees::open(&db_path, cache_bytes)?;
+        let replayed = trees.replay_journal()?;
+        if replayed > 0 {
+            tracing::info!("completed {replayed} write(s) interrupted by a crash");
+        }
         migrate(&trees, dir)?;
         let loaded = load_state(&trees)?;
         let identity = FolderIdentity::of(&[

@@ -15,7 +15,8 @@ use super::{Result, StorageError};
 macro_rules! tables {
     ($($(#[$doc:meta])* $variant:ident => $name:literal,)*) => {
         /// One sled tree. The storage layer addresses trees by this name, so a write unit is
-        /// plain data: (table, key, value) triples.
+        /// plain data: (table, key, value) triples. The order is part of the storage format
+        /// (the unit journal names tables by position): new tables go at the end.
         #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
         pub enum Table { $($(#[$doc])* $variant,)* }
 
@@ -94,6 +95,8 @@ tables! {
     UseridIdemkeyResult => "userid_idemkey_result",
     /// created (ms) ‖ user ‖ key → empty (expiry order of idempotency keys)
     IdemtimeUseridKey => "idemtime_userid_key",
+    /// unit number → the unit's writes, until they are durable (see `journal`)
+    UnitJournal => "unitno_unit",
 }
 
 /// One open database: its trees, and the files a durable commit syncs.

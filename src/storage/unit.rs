@@ -1,7 +1,7 @@
 //! Write units: one logical write (a post with its indexes and change-log entry, a delete
 //! with its comments and files, a membership change, a user update…) is one [`WriteUnit`],
-//! applied as one sled transaction across the trees it touches. After a crash it is
-//! entirely there or entirely absent.
+//! applied atomically across the trees it touches (through the unit journal, see
+//! [`super::journal`]). After a crash it is entirely there or entirely absent.
 //!
 //! A unit is plain data — (table, key, value) writes, preconditions, change-log entries and
 //! the ids it used — scoped to one room, one user or the server, so a replicated backend
@@ -13,14 +13,14 @@
 //! - **preconditions and read-modify-write** (reference counts, quotas, compare-and-swap of
 //!   user records, "the last administrator stays") against the latest state, atomically;
 //! - **high-water marks**: every id a unit uses is below the persisted mark written in the
-//!   same transaction, so ids are never handed out twice, across restarts and `kill -9`;
+//!   same unit, so ids are never handed out twice, across restarts and `kill -9`;
 //! - **the durable view**: the keys a unit changes are registered in the overlay (with their
 //!   previous values) before sled sees them.
 
-use sled::transaction::{ConflictableTransactionError, TransactionError, Transactional};
 use sled::IVec;
 
 use super::changes::Change;
+use super::journal::Write;
 use super::tables::Table;
 use super::{be, encode, Reader, Result, StorageError, Store};
 use crate::model::{RoomId, UserId};
@@ -193,13 +193,6 @@ impl WriteUnit {
     }
 }
 
-/// A concrete write after preconditions and updates were resolved.
-struct Write {
-    table: Table,
-    key: Vec<u8>,
-    value: Option<Vec<u8>>,
-}
-
 impl Store {
     /// A fresh id of `kind` (never handed out before, across restarts): record it in the
     /// unit that stores it with [`WriteUnit::uses_id`].
@@ -207,7 +200,7 @@ impl Store {
         self.shared.ids[kind as usize].fetch_add(1, std::sync::atomic::Ordering::SeqCst)
     }
 
-    /// Applies `unit` atomically (one sled transaction). The write is in memory, visible to
+    /// Applies `unit` atomically (journaled, then written). The write is in memory, visible to
     /// the latest view and covered by the next group commit; callers acknowledge it only
     /// after [`Store::durable`].
     pub fn apply(&self, unit: WriteUnit) -> Result<Applied> {
@@ -308,28 +301,10 @@ impl Store {
             let old = trees[w.table].get(&w.key)?;
             shared.overlay.record(w.table, &w.key, old, number);
         }
-        let mut touched: Vec<Table> = writes.iter().map(|w| w.table).collect();
-        touched.sort_unstable();
-        touched.dedup();
-        let handles: Vec<&sled::Tree> = touched.iter().map(|&t| &trees[t]).collect();
-        let result: std::result::Result<(), TransactionError<()>> =
-            Transactional::<()>::transaction(&handles[..], |tx| {
-                for w in &writes {
-                    let i = touched.binary_search(&w.table).unwrap_or(0);
-                    match &w.value {
-                        Some(v) => tx[i].insert(w.key.as_slice(), v.as_slice())?,
-                        None => tx[i].remove(w.key.as_slice())?,
-                    };
-                }
-                Ok::<(), ConflictableTransactionError<()>>(())
-            });
-        if let Err(e) = result {
+        if let Err(e) = trees.apply_unit(number, &writes) {
             // sled may hold part of the unit in memory now; the overlay keeps it hidden, and
-            // the database is reopened (from what reached the disk) before writes resume.
-            let e = match e {
-                TransactionError::Storage(e) => e,
-                TransactionError::Abort(()) => sled::Error::Unsupported("aborted".into()),
-            };
+            // the database is reopened (from what reached the disk, the journal completing
+            // the unit or leaving it out) before writes resume.
             shared.health.set(super::health::Fault::device(&e));
             return Err(StorageError::Db(e));
         }
