@@ -29,7 +29,7 @@ pub struct CheckReport {
 struct Checker<'a> {
     t: &'a Trees,
     /// Writes of journaled units, as a replay at the next start would make them.
-    journal: BTreeMap<Table, BTreeMap<Vec<u8>, Option<Vec<u8>>>>,
+    journal: super::journal::JournalView,
     problems: Vec<String>,
 }
 

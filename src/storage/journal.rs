@@ -16,6 +16,9 @@ use std::collections::BTreeMap;
 use super::tables::{Table, Trees};
 use super::{id_at, Result, StorageError};
 
+/// The writes of journaled units, by table and key (`None`: removed).
+pub(crate) type JournalView = BTreeMap<Table, BTreeMap<Vec<u8>, Option<Vec<u8>>>>;
+
 /// One write of a unit: the final value of a key (`None`: removed).
 pub(crate) struct Write {
     pub table: Table,
@@ -134,8 +137,8 @@ impl Trees {
 
     /// The writes of the remaining journal entries, by table: what a replay would make (for
     /// the offline check, which writes nothing).
-    pub fn journal_view(&self) -> Result<BTreeMap<Table, BTreeMap<Vec<u8>, Option<Vec<u8>>>>> {
-        let mut view: BTreeMap<Table, BTreeMap<Vec<u8>, Option<Vec<u8>>>> = BTreeMap::new();
+    pub fn journal_view(&self) -> Result<JournalView> {
+        let mut view = JournalView::new();
         for kv in self[Table::UnitJournal].iter() {
             for w in decode(&kv?.1)? {
                 view.entry(w.table).or_default().insert(w.key, w.value);
