@@ -278,7 +278,6 @@ fn stuck_event_client(
     addr: &str,
     cookie: &str,
 ) -> (openssl::ssl::SslStream<std::net::TcpStream>, u16) {
-    use openssl::ssl::{SslConnector, SslMethod, SslVerifyMode};
     let target: std::net::SocketAddr = addr.parse().unwrap();
     let sock = socket2::Socket::new(
         socket2::Domain::for_address(target),
@@ -290,9 +289,7 @@ fn stuck_event_client(
     sock.connect(&target.into()).unwrap();
     let tcp: std::net::TcpStream = sock.into();
     let port = tcp.local_addr().unwrap().port();
-    let mut b = SslConnector::builder(SslMethod::tls_client()).unwrap();
-    b.set_verify(SslVerifyMode::NONE);
-    let mut tls = b.build().connect("localhost", tcp).unwrap();
+    let mut tls = tls_over(tcp);
     let req = format!(
         "GET /api/v1/events HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\nCookie: VirolaUserSessionId={cookie}\r\n\r\n"
     );

@@ -353,12 +353,9 @@ fn slow_upload(
     chunk: usize,
     pause: Duration,
 ) -> String {
-    use openssl::ssl::{SslConnector, SslMethod, SslVerifyMode};
-    let mut b = SslConnector::builder(SslMethod::tls_client()).unwrap();
-    b.set_verify(SslVerifyMode::NONE);
     let tcp = std::net::TcpStream::connect(addr).unwrap();
     tcp.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
-    let mut tls = b.build().connect("localhost", tcp).unwrap();
+    let mut tls = tls_over(tcp);
     let boundary = "slowslowslow";
     let head = format!("--{boundary}\r\nContent-Disposition: form-data; name=\"files\"; filename=\"big.bin\"\r\nContent-Type: application/octet-stream\r\n\r\n");
     let tail = format!("\r\n--{boundary}--\r\n");

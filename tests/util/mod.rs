@@ -217,17 +217,21 @@ pub fn wait_timeout(child: &mut Child, limit: Duration) -> ExitStatus {
 
 /// Sends `request` over TLS (no certificate check) and returns the whole response text.
 pub fn raw_https(addr: &str, request: &[u8]) -> String {
-    use openssl::ssl::{SslConnector, SslMethod, SslVerifyMode};
-    let mut b = SslConnector::builder(SslMethod::tls_client()).expect("ssl");
-    b.set_verify(SslVerifyMode::NONE);
-    let connector = b.build();
     let tcp = TcpStream::connect(addr).expect("connect");
     tcp.set_read_timeout(Some(Duration::from_secs(10))).ok();
-    let mut tls = connector.connect("localhost", tcp).expect("tls handshake");
+    let mut tls = tls_over(tcp);
     tls.write_all(request).expect("write");
     let mut out = Vec::new();
     let _ = tls.read_to_end(&mut out);
     String::from_utf8_lossy(&out).to_string()
+}
+
+/// A TLS client session over `tcp`, without certificate checks.
+pub fn tls_over(tcp: TcpStream) -> openssl::ssl::SslStream<TcpStream> {
+    use openssl::ssl::{SslConnector, SslMethod, SslVerifyMode};
+    let mut b = SslConnector::builder(SslMethod::tls_client()).expect("ssl");
+    b.set_verify(SslVerifyMode::NONE);
+    b.build().connect("localhost", tcp).expect("tls handshake")
 }
 
 /// A raw HTTP/1.1 request with `Connection: close`.
