@@ -49,6 +49,11 @@ pub struct ServerArgs {
     /// and resume by themselves when there is more again (default 16)
     #[argh(option, default = "16")]
     pub storage_reserve_mb: u64,
+    /// group commits start at most every this many microseconds: under load, writes share
+    /// a flush to the device instead of each paying for one; an isolated write is never
+    /// delayed (default 4000)
+    #[argh(option, default = "4000")]
+    pub commit_interval_us: u64,
     /// HTTP worker threads (default: number of CPUs)
     #[argh(option)]
     pub workers: Option<usize>,
@@ -68,6 +73,10 @@ pub struct ServerArgs {
     /// threads relaying voice packets (default: the number of CPU cores)
     #[argh(option)]
     pub voice_threads: Option<usize>,
+    /// threads running the rooms' actors and voice channels, each room on one of them
+    /// (default: the number of CPU cores)
+    #[argh(option)]
+    pub room_threads: Option<usize>,
     #[argh(subcommand)]
     pub command: Option<crate::admin::ServerCommand>,
 }
@@ -96,12 +105,14 @@ pub struct ServerConfig {
     pub web_root: Option<PathBuf>,
     pub cache_bytes: u64,
     pub storage_reserve_bytes: u64,
+    pub commit_interval: std::time::Duration,
     pub workers: usize,
     pub max_connections: usize,
     pub limits: Limits,
     pub voice_rotation: std::time::Duration,
     pub voice_grace: std::time::Duration,
     pub voice_threads: usize,
+    pub room_threads: usize,
 }
 
 /// Bounds on what a client may send or make the server hold.
@@ -193,6 +204,9 @@ impl ServerArgs {
             web_root: self.web_root.clone(),
             cache_bytes: self.cache_mb.max(1) * 1024 * 1024,
             storage_reserve_bytes: self.storage_reserve_mb * 1024 * 1024,
+            commit_interval: std::time::Duration::from_micros(
+                self.commit_interval_us.min(1_000_000),
+            ),
             workers: workers.max(1),
             max_connections: self.max_connections.max(1),
             voice_rotation: std::time::Duration::from_secs(self.voice_key_rotation.max(1)),
@@ -200,6 +214,7 @@ impl ServerArgs {
                 (self.voice_key_rotation.max(1) * 500).min(5000),
             ),
             voice_threads: self.voice_threads.unwrap_or(workers).clamp(1, 64),
+            room_threads: self.room_threads.unwrap_or(workers).clamp(1, 64),
             limits: Limits {
                 max_file_bytes: self.max_file_mb.max(1) * 1024 * 1024,
                 user_quota_bytes: self.quota_mb * 1024 * 1024,

@@ -9,9 +9,9 @@ use std::time::Duration;
 use actix::{Actor, Supervisor};
 use actix_web::{middleware, web, App, HttpServer};
 
-use crate::actors::registry::Shutdown;
+use crate::actors::registry::RoomAddrs;
 use crate::actors::voice::{KeyRotation, VoiceConfig, VoiceHub};
-use crate::actors::Registry;
+use crate::actors::{Directory, Registry};
 use crate::api::{self, auth, AppState, VoiceHandle};
 use crate::config::ServerConfig;
 use crate::storage::{self, StorageError, Store};
@@ -85,10 +85,13 @@ pub async fn run(config: ServerConfig) -> Result<(), StartError> {
     // after "listening on" must stop the server cleanly, not kill it.
     let signals = ShutdownSignals::install()?;
     let lock = storage::prepare_folder(&config.storage_dir)?;
-    let store = Arc::new(Store::open_with_reserve(
+    let store = Arc::new(Store::open_with(
         &config.storage_dir,
-        config.cache_bytes,
-        config.storage_reserve_bytes,
+        &storage::StoreOptions {
+            cache_bytes: config.cache_bytes,
+            reserve_bytes: config.storage_reserve_bytes,
+            commit_interval: config.commit_interval,
+        },
     )?);
     ensure_admin(&store, &config.storage_dir)?;
 
@@ -104,8 +107,26 @@ pub async fn run(config: ServerConfig) -> Result<(), StartError> {
     };
     let acceptor = identity.acceptor()?;
 
-    let registry_store = store.clone();
-    let registry = Supervisor::start(move |_| Registry::new(registry_store));
+    // Rooms (and voice channels) run on a pool of arbiters, one per core, by room id.
+    let arbiters: Vec<actix::ArbiterHandle> = (0..config.room_threads)
+        .map(|_| actix_rt::Arbiter::new().handle())
+        .collect();
+    let directory = Arc::new(Directory::default());
+    let rooms = Arc::new(RoomAddrs::default());
+    let (registry_store, registry_directory, registry_rooms, registry_arbiters) = (
+        store.clone(),
+        directory.clone(),
+        rooms.clone(),
+        arbiters.clone(),
+    );
+    let registry = Supervisor::start(move |_| {
+        Registry::new(
+            registry_store.clone(),
+            registry_directory.clone(),
+            registry_rooms.clone(),
+            registry_arbiters.clone(),
+        )
+    });
     // Voice: the relay and its actors exist before the listener; the UDP socket is bound
     // on the listener's port once that is known.
     let router = Router::new();
@@ -115,8 +136,14 @@ pub async fn run(config: ServerConfig) -> Result<(), StartError> {
         rotation: config.voice_rotation,
         grace: config.voice_grace,
     };
-    let (hub_store, hub_registry, hub_router) = (store.clone(), registry.clone(), router.clone());
-    let hub = VoiceHub::new(hub_store, hub_registry, hub_router, voice_config).start();
+    let hub = VoiceHub::new(
+        store.clone(),
+        directory.clone(),
+        router.clone(),
+        voice_config,
+        arbiters.clone(),
+    )
+    .start();
     let rotation_hub = hub.clone();
     let period = config.voice_rotation;
     Supervisor::start(move |_| KeyRotation {
@@ -126,6 +153,8 @@ pub async fn run(config: ServerConfig) -> Result<(), StartError> {
     let state = web::Data::new(AppState::new(
         store.clone(),
         registry.clone(),
+        directory.clone(),
+        rooms,
         config.limits.clone(),
         VoiceHandle {
             hub,
@@ -188,7 +217,7 @@ pub async fn run(config: ServerConfig) -> Result<(), StartError> {
     actix_rt::spawn(async move {
         signals.wait().await;
         tracing::info!("shutting down: closing event streams");
-        let closed = registry.send(Shutdown).await.unwrap_or(0);
+        let closed = directory.close_all(actix_ws::CloseCode::Away, "server shutting down");
         tracing::info!("closed {closed} event stream(s)");
         // Give the writers a moment to put the close frames on the wire.
         tokio::time::sleep(Duration::from_millis(200)).await;

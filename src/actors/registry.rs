@@ -1,42 +1,98 @@
-//! The registry: which event sessions each user has open (a user may have several: desktop,
-//! phone, browser), and which room actors run. It is the room actors' supervisor: it starts
-//! a room's actor on demand, and a fresh one when the previous has stopped. It fans events
-//! out to sessions. Its own supervisor is the actix system.
+//! The registry: which room actors run, and where. It is the room actors' supervisor: it
+//! starts a room's actor on demand, on one of a pool of arbiters (one per core, chosen by
+//! room id, so rooms use every core), starts a fresh one if the previous has stopped, and
+//! retires idle ones. Handlers find a running room's address in the shared [`RoomAddrs`]
+//! without a round trip through here. Its own supervisor is the actix system.
+//!
+//! One writer per room, always: a room's actor is started only here, on this actor's one
+//! thread, and an idle actor leaves only through [`Retire`], which takes it out of every
+//! lookup first; it then answers what still reaches it with "retry" for a grace period
+//! before it stops, so no write is lost or made by two actors.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 use actix::prelude::*;
 
+use super::directory::Directory;
 use super::room::RoomActor;
-use super::session::{CloseSession, Deliver, EventSession};
-use super::Payload;
-use crate::model::{RoomId, UserId};
+use crate::model::RoomId;
 use crate::storage::{StorageError, Store};
+
+/// The running room actors, readable by every handler.
+#[derive(Default)]
+pub struct RoomAddrs(RwLock<HashMap<RoomId, Addr<RoomActor>>>);
+
+impl RoomAddrs {
+    pub fn get(&self, room: RoomId) -> Option<Addr<RoomActor>> {
+        self.0
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&room)
+            .filter(|a| a.connected())
+            .cloned()
+    }
+
+    fn insert(&self, room: RoomId, addr: Addr<RoomActor>) {
+        self.0
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(room, addr);
+    }
+
+    /// Removes the room's entry if it is `addr`; true if it was.
+    fn remove_if(&self, room: RoomId, addr: &Addr<RoomActor>) -> bool {
+        let mut map = self.0.write().unwrap_or_else(|e| e.into_inner());
+        if map.get(&room) == Some(addr) {
+            map.remove(&room);
+            return true;
+        }
+        false
+    }
+
+    fn len(&self) -> usize {
+        let mut map = self.0.write().unwrap_or_else(|e| e.into_inner());
+        map.retain(|_, a| a.connected());
+        map.len()
+    }
+}
 
 pub struct Registry {
     store: Arc<Store>,
-    sessions: HashMap<UserId, Vec<(u64, Addr<EventSession>)>>,
-    session_count: usize,
-    rooms: HashMap<RoomId, Addr<RoomActor>>,
+    directory: Arc<Directory>,
+    rooms: Arc<RoomAddrs>,
+    arbiters: Vec<ArbiterHandle>,
 }
 
 impl Registry {
-    pub fn new(store: Arc<Store>) -> Self {
+    pub fn new(
+        store: Arc<Store>,
+        directory: Arc<Directory>,
+        rooms: Arc<RoomAddrs>,
+        arbiters: Vec<ArbiterHandle>,
+    ) -> Self {
         Registry {
             store,
-            sessions: HashMap::new(),
-            session_count: 0,
-            rooms: HashMap::new(),
+            directory,
+            rooms,
+            arbiters,
         }
     }
 
-    fn deliver_to(&self, user_id: UserId, payload: &Payload) {
-        if let Some(list) = self.sessions.get(&user_id) {
-            for (_, addr) in list {
-                addr.do_send(Deliver(payload.clone()));
-            }
-        }
+    fn start_room(&mut self, room_id: RoomId, ctx: &mut Context<Self>) -> Addr<RoomActor> {
+        let (store, directory, registry) =
+            (self.store.clone(), self.directory.clone(), ctx.address());
+        let make =
+            move |_: &mut Context<RoomActor>| RoomActor::new(room_id, store, directory, registry);
+        let addr = match self
+            .arbiters
+            .get(room_id as usize % self.arbiters.len().max(1))
+        {
+            Some(arbiter) => RoomActor::start_in_arbiter(arbiter, make),
+            None => RoomActor::create(make),
+        };
+        self.rooms.insert(room_id, addr.clone());
+        addr
     }
 }
 
@@ -46,51 +102,8 @@ impl Actor for Registry {
 
 impl Supervised for Registry {
     fn restarting(&mut self, _ctx: &mut Context<Self>) {
-        // Sessions re-register themselves only on reconnect, so keep the maps: they are plain
-        // data and stay valid. Room actors are supervised on their own.
+        // Its state is the shared map of room actors, which stays valid.
         tracing::warn!("registry restarting");
-    }
-}
-
-/// An event session opened: deliver the user's events to it from now on.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct Connect {
-    pub user_id: UserId,
-    pub session_id: u64,
-    pub addr: Addr<EventSession>,
-}
-
-impl Handler<Connect> for Registry {
-    type Result = ();
-    fn handle(&mut self, msg: Connect, _: &mut Context<Self>) {
-        self.sessions
-            .entry(msg.user_id)
-            .or_default()
-            .push((msg.session_id, msg.addr));
-        self.session_count += 1;
-    }
-}
-
-/// An event session ended.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct Disconnect {
-    pub user_id: UserId,
-    pub session_id: u64,
-}
-
-impl Handler<Disconnect> for Registry {
-    type Result = ();
-    fn handle(&mut self, msg: Disconnect, _: &mut Context<Self>) {
-        if let Some(list) = self.sessions.get_mut(&msg.user_id) {
-            let before = list.len();
-            list.retain(|(id, _)| *id != msg.session_id);
-            self.session_count -= before - list.len();
-            if list.is_empty() {
-                self.sessions.remove(&msg.user_id);
-            }
-        }
     }
 }
 
@@ -100,22 +113,10 @@ impl Handler<Disconnect> for Registry {
 #[rtype(result = "Result<Option<Addr<RoomActor>>, StorageError>")]
 pub struct GetRoom(pub RoomId);
 
-impl Registry {
-    fn running(&self, room_id: RoomId) -> Option<Addr<RoomActor>> {
-        self.rooms.get(&room_id).filter(|a| a.connected()).cloned()
-    }
-
-    fn start_room(&mut self, room_id: RoomId, ctx: &mut Context<Self>) -> Addr<RoomActor> {
-        let addr = RoomActor::new(room_id, self.store.clone(), ctx.address()).start();
-        self.rooms.insert(room_id, addr.clone());
-        addr
-    }
-}
-
 impl Handler<GetRoom> for Registry {
     type Result = Result<Option<Addr<RoomActor>>, StorageError>;
     fn handle(&mut self, GetRoom(room_id): GetRoom, ctx: &mut Context<Self>) -> Self::Result {
-        if let Some(addr) = self.running(room_id) {
+        if let Some(addr) = self.rooms.get(room_id) {
             return Ok(Some(addr));
         }
         if self.store.room(room_id)?.is_none() {
@@ -134,93 +135,32 @@ pub struct NewRoom(pub RoomId);
 impl Handler<NewRoom> for Registry {
     type Result = Addr<RoomActor>;
     fn handle(&mut self, NewRoom(room_id): NewRoom, ctx: &mut Context<Self>) -> Self::Result {
-        match self.running(room_id) {
+        match self.rooms.get(room_id) {
             Some(addr) => addr,
             None => self.start_room(room_id, ctx),
         }
     }
 }
 
-/// One payload for every session of each listed user.
+/// An idle room actor asks to leave. Answers true when it was taken out of every lookup:
+/// the actor then answers "retry" to what still reaches it and stops after a grace period.
 #[derive(Message)]
-#[rtype(result = "()")]
-pub struct Broadcast {
-    pub users: Arc<[UserId]>,
-    pub payload: Payload,
+#[rtype(result = "bool")]
+pub struct Retire {
+    pub room_id: RoomId,
+    pub addr: Addr<RoomActor>,
 }
 
-impl Handler<Broadcast> for Registry {
-    type Result = ();
-    fn handle(&mut self, msg: Broadcast, _: &mut Context<Self>) {
-        for &user in msg.users.iter() {
-            self.deliver_to(user, &msg.payload);
-        }
-    }
-}
-
-/// A payload of its own for each listed user (per-user views such as rooms).
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct DeliverEach(pub Vec<(UserId, Payload)>);
-
-impl Handler<DeliverEach> for Registry {
-    type Result = ();
-    fn handle(&mut self, msg: DeliverEach, _: &mut Context<Self>) {
-        for (user, payload) in &msg.0 {
-            self.deliver_to(*user, payload);
-        }
-    }
-}
-
-/// Close every event session with a close frame (server shutdown). Answers how many.
-#[derive(Message)]
-#[rtype(result = "usize")]
-pub struct Shutdown;
-
-impl Handler<Shutdown> for Registry {
-    type Result = usize;
-    fn handle(&mut self, _: Shutdown, _: &mut Context<Self>) -> usize {
-        let mut n = 0;
-        for list in self.sessions.values() {
-            for (_, addr) in list {
-                addr.do_send(CloseSession {
-                    code: actix_ws::CloseCode::Away,
-                    reason: "server shutting down".into(),
-                });
-                n += 1;
-            }
-        }
-        n
-    }
-}
-
-/// Close every event session of one user (suspension). Answers how many.
-#[derive(Message)]
-#[rtype(result = "usize")]
-pub struct CloseUserSessions {
-    pub user_id: UserId,
-    pub reason: String,
-}
-
-impl Handler<CloseUserSessions> for Registry {
-    type Result = usize;
-    fn handle(&mut self, msg: CloseUserSessions, _: &mut Context<Self>) -> usize {
-        let list = self.sessions.get(&msg.user_id).cloned().unwrap_or_default();
-        for (_, addr) in &list {
-            addr.do_send(CloseSession {
-                code: actix_ws::CloseCode::Policy,
-                reason: msg.reason.clone(),
-            });
-        }
-        list.len()
+impl Handler<Retire> for Registry {
+    type Result = bool;
+    fn handle(&mut self, msg: Retire, _: &mut Context<Self>) -> bool {
+        self.rooms.remove_if(msg.room_id, &msg.addr)
     }
 }
 
 #[derive(Debug, Clone, Copy, serde::Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct RegistryStats {
-    pub connected_sessions: usize,
-    pub connected_users: usize,
     pub active_rooms: usize,
 }
 
@@ -231,29 +171,8 @@ pub struct GetStats;
 impl Handler<GetStats> for Registry {
     type Result = MessageResult<GetStats>;
     fn handle(&mut self, _: GetStats, _: &mut Context<Self>) -> Self::Result {
-        self.rooms.retain(|_, a| a.connected());
         MessageResult(RegistryStats {
-            connected_sessions: self.session_count,
-            connected_users: self.sessions.len(),
             active_rooms: self.rooms.len(),
         })
-    }
-}
-
-/// Which of these users have no event session open (the voice channels drop their
-/// forgotten participants with it).
-#[derive(Message)]
-#[rtype(result = "Vec<UserId>")]
-pub struct WithoutSessions(pub Vec<UserId>);
-
-impl Handler<WithoutSessions> for Registry {
-    type Result = MessageResult<WithoutSessions>;
-    fn handle(&mut self, msg: WithoutSessions, _: &mut Context<Self>) -> Self::Result {
-        MessageResult(
-            msg.0
-                .into_iter()
-                .filter(|u| !self.sessions.contains_key(u))
-                .collect(),
-        )
     }
 }

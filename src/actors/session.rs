@@ -1,37 +1,46 @@
-//! The event-session actor: one per `/api/v1/events` WebSocket. It registers with the
-//! registry when it starts and leaves in `stopping`; events reach it as `Deliver` and go
-//! into a bounded queue. A client that lets the queue fill up is dropped instead of growing
-//! the server's memory.
+//! The event session: one actor per `/api/v1/events` WebSocket, and its outbound queue.
 //!
-//! Beside the actor runs one task per connection that owns the socket: it selects over the
-//! client's frames, the outbound queue, the heartbeat and the actor's close signal. Every
-//! way out of that loop ends the connection: a normal close sends a close frame (briefly);
-//! a client that stops reading (a write that does not finish within [`WRITE_TIMEOUT`], or a
-//! full queue) has its TCP connection reset, so no socket, descriptor or kernel buffer is
-//! left behind.
+//! Events do not pass through the actor. Whoever delivers (a room's actor, a voice
+//! channel) pushes the event's frame — encoded once, shared by every recipient — straight
+//! into the session's [`SessionQueue`] through the [`super::directory::Directory`]. The
+//! queue *is* the WebSocket response's body ([`EventBody`]): when the HTTP layer can write,
+//! it takes every frame queued at that moment as one buffer, so a burst of events leaves as
+//! one TLS record and one system call instead of one per event, with no thread hand-off
+//! beyond waking the connection's worker.
+//!
+//! The actor owns the connection's life: it registers in the directory when it starts and
+//! leaves in `stopping`, reads the client's frames (a stream handler), pings every 30 s,
+//! closes a client silent for 90 s, and ends the connection on `CloseSession`. A client that
+//! lets its queue reach the limit, or that takes nothing for [`WRITE_TIMEOUT`], has its TCP
+//! connection reset: nothing of it stays on the server.
 
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::task::{Context as TaskContext, Poll};
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
-use actix_ws::{CloseCode, CloseReason, Message as WsMessage};
-use tokio::sync::{mpsc, oneshot};
+use actix_ws::{CloseCode, CloseReason, Message as WsMessage, ProtocolError};
+use bytes::{Bytes, BytesMut};
+use futures_util::task::AtomicWaker;
 
-use super::registry::{Connect, Disconnect, Registry};
+use super::directory::Directory;
 use super::Payload;
 use crate::model::UserId;
-use crate::voice::relay::VoiceOut;
 
 static NEXT_SESSION_ID: AtomicU64 = AtomicU64::new(1);
 
 const PING_EVERY: Duration = Duration::from_secs(30);
 const IDLE_LIMIT: Duration = Duration::from_secs(90);
-/// A write that the client does not take within this long means it stopped reading.
+/// A client that takes no data for this long, with data waiting, stopped reading.
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(20);
-/// How long a close frame may take on a normal close.
+/// How often the actor looks for a stalled writer.
+const STALL_CHECK: Duration = Duration::from_secs(5);
+/// How long a close frame may take.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// The TCP socket under a connection, noted when it was accepted, so a session can reset a
@@ -68,228 +77,268 @@ impl ConnSocket {
             .and_then(|a| a.as_socket())
             .is_some_and(|a| a == self.peer);
         if same {
+            tracing::info!(peer = %self.peer, "event connection reset: the client stopped reading");
             let _ = sock.set_linger(Some(Duration::ZERO));
             let _ = sock.shutdown(std::net::Shutdown::Both);
         }
     }
 }
 
-/// What the connection task puts on the socket.
-enum Outbound {
-    Text(Payload),
-    /// A voice packet (the TCP fallback).
-    Binary(bytes::Bytes),
+/// How a queue ends.
+enum End {
+    /// This close frame goes after what is queued.
+    Close(Bytes),
+    /// The connection is reset; what is queued is dropped.
+    Reset,
 }
 
-/// How the connection ends.
-enum Ending {
-    /// Send this close frame (if the client takes it), then close.
-    Close(CloseReason),
-    /// The client is gone (it closed, or the transport failed).
-    Gone,
-    /// The client stopped reading: reset the connection.
-    Reset(&'static str),
+struct QueueState {
+    frames: VecDeque<Bytes>,
+    /// Events (not control frames) queued: what the limit counts.
+    events: usize,
+    end: Option<End>,
+    /// The body has given out its last frame (or was dropped).
+    finished: bool,
+    /// When the body last took frames (or the queue was last empty).
+    last_drained: Instant,
+}
+
+/// What a push did.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Pushed {
+    Queued,
+    /// The queue is at its limit: the client is too slow (the caller ends the session).
+    Full,
+    /// The session is ending: nothing more goes out.
+    Closed,
+}
+
+/// A session's outbound frames, shared by the deliverers (who push) and the response body
+/// (which drains). Bounded by `limit` events.
+pub struct SessionQueue {
+    state: Mutex<QueueState>,
+    waker: AtomicWaker,
+    limit: usize,
+    socket: Option<ConnSocket>,
+}
+
+impl SessionQueue {
+    fn new(limit: usize, socket: Option<ConnSocket>) -> SessionQueue {
+        SessionQueue {
+            state: Mutex::new(QueueState {
+                frames: VecDeque::new(),
+                events: 0,
+                end: None,
+                finished: false,
+                last_drained: Instant::now(),
+            }),
+            waker: AtomicWaker::new(),
+            limit: limit.max(1),
+            socket,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, QueueState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Queues an event's frame (shared bytes: no copy).
+    pub fn push(&self, payload: &Payload) -> Pushed {
+        let mut s = self.lock();
+        if s.end.is_some() {
+            return Pushed::Closed;
+        }
+        if s.events >= self.limit {
+            return Pushed::Full;
+        }
+        if s.frames.is_empty() {
+            s.last_drained = Instant::now();
+        }
+        s.frames.push_back(payload.frame().clone());
+        s.events += 1;
+        drop(s);
+        self.waker.wake();
+        Pushed::Queued
+    }
+
+    /// Queues a control or voice frame: dropped (not an error) when the queue is full.
+    fn push_frame(&self, frame: Bytes) {
+        let mut s = self.lock();
+        if s.end.is_some() || s.frames.len() >= self.limit * 2 {
+            return;
+        }
+        if s.frames.is_empty() {
+            s.last_drained = Instant::now();
+        }
+        s.frames.push_back(frame);
+        drop(s);
+        self.waker.wake();
+    }
+
+    /// Ends the queue with a close frame after what is queued.
+    fn close(&self, reason: CloseReason) {
+        let mut s = self.lock();
+        if s.end.is_none() {
+            s.end = Some(End::Close(encode(WsMessage::Close(Some(reason)))));
+        }
+        drop(s);
+        self.waker.wake();
+    }
+
+    /// Drops what is queued and resets the connection.
+    fn reset(&self) {
+        let mut s = self.lock();
+        s.frames.clear();
+        s.end = Some(End::Reset);
+        drop(s);
+        if let Some(socket) = self.socket {
+            socket.reset();
+        }
+        self.waker.wake();
+    }
+
+    /// Frames wait and the client has taken none for `WRITE_TIMEOUT`.
+    fn stalled(&self) -> bool {
+        let s = self.lock();
+        !s.frames.is_empty() && s.last_drained.elapsed() > WRITE_TIMEOUT
+    }
+
+    fn finished(&self) -> bool {
+        self.lock().finished
+    }
+}
+
+/// Encodes one WebSocket frame (server to client: unmasked).
+fn encode(message: WsMessage) -> Bytes {
+    use actix_codec::Encoder;
+    let mut buf = BytesMut::new();
+    // Encoding a frame into a growable buffer cannot fail.
+    let _ = actix_http::ws::Codec::new().encode(message, &mut buf);
+    buf.freeze()
+}
+
+/// A text frame holding `text`.
+pub fn text_frame(text: bytestring::ByteString) -> Bytes {
+    encode(WsMessage::Text(text))
+}
+
+/// The response body of an event WebSocket: every frame queued when the HTTP layer asks
+/// goes out as one buffer.
+pub struct EventBody {
+    queue: Arc<SessionQueue>,
+    done: bool,
+}
+
+impl futures_util::Stream for EventBody {
+    type Item = Result<Bytes, actix_web::Error>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        if this.done {
+            return Poll::Ready(None);
+        }
+        this.queue.waker.register(cx.waker());
+        let mut s = this.queue.lock();
+        let out = match s.frames.len() {
+            0 => None,
+            1 => s.frames.pop_front(),
+            _ => {
+                let size = s.frames.iter().map(Bytes::len).sum();
+                let mut buf = BytesMut::with_capacity(size);
+                for f in s.frames.drain(..) {
+                    buf.extend_from_slice(&f);
+                }
+                Some(buf.freeze())
+            }
+        };
+        if out.is_some() {
+            s.events = 0;
+            s.last_drained = Instant::now();
+        }
+        match (out, s.end.take()) {
+            (Some(frames), None) => Poll::Ready(Some(Ok(frames))),
+            (out, Some(End::Close(close))) => {
+                this.done = true;
+                s.finished = true;
+                let mut buf = BytesMut::new();
+                if let Some(frames) = out {
+                    buf.extend_from_slice(&frames);
+                }
+                buf.extend_from_slice(&close);
+                Poll::Ready(Some(Ok(buf.freeze())))
+            }
+            (_, Some(End::Reset)) => {
+                this.done = true;
+                s.finished = true;
+                Poll::Ready(None)
+            }
+            (None, None) => Poll::Pending,
+        }
+    }
+}
+
+impl Drop for EventBody {
+    fn drop(&mut self) {
+        self.queue.lock().finished = true;
+    }
 }
 
 pub struct EventSession {
     id: u64,
     user_id: UserId,
-    registry: Addr<Registry>,
-    out: mpsc::Sender<Outbound>,
-    /// Tells the connection task to end (with this close reason, or reset when `None`).
-    end: Option<oneshot::Sender<Option<CloseReason>>>,
-}
-
-/// Everything the connection task owns.
-struct Connection {
-    ws: actix_ws::Session,
-    stream: actix_ws::MessageStream,
-    rx: mpsc::Receiver<Outbound>,
-    end: oneshot::Receiver<Option<CloseReason>>,
-    socket: Option<ConnSocket>,
-    session: Addr<EventSession>,
-    session_id: u64,
+    queue: Arc<SessionQueue>,
+    directory: Arc<Directory>,
     voice: Arc<crate::voice::Router>,
+    last_heard: Instant,
+    /// The close reason to send when the actor stops (`None`: the client went first).
+    closing: Option<CloseReason>,
 }
 
 impl EventSession {
-    /// Starts the actor and its connection task for an upgraded WebSocket.
+    /// Starts the session for an upgraded WebSocket; returns the response body to send.
     #[allow(clippy::too_many_arguments)]
     pub fn start(
-        ws: actix_ws::Session,
         stream: actix_ws::MessageStream,
         socket: Option<ConnSocket>,
         user_id: UserId,
-        registry: Addr<Registry>,
-        queue: usize,
+        directory: Arc<Directory>,
+        queue_limit: usize,
         max_frame: usize,
         voice: Arc<crate::voice::Router>,
-    ) -> Addr<EventSession> {
-        let (out, rx) = mpsc::channel::<Outbound>(queue.max(1));
-        let (end_tx, end_rx) = oneshot::channel();
-        let session_id = NEXT_SESSION_ID.fetch_add(1, Ordering::Relaxed);
-        let addr = EventSession {
-            id: session_id,
+    ) -> EventBody {
+        let queue = Arc::new(SessionQueue::new(queue_limit, socket));
+        let session = EventSession {
+            id: NEXT_SESSION_ID.fetch_add(1, Ordering::Relaxed),
             user_id,
-            registry,
-            out,
-            end: Some(end_tx),
-        }
-        .start();
-        let conn = Connection {
-            ws,
-            stream: stream.max_frame_size(max_frame),
-            rx,
-            end: end_rx,
-            socket,
-            session: addr.clone(),
-            session_id,
+            queue: queue.clone(),
+            directory,
             voice,
+            last_heard: Instant::now(),
+            closing: Some(CloseCode::Normal.into()),
         };
-        actix_rt::spawn(conn.run());
-        addr
+        let stream = stream.max_frame_size(max_frame);
+        EventSession::create(move |ctx| {
+            ctx.add_stream(stream);
+            session
+        });
+        EventBody { queue, done: false }
     }
 
-    fn send_error(&mut self, ctx: &mut Context<Self>, status: u16, text: &str) {
-        let payload = super::event_payload(
-            "Error",
-            serde_json::json!({ "errorText": text, "httpStatusCode": status }),
+    fn send_event(&mut self, ctx: &mut Context<Self>, kind: &str, data: serde_json::Value) {
+        if self.queue.push(&super::event_payload(kind, data)) == Pushed::Full {
+            self.too_slow(ctx);
+        }
+    }
+
+    fn too_slow(&mut self, ctx: &mut Context<Self>) {
+        tracing::info!(
+            user = self.user_id,
+            session = self.id,
+            "event client too slow: outbound queue full, disconnecting"
         );
-        self.enqueue(ctx, Outbound::Text(payload));
-    }
-
-    fn enqueue(&mut self, ctx: &mut Context<Self>, item: Outbound) {
-        match self.out.try_send(item) {
-            Ok(()) => {}
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                tracing::info!(
-                    user = self.user_id,
-                    session = self.id,
-                    "event client too slow: outbound queue full, disconnecting"
-                );
-                self.end_with(None);
-                ctx.stop();
-            }
-            Err(mpsc::error::TrySendError::Closed(_)) => ctx.stop(),
-        }
-    }
-
-    /// Tells the connection task to end (a close frame, or a reset when `None`).
-    fn end_with(&mut self, reason: Option<CloseReason>) {
-        if let Some(end) = self.end.take() {
-            let _ = end.send(reason);
-        }
-    }
-}
-
-impl Connection {
-    async fn run(mut self) {
-        let ending = self.serve().await;
-        // The actor goes too (it may have gone first: then this is a no-op).
-        self.session.do_send(Ended);
-        // The client's half stays open until the close frame is out: dropping it first would
-        // end the connection before the frame leaves.
-        let Connection {
-            ws, socket, stream, ..
-        } = self;
-        match ending {
-            Ending::Close(reason) => {
-                let closed = tokio::time::timeout(CLOSE_TIMEOUT, ws.close(Some(reason))).await;
-                if closed.is_err() {
-                    reset(socket, "close frame not taken");
-                }
-            }
-            Ending::Gone => drop(ws),
-            Ending::Reset(why) => {
-                drop(ws);
-                reset(socket, why);
-            }
-        }
-        drop(stream);
-    }
-
-    async fn serve(&mut self) -> Ending {
-        let mut heartbeat =
-            tokio::time::interval_at(tokio::time::Instant::now() + PING_EVERY, PING_EVERY);
-        let mut last_heard = Instant::now();
-        let voice_out = self.session.clone().recipient::<VoiceOut>();
-        loop {
-            tokio::select! {
-                // The actor's close reason first: when it stops, its queue closes at the same
-                // moment, and the reason must win.
-                biased;
-                end = &mut self.end => {
-                    return match end {
-                        Ok(Some(reason)) => Ending::Close(reason),
-                        Ok(None) => Ending::Reset("too slow: event queue full"),
-                        Err(_) => Ending::Close(CloseCode::Normal.into()),
-                    };
-                }
-                frame = self.stream.recv() => {
-                    last_heard = Instant::now();
-                    match frame {
-                        None => return Ending::Gone,
-                        Some(Ok(WsMessage::Ping(bytes))) => {
-                            if !timed(self.ws.pong(&bytes)).await {
-                                return Ending::Reset("does not read");
-                            }
-                        }
-                        Some(Ok(WsMessage::Close(_))) => {
-                            return Ending::Close(CloseCode::Normal.into());
-                        }
-                        Some(Ok(WsMessage::Text(text))) => {
-                            self.session.do_send(ClientFrame::Text(text.to_string()));
-                        }
-                        // Voice packets over TCP: straight to the relay, like a UDP datagram.
-                        Some(Ok(WsMessage::Binary(bytes))) => {
-                            self.voice.handle_ws(bytes.to_vec(), self.session_id, voice_out.clone());
-                        }
-                        Some(Ok(_)) => {}
-                        Some(Err(e)) => {
-                            return Ending::Close(CloseReason {
-                                code: CloseCode::Protocol,
-                                description: Some(format!("protocol error: {e}")),
-                            });
-                        }
-                    }
-                }
-                item = self.rx.recv() => {
-                    let Some(item) = item else {
-                        return Ending::Close(CloseCode::Normal.into());
-                    };
-                    let written = match item {
-                        Outbound::Text(t) => timed(self.ws.text(t)).await,
-                        Outbound::Binary(b) => timed(self.ws.binary(b)).await,
-                    };
-                    if !written {
-                        return Ending::Reset("stopped reading");
-                    }
-                }
-                _ = heartbeat.tick() => {
-                    if last_heard.elapsed() > IDLE_LIMIT {
-                        return Ending::Close(CloseReason {
-                            code: CloseCode::Away,
-                            description: Some("idle timeout".into()),
-                        });
-                    }
-                    if !timed(self.ws.ping(b"")).await {
-                        return Ending::Reset("does not read");
-                    }
-                }
-            }
-        }
-    }
-}
-
-/// One write to the socket; false if it failed or did not finish in time.
-async fn timed(write: impl std::future::Future<Output = Result<(), actix_ws::Closed>>) -> bool {
-    matches!(tokio::time::timeout(WRITE_TIMEOUT, write).await, Ok(Ok(())))
-}
-
-fn reset(socket: Option<ConnSocket>, why: &str) {
-    if let Some(s) = socket {
-        tracing::info!(peer = %s.peer, "event connection reset: {why}");
-        s.reset();
+        self.queue.reset();
+        self.closing = None;
+        ctx.stop();
     }
 }
 
@@ -297,103 +346,127 @@ impl Actor for EventSession {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        self.registry.do_send(Connect {
-            user_id: self.user_id,
-            session_id: self.id,
-            addr: ctx.address(),
+        self.directory
+            .register(self.user_id, self.id, self.queue.clone(), ctx.address());
+        ctx.run_interval(STALL_CHECK, |act, ctx| {
+            if act.queue.stalled() {
+                act.queue.reset();
+                act.closing = None;
+                ctx.stop();
+            }
+        });
+        ctx.run_interval(PING_EVERY, |act, ctx| {
+            if act.last_heard.elapsed() > IDLE_LIMIT {
+                act.closing = Some(CloseReason {
+                    code: CloseCode::Away,
+                    description: Some("idle timeout".into()),
+                });
+                ctx.stop();
+            } else {
+                act.queue.push_frame(encode(WsMessage::Ping(Bytes::new())));
+            }
         });
     }
 
     fn stopping(&mut self, _: &mut Context<Self>) -> Running {
-        self.end_with(Some(CloseCode::Normal.into()));
-        self.registry.do_send(Disconnect {
-            user_id: self.user_id,
-            session_id: self.id,
-        });
+        self.directory.unregister(self.user_id, self.id);
+        if let Some(reason) = self.closing.take() {
+            self.queue.close(reason);
+            // A client that does not take the close frame either is reset.
+            let queue = self.queue.clone();
+            actix_rt::spawn(async move {
+                tokio::time::sleep(CLOSE_TIMEOUT).await;
+                if !queue.finished() {
+                    queue.reset();
+                }
+            });
+        }
         Running::Stop
     }
 }
 
-/// An event for this session's user.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct Deliver(pub Payload);
+impl StreamHandler<Result<WsMessage, ProtocolError>> for EventSession {
+    fn handle(&mut self, frame: Result<WsMessage, ProtocolError>, ctx: &mut Context<Self>) {
+        self.last_heard = Instant::now();
+        match frame {
+            Ok(WsMessage::Ping(bytes)) => self.queue.push_frame(encode(WsMessage::Pong(bytes))),
+            Ok(WsMessage::Close(_)) => ctx.stop(),
+            Ok(WsMessage::Text(text)) => self.client_command(&text, ctx),
+            // Voice packets over TCP: straight to the relay, like a UDP datagram.
+            Ok(WsMessage::Binary(bytes)) => {
+                let out = ctx.address().recipient::<crate::voice::relay::VoiceOut>();
+                self.voice.handle_ws(bytes.to_vec(), self.id, out);
+            }
+            Ok(_) => {}
+            Err(e) => {
+                self.closing = Some(CloseReason {
+                    code: CloseCode::Protocol,
+                    description: Some(format!("protocol error: {e}")),
+                });
+                ctx.stop();
+            }
+        }
+    }
 
-impl Handler<Deliver> for EventSession {
-    type Result = ();
-    fn handle(&mut self, msg: Deliver, ctx: &mut Context<Self>) {
-        self.enqueue(ctx, Outbound::Text(msg.0));
+    /// The client's side ended (it closed, or the connection broke).
+    fn finished(&mut self, ctx: &mut Context<Self>) {
+        ctx.stop();
     }
 }
 
-impl Handler<VoiceOut> for EventSession {
+impl EventSession {
+    /// The event stream is server-to-client; the only command a client may send is
+    /// `{"type": "Ping"}` (answered with `Pong`). Anything else gets an `Error` event and the
+    /// connection stays open.
+    fn client_command(&mut self, text: &str, ctx: &mut Context<Self>) {
+        match serde_json::from_str::<serde_json::Value>(text) {
+            Ok(v) if v.get("type").and_then(|t| t.as_str()) == Some("Ping") => {
+                self.send_event(ctx, "Pong", serde_json::json!({}));
+            }
+            Ok(_) => self.send_event(
+                ctx,
+                "Error",
+                serde_json::json!({ "errorText": "Unknown command on the event stream", "httpStatusCode": 400 }),
+            ),
+            Err(e) => self.send_event(
+                ctx,
+                "Error",
+                serde_json::json!({ "errorText": format!("Malformed JSON on the event stream: {e}"), "httpStatusCode": 400 }),
+            ),
+        }
+    }
+}
+
+impl Handler<crate::voice::relay::VoiceOut> for EventSession {
     type Result = ();
     /// Voice is best effort: when the queue is full the packet is dropped (a late packet
     /// is worthless), and the client is not disconnected for it.
-    fn handle(&mut self, msg: VoiceOut, _: &mut Context<Self>) {
-        let _ = self.out.try_send(Outbound::Binary(msg.0));
+    fn handle(&mut self, msg: crate::voice::relay::VoiceOut, _: &mut Context<Self>) {
+        self.queue.push_frame(encode(WsMessage::Binary(msg.0)));
     }
 }
 
-/// End the session with a close frame.
+/// End the session: with a close frame, or (`code: None`) by resetting a client that fell
+/// too far behind.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct CloseSession {
-    pub code: CloseCode,
+    pub code: Option<CloseCode>,
     pub reason: String,
 }
 
 impl Handler<CloseSession> for EventSession {
     type Result = ();
     fn handle(&mut self, msg: CloseSession, ctx: &mut Context<Self>) {
-        self.end_with(Some(CloseReason {
-            code: msg.code,
-            description: (!msg.reason.is_empty()).then_some(msg.reason),
-        }));
-        ctx.stop();
-    }
-}
-
-/// The connection ended (from its task).
-#[derive(Message)]
-#[rtype(result = "()")]
-struct Ended;
-
-impl Handler<Ended> for EventSession {
-    type Result = ();
-    fn handle(&mut self, _: Ended, ctx: &mut Context<Self>) {
-        ctx.stop();
-    }
-}
-
-/// A frame the client sent. The event stream is server-to-client; the only command a client
-/// may send is `{"type": "Ping"}` (answered with `Pong`). Anything else gets an `Error`
-/// event and the connection stays open.
-#[derive(Message)]
-#[rtype(result = "()")]
-enum ClientFrame {
-    Text(String),
-}
-
-impl Handler<ClientFrame> for EventSession {
-    type Result = ();
-    fn handle(&mut self, msg: ClientFrame, ctx: &mut Context<Self>) {
-        match msg {
-            ClientFrame::Text(text) => {
-                let parsed: Result<serde_json::Value, _> = serde_json::from_str(&text);
-                match parsed {
-                    Ok(v) if v.get("type").and_then(|t| t.as_str()) == Some("Ping") => {
-                        let pong = super::event_payload("Pong", serde_json::json!({}));
-                        self.enqueue(ctx, Outbound::Text(pong));
-                    }
-                    Ok(_) => self.send_error(ctx, 400, "Unknown command on the event stream"),
-                    Err(e) => self.send_error(
-                        ctx,
-                        400,
-                        &format!("Malformed JSON on the event stream: {e}"),
-                    ),
-                }
+        match msg.code {
+            Some(code) => {
+                self.closing = Some(CloseReason {
+                    code,
+                    description: (!msg.reason.is_empty()).then_some(msg.reason),
+                });
+                ctx.stop();
             }
+            None => self.too_slow(ctx),
         }
     }
 }

@@ -1,4 +1,4 @@
-//! Voice actors. `VoiceHub` (one, beside the registry) maps rooms to running
+//! Voice actors. `VoiceHub` (one) maps rooms to running
 //! `VoiceChannel` actors and starts each on demand. A `VoiceChannel` owns one
 //! room's participants: it admits them (per the room's intercom permissions), renews their
 //! keys when the `KeyRotation` timer says so, erases expired keys, drops anyone who left,
@@ -14,8 +14,8 @@ use std::time::Duration;
 use actix::prelude::*;
 use serde_json::json;
 
+use super::directory::Directory;
 use super::event_payload;
-use super::registry::{DeliverEach, Registry, WithoutSessions};
 use crate::api::error::ApiError;
 use crate::model::{Permission, RoomId, UserId};
 use crate::storage::Store;
@@ -55,25 +55,29 @@ pub struct JoinInfo {
 
 pub struct VoiceHub {
     store: Arc<Store>,
-    registry: Addr<Registry>,
+    directory: Arc<Directory>,
     router: Arc<Router>,
     config: VoiceConfig,
     channels: HashMap<RoomId, Addr<VoiceChannel>>,
+    /// Channels run on the room arbiters (by room id), beside the rooms' actors.
+    arbiters: Vec<ArbiterHandle>,
 }
 
 impl VoiceHub {
     pub fn new(
         store: Arc<Store>,
-        registry: Addr<Registry>,
+        directory: Arc<Directory>,
         router: Arc<Router>,
         config: VoiceConfig,
+        arbiters: Vec<ArbiterHandle>,
     ) -> Self {
         VoiceHub {
             store,
-            registry,
+            directory,
             router,
             config,
             channels: HashMap::new(),
+            arbiters,
         }
     }
 
@@ -107,20 +111,20 @@ impl Handler<GetChannel> for VoiceHub {
                 return a.clone();
             }
         }
-        let (store, registry, router, config) = (
+        let (store, directory, router, config) = (
             self.store.clone(),
-            self.registry.clone(),
+            self.directory.clone(),
             self.router.clone(),
             self.config.clone(),
         );
         let hub = ctx.address();
         // Not supervised: an empty channel stops for good, and a damaged one repairs itself
         // in place (see `reset`), so there is nothing a restart would fix.
-        let addr = VoiceChannel {
+        let make = move |_: &mut Context<VoiceChannel>| VoiceChannel {
             room_id,
             hub,
             store,
-            registry,
+            directory,
             router,
             config,
             shared: Arc::new(ChannelShared {
@@ -130,8 +134,14 @@ impl Handler<GetChannel> for VoiceHub {
             idle_ticks: 0,
             ticks: 0,
             retired: false,
-        }
-        .start();
+        };
+        let addr = match self
+            .arbiters
+            .get(room_id as usize % self.arbiters.len().max(1))
+        {
+            Some(arbiter) => VoiceChannel::start_in_arbiter(arbiter, make),
+            None => VoiceChannel::create(make),
+        };
         self.channels.insert(room_id, addr.clone());
         addr
     }
@@ -212,7 +222,7 @@ pub struct VoiceChannel {
     room_id: RoomId,
     hub: Addr<VoiceHub>,
     store: Arc<Store>,
-    registry: Addr<Registry>,
+    directory: Arc<Directory>,
     router: Arc<Router>,
     config: VoiceConfig,
     shared: Arc<ChannelShared>,
@@ -248,9 +258,8 @@ impl VoiceChannel {
         users.extend(extra);
         users.sort_unstable();
         users.dedup();
-        self.registry.do_send(DeliverEach(
-            users.into_iter().map(|u| (u, payload.clone())).collect(),
-        ));
+        let each: Vec<_> = users.into_iter().map(|u| (u, payload.clone())).collect();
+        self.directory.deliver_each(&each);
     }
 
     /// Takes a participant out: off the routing table and the channel; its keys are erased
@@ -371,9 +380,8 @@ impl VoiceChannel {
         let mut users: Vec<UserId> = members.iter().map(|p| p.user_id).collect();
         users.sort_unstable();
         users.dedup();
-        self.registry.do_send(DeliverEach(
-            users.into_iter().map(|u| (u, payload.clone())).collect(),
-        ));
+        let each: Vec<_> = users.into_iter().map(|u| (u, payload.clone())).collect();
+        self.directory.deliver_each(&each);
     }
 
     /// Participants silent for [`ABANDONED_AFTER`] whose user has no event session either
@@ -392,20 +400,14 @@ impl VoiceChannel {
         if silent.is_empty() {
             return;
         }
-        let users = silent.iter().map(|&(_, u)| u).collect();
-        self.registry
-            .send(WithoutSessions(users))
-            .into_actor(self)
-            .map(move |gone, act, ctx| {
-                let Ok(gone) = gone else { return };
-                for (id, user) in silent {
-                    if gone.contains(&user) {
-                        act.remove(id, "connection lost");
-                    }
-                }
-                act.stop_if_empty(ctx);
-            })
-            .wait(ctx);
+        let users: Vec<UserId> = silent.iter().map(|&(_, u)| u).collect();
+        let gone = self.directory.without_sessions(&users);
+        for (id, user) in silent {
+            if gone.contains(&user) {
+                self.remove(id, "connection lost");
+            }
+        }
+        self.stop_if_empty(ctx);
     }
 }
 
@@ -582,7 +584,7 @@ impl Handler<RotateKeys> for VoiceChannel {
             }
         }
         if !each.is_empty() {
-            self.registry.do_send(DeliverEach(each));
+            self.directory.deliver_each(&each);
         }
     }
 }

@@ -11,7 +11,7 @@ use serde_json::json;
 use super::auth::Authed;
 use super::error::ApiError;
 use super::{idempotency_key, ok_json, AppState, State};
-use crate::actors::room::{may_change_files, AttachFiles, DeleteAttachment};
+use crate::actors::room::{may_change_files, AttachFiles, DeleteAttachment, Uploads};
 use crate::storage::attachments::thumbnail_candidate;
 use crate::storage::{AttachmentRecord, IdempotentResult, PreparedUpload};
 
@@ -70,21 +70,22 @@ pub async fn upload(
     let files = receive_files(&state, &auth, form).await?;
     let hashes: Vec<String> = files.iter().map(|f| f.content_hash.clone()).collect();
     let attached = state
-        .room_actor(message.room_id)
-        .await?
-        .send(AttachFiles {
-            user_id: auth.id(),
-            is_admin: auth.user.is_admin,
-            message_id,
-            files,
-            quota: state.limits.user_quota_bytes,
-            idempotency,
-        })
+        .in_room(
+            message.room_id,
+            AttachFiles {
+                user_id: auth.id(),
+                is_admin: auth.user.is_admin,
+                message_id,
+                files: Uploads::new(files),
+                quota: state.limits.user_quota_bytes,
+                idempotency,
+            },
+        )
         .await;
     // Content that ended up attached nowhere (refused, or a replay) goes again.
     let store = state.store.clone();
     let _ = web::block(move || store.erase_unreferenced(&hashes)).await;
-    let stored: Vec<AttachmentRecord> = attached??;
+    let stored: Vec<AttachmentRecord> = attached?;
     let attachments: Vec<_> = stored.iter().map(|a| a.to_api()).collect();
     Ok(ok_json(json!({ "attachments": attachments })))
 }
@@ -324,13 +325,14 @@ pub async fn delete(
 ) -> Result<HttpResponse, ApiError> {
     let record = visible_attachment(&state, &auth, path.into_inner())?;
     state
-        .room_actor(record.room_id)
-        .await?
-        .send(DeleteAttachment {
-            user_id: auth.id(),
-            is_admin: auth.user.is_admin,
-            attachment_id: record.attachment_id,
-        })
-        .await??;
+        .in_room(
+            record.room_id,
+            DeleteAttachment {
+                user_id: auth.id(),
+                is_admin: auth.user.is_admin,
+                attachment_id: record.attachment_id,
+            },
+        )
+        .await?;
     Ok(ok_json(json!({})))
 }

@@ -181,15 +181,16 @@ pub async fn put_room_avatar(
     let (content_type, image) = read_avatar(payload).await?;
     let size = image.len();
     state
-        .room_actor(id)
-        .await?
-        .send(crate::actors::room::SetRoomAvatar {
-            by: auth.id(),
-            by_admin: auth.user.is_admin,
-            content_type,
-            image,
-        })
-        .await??;
+        .in_room(
+            id,
+            crate::actors::room::SetRoomAvatar {
+                by: auth.id(),
+                by_admin: auth.user.is_admin,
+                content_type,
+                image,
+            },
+        )
+        .await?;
     Ok(super::ok_json(
         serde_json::json!({ "roomId": id, "contentType": content_type, "size": size }),
     ))

@@ -31,6 +31,10 @@ pub enum ApiError {
     /// 507: the storage folder's disk is full.
     #[error("{0}")]
     InsufficientStorage(String),
+    /// The room's actor was retiring: send the request to its successor (never reaches a
+    /// client; if it did, it would be a 503).
+    #[error("The room is restarting; try again")]
+    Retry,
     #[error("{0}")]
     Internal(String),
 }
@@ -54,6 +58,7 @@ impl ApiError {
             ApiError::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::InsufficientStorage(_) => StatusCode::INSUFFICIENT_STORAGE,
+            ApiError::Retry => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }

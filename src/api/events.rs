@@ -16,15 +16,19 @@ pub async fn events(
     let auth = authenticate(&state, &req)?;
     let (response, session, stream) = actix_ws::handle(&req, body)
         .map_err(|e| ApiError::BadRequest(format!("WebSocket upgrade expected: {e}")))?;
-    EventSession::start(
-        session,
+    // The session's queue is the response body (see `EventSession`); actix-ws's own
+    // per-message channel is not used.
+    drop(session);
+    let body = EventSession::start(
         stream,
         req.conn_data::<ConnSocket>().copied(),
         auth.id(),
-        state.registry.clone(),
+        state.directory.clone(),
         state.limits.session_queue,
         state.limits.max_ws_frame,
         state.voice.router.clone(),
     );
-    Ok(response)
+    Ok(response
+        .set_body(actix_web::body::BodyStream::new(body))
+        .map_into_boxed_body())
 }

@@ -11,6 +11,7 @@ use crate::actors::registry::GetStats;
 
 pub async fn server_health(state: State, _auth: Authed) -> Result<HttpResponse, ApiError> {
     let stats = state.registry.send(GetStats).await?;
+    let connected = state.directory.stats();
     let channels = state
         .voice
         .hub
@@ -23,8 +24,8 @@ pub async fn server_health(state: State, _auth: Authed) -> Result<HttpResponse, 
         "reason": fault,
         "serverVersion": env!("CARGO_PKG_VERSION"),
         "uptimeSeconds": state.started.elapsed().as_secs(),
-        "connectedSessions": stats.connected_sessions,
-        "connectedUsers": stats.connected_users,
+        "connectedSessions": connected.connected_sessions,
+        "connectedUsers": connected.connected_users,
         "activeRooms": stats.active_rooms,
         "userCount": state.store.user_count(),
         "storageBytes": state.store.size_on_disk(),

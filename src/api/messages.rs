@@ -133,15 +133,17 @@ async fn post_through_room(
     draft: NewMessage,
 ) -> Result<HttpResponse, ApiError> {
     let idempotency = idempotency_key(req, auth.id())?;
-    let room = state.room_actor(room_id).await?;
-    let message = room
-        .send(PostMessage {
-            user_id: auth.id(),
-            is_admin: auth.user.is_admin,
-            draft,
-            idempotency,
-        })
-        .await??;
+    let message = state
+        .in_room(
+            room_id,
+            PostMessage {
+                user_id: auth.id(),
+                is_admin: auth.user.is_admin,
+                draft,
+                idempotency,
+            },
+        )
+        .await?;
     Ok(ok_json(
         json!({ "messageId": message.message_id, "message": message }),
     ))
@@ -199,13 +201,16 @@ pub async fn delete(
     let Some(record) = state.store.message(message_id)? else {
         return Err(missing_message(&state, &auth, message_id)?);
     };
-    let room = state.room_actor(record.room_id).await?;
-    room.send(DeleteMessage {
-        user_id: auth.id(),
-        is_admin: auth.user.is_admin,
-        message_id,
-    })
-    .await??;
+    state
+        .in_room(
+            record.room_id,
+            DeleteMessage {
+                user_id: auth.id(),
+                is_admin: auth.user.is_admin,
+                message_id,
+            },
+        )
+        .await?;
     Ok(ok_json(json!({})))
 }
 
@@ -216,12 +221,15 @@ pub async fn mark_read(
     path: web::Path<u64>,
 ) -> Result<HttpResponse, ApiError> {
     let record = visible_message(&state, &auth, path.into_inner())?;
-    let room = state.room_actor(record.room_id).await?;
-    room.send(MarkRead {
-        user_id: auth.id(),
-        message_id: record.message_id,
-    })
-    .await??;
+    state
+        .in_room(
+            record.room_id,
+            MarkRead {
+                user_id: auth.id(),
+                message_id: record.message_id,
+            },
+        )
+        .await?;
     Ok(ok_json(json!({})))
 }
 
@@ -276,15 +284,17 @@ pub async fn edit(
         ));
     }
     let record = visible_message(&state, &auth, message_id)?;
-    let room = state.room_actor(record.room_id).await?;
-    let message = room
-        .send(EditMessage {
-            user_id: auth.id(),
-            is_admin: auth.user.is_admin,
-            message_id,
-            draft,
-        })
-        .await??;
+    let message = state
+        .in_room(
+            record.room_id,
+            EditMessage {
+                user_id: auth.id(),
+                is_admin: auth.user.is_admin,
+                message_id,
+                draft,
+            },
+        )
+        .await?;
     Ok(ok_json(
         json!({ "messageId": message.message_id, "message": message }),
     ))
@@ -321,16 +331,18 @@ pub async fn react(
         ));
     }
     let record = visible_message(&state, &auth, path.into_inner())?;
-    let room = state.room_actor(record.room_id).await?;
-    let message = room
-        .send(React {
-            user_id: auth.id(),
-            is_admin: auth.user.is_admin,
-            message_id: record.message_id,
-            emoji,
-            on: add,
-        })
-        .await??;
+    let message = state
+        .in_room(
+            record.room_id,
+            React {
+                user_id: auth.id(),
+                is_admin: auth.user.is_admin,
+                message_id: record.message_id,
+                emoji,
+                on: add,
+            },
+        )
+        .await?;
     Ok(ok_json(
         json!({ "messageId": message.message_id, "message": message }),
     ))

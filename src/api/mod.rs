@@ -33,6 +33,10 @@ pub use error::ApiError;
 pub struct AppState {
     pub store: Arc<Store>,
     pub registry: Addr<Registry>,
+    /// Who is connected: events to users go through it.
+    pub directory: Arc<crate::actors::Directory>,
+    /// The running room actors (the registry starts them).
+    pub rooms: Arc<crate::actors::registry::RoomAddrs>,
     pub limits: Limits,
     pub login_limiter: auth::LoginLimiter,
     /// Bounds concurrent argon2 work (each hash takes ~19 MiB and real CPU).
@@ -54,10 +58,14 @@ impl AppState {
     pub fn new(
         store: Arc<Store>,
         registry: Addr<Registry>,
+        directory: Arc<crate::actors::Directory>,
+        rooms: Arc<crate::actors::registry::RoomAddrs>,
         limits: Limits,
         voice: VoiceHandle,
     ) -> Self {
         AppState {
+            directory,
+            rooms,
             login_limiter: auth::LoginLimiter::new(limits.login_failures, limits.login_window_secs),
             store,
             registry,
@@ -74,10 +82,30 @@ impl AppState {
         &self,
         room_id: u64,
     ) -> Result<Addr<crate::actors::RoomActor>, ApiError> {
+        if let Some(addr) = self.rooms.get(room_id) {
+            return Ok(addr);
+        }
         self.registry
             .send(crate::actors::registry::GetRoom(room_id))
             .await??
             .ok_or_else(|| ApiError::room_not_found(room_id))
+    }
+
+    /// Sends `msg` to the room's actor and answers its reply. If the actor was retiring
+    /// (idle), the message goes to the room's next actor instead.
+    pub async fn in_room<M, R>(&self, room_id: u64, msg: M) -> Result<R, ApiError>
+    where
+        M: actix::Message<Result = Result<R, ApiError>> + Clone + Send + 'static,
+        R: Send + 'static,
+        crate::actors::RoomActor: actix::Handler<M>,
+    {
+        for _ in 0..3 {
+            match self.room_actor(room_id).await?.send(msg.clone()).await? {
+                Err(ApiError::Retry) => continue,
+                other => return other,
+            }
+        }
+        Err(ApiError::Retry)
     }
 }
 
@@ -96,11 +124,37 @@ pub fn configure(cfg: &mut web::ServiceConfig, limits: &Limits, web_root: Option
         ApiError::BadRequest(format!("Invalid query parameters: {err}")).into()
     });
     cfg.app_data(json).app_data(path).app_data(query);
+    // Routes are matched in order (each with a regex): the busiest come first.
     cfg.service(
         web::scope("/api/v1")
+            .route("/rooms/{roomId}/messages", web::get().to(messages::history))
+            .route("/rooms/{roomId}/messages", web::post().to(messages::post))
+            .route("/events", web::get().to(events::events))
+            .route(
+                "/messages/{messageId}/read",
+                web::post().to(messages::mark_read),
+            )
+            .route(
+                "/messages/{messageId}/comments",
+                web::get().to(messages::comments),
+            )
+            .route(
+                "/messages/{messageId}/comments",
+                web::post().to(messages::post_comment),
+            )
+            .route("/status", web::get().to(session::status))
+            .route("/messages/{messageId}", web::get().to(messages::get_one))
+            .route("/messages/{messageId}", web::delete().to(messages::delete))
+            .route("/messages/{messageId}", web::put().to(messages::edit))
+            .route(
+                "/messages/{messageId}/reactions",
+                web::post().to(messages::react),
+            )
+            .route("/sync", web::get().to(sync::sync))
+            .route("/rooms", web::get().to(rooms::list))
+            .route("/rooms", web::post().to(rooms::create))
             .route("/login", web::post().to(session::login))
             .route("/logout", web::post().to(session::logout))
-            .route("/status", web::get().to(session::status))
             .route("/web-api-token", web::post().to(session::create_token))
             .route("/server-health", web::get().to(health::server_health))
             .route("/users", web::get().to(users::list))
@@ -127,16 +181,10 @@ pub fn configure(cfg: &mut web::ServiceConfig, limits: &Limits, web_root: Option
                 "/users/{userId}/avatar.jpg",
                 web::get().to(avatar::user_avatar),
             )
-            .route("/rooms", web::get().to(rooms::list))
-            .route("/rooms", web::post().to(rooms::create))
             .route("/rooms/join", web::post().to(rooms::join))
             .route("/rooms/{roomId}", web::patch().to(rooms::update))
             .route("/rooms/{roomId}/leave", web::post().to(rooms::leave))
             .route("/rooms/{roomId}/pin", web::put().to(rooms::pin))
-            .route(
-                "/messages/{messageId}/reactions",
-                web::post().to(messages::react),
-            )
             .route(
                 "/rooms/{roomId}/members/{userId}",
                 web::delete().to(rooms::remove_member),
@@ -151,8 +199,6 @@ pub fn configure(cfg: &mut web::ServiceConfig, limits: &Limits, web_root: Option
             )
             .route("/rooms/{roomId}/members", web::get().to(rooms::members))
             .route("/rooms/{roomId}/members", web::post().to(rooms::add_member))
-            .route("/rooms/{roomId}/messages", web::get().to(messages::history))
-            .route("/rooms/{roomId}/messages", web::post().to(messages::post))
             .route(
                 "/room-permissions/{roomId}",
                 web::get().to(permissions::room),
@@ -163,21 +209,6 @@ pub fn configure(cfg: &mut web::ServiceConfig, limits: &Limits, web_root: Option
             )
             .route("/permissions", web::get().to(permissions::global))
             .route("/permissions", web::put().to(permissions::set_global))
-            .route("/messages/{messageId}", web::get().to(messages::get_one))
-            .route("/messages/{messageId}", web::delete().to(messages::delete))
-            .route("/messages/{messageId}", web::put().to(messages::edit))
-            .route(
-                "/messages/{messageId}/read",
-                web::post().to(messages::mark_read),
-            )
-            .route(
-                "/messages/{messageId}/comments",
-                web::get().to(messages::comments),
-            )
-            .route(
-                "/messages/{messageId}/comments",
-                web::post().to(messages::post_comment),
-            )
             .route(
                 "/messages/{messageId}/attachments",
                 web::post().to(attachments::upload),
@@ -201,8 +232,6 @@ pub fn configure(cfg: &mut web::ServiceConfig, limits: &Limits, web_root: Option
             .route("/rooms/{roomId}/voice", web::post().to(voice::join))
             .route("/rooms/{roomId}/voice", web::delete().to(voice::leave))
             .route("/rooms/{roomId}/voice", web::get().to(voice::participants))
-            .route("/sync", web::get().to(sync::sync))
-            .route("/events", web::get().to(events::events))
             .default_service(web::to(api_not_found)),
     );
     match web_root {

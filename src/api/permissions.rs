@@ -163,15 +163,16 @@ pub async fn set_room(
         }
     }
     let layer = state
-        .room_actor(room_id)
-        .await?
-        .send(SetPermissions {
-            by: auth.id(),
-            by_admin: auth.user.is_admin,
-            user_id,
-            flags,
-        })
-        .await??;
+        .in_room(
+            room_id,
+            SetPermissions {
+                by: auth.id(),
+                by_admin: auth.user.is_admin,
+                user_id,
+                flags,
+            },
+        )
+        .await?;
     state.voice.hub.do_send(Recheck(Some(room_id)));
     Ok(ok_json(json!({
         "roomId": room_id,

@@ -199,14 +199,17 @@ pub async fn add_member(
     body: web::Json<MemberBody>,
 ) -> Result<HttpResponse, ApiError> {
     let room_id = path.into_inner();
-    let room = state.room_actor(room_id).await?;
-    room.send(AddMember {
-        by: auth.id(),
-        by_admin: auth.user.is_admin,
-        user_id: body.user_id,
-        via_link: None,
-    })
-    .await??;
+    state
+        .in_room(
+            room_id,
+            AddMember {
+                by: auth.id(),
+                by_admin: auth.user.is_admin,
+                user_id: body.user_id,
+                via_link: None,
+            },
+        )
+        .await?;
     Ok(ok_json(
         json!({ "roomId": room_id, "userId": body.user_id }),
     ))
@@ -220,13 +223,16 @@ pub async fn remove_member(
     path: web::Path<(u64, u64)>,
 ) -> Result<HttpResponse, ApiError> {
     let (room_id, user_id) = path.into_inner();
-    let room = state.room_actor(room_id).await?;
-    room.send(RemoveMember {
-        by: auth.id(),
-        by_admin: auth.user.is_admin,
-        user_id,
-    })
-    .await??;
+    state
+        .in_room(
+            room_id,
+            RemoveMember {
+                by: auth.id(),
+                by_admin: auth.user.is_admin,
+                user_id,
+            },
+        )
+        .await?;
     // Out of the room, out of its voice channel (keys erased).
     state.voice.hub.do_send(Recheck(Some(room_id)));
     Ok(ok_json(json!({ "roomId": room_id, "userId": user_id })))
@@ -239,13 +245,16 @@ pub async fn leave(
     path: web::Path<u64>,
 ) -> Result<HttpResponse, ApiError> {
     let room_id = path.into_inner();
-    let room = state.room_actor(room_id).await?;
-    room.send(RemoveMember {
-        by: auth.id(),
-        by_admin: auth.user.is_admin,
-        user_id: auth.id(),
-    })
-    .await??;
+    state
+        .in_room(
+            room_id,
+            RemoveMember {
+                by: auth.id(),
+                by_admin: auth.user.is_admin,
+                user_id: auth.id(),
+            },
+        )
+        .await?;
     state.voice.hub.do_send(Recheck(Some(room_id)));
     Ok(ok_json(json!({ "roomId": room_id })))
 }
@@ -259,14 +268,16 @@ pub async fn update(
     body: web::Json<RoomChange>,
 ) -> Result<HttpResponse, ApiError> {
     let room_id = path.into_inner();
-    let room = state.room_actor(room_id).await?;
-    let record = room
-        .send(UpdateRoom {
-            by: auth.id(),
-            by_admin: auth.user.is_admin,
-            change: body.into_inner(),
-        })
-        .await??;
+    let record = state
+        .in_room(
+            room_id,
+            UpdateRoom {
+                by: auth.id(),
+                by_admin: auth.user.is_admin,
+                change: body.into_inner(),
+            },
+        )
+        .await?;
     let mut view = state.store.room_view(&record, auth.id())?;
     // The caller may change the room, so they see its join code even as a non-member admin.
     view.join_code = record.join_code.clone();
@@ -300,15 +311,16 @@ pub async fn join(
         .room_by_join_code(&code)?
         .ok_or_else(not_found)?;
     state
-        .room_actor(room.room_id)
-        .await?
-        .send(AddMember {
-            by: auth.id(),
-            by_admin: false,
-            user_id: auth.id(),
-            via_link: Some(code),
-        })
-        .await??;
+        .in_room(
+            room.room_id,
+            AddMember {
+                by: auth.id(),
+                by_admin: false,
+                user_id: auth.id(),
+                via_link: Some(code),
+            },
+        )
+        .await?;
     let view = state.store.room_view(&room, auth.id())?;
     Ok(ok_json(json!({ "roomId": room.room_id, "room": view })))
 }
@@ -329,15 +341,16 @@ pub async fn set_member_role(
 ) -> Result<HttpResponse, ApiError> {
     let (room_id, user_id) = path.into_inner();
     state
-        .room_actor(room_id)
-        .await?
-        .send(SetModerator {
-            by: auth.id(),
-            by_admin: auth.user.is_admin,
-            user_id,
-            is_moderator: body.is_moderator,
-        })
-        .await??;
+        .in_room(
+            room_id,
+            SetModerator {
+                by: auth.id(),
+                by_admin: auth.user.is_admin,
+                user_id,
+                is_moderator: body.is_moderator,
+            },
+        )
+        .await?;
     Ok(ok_json(json!({
         "roomId": room_id,
         "userId": user_id,
@@ -362,12 +375,13 @@ pub async fn pin(
     let room_id = path.into_inner();
     visible_room(&state, &auth, room_id)?;
     let view = state
-        .room_actor(room_id)
-        .await?
-        .send(SetPinned {
-            user_id: auth.id(),
-            pinned: body.is_pinned,
-        })
-        .await??;
+        .in_room(
+            room_id,
+            SetPinned {
+                user_id: auth.id(),
+                pinned: body.is_pinned,
+            },
+        )
+        .await?;
     Ok(ok_json(json!({ "roomId": room_id, "room": view })))
 }

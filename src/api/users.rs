@@ -7,7 +7,6 @@ use serde_json::json;
 use super::auth::{self, Admin, Authed};
 use super::error::ApiError;
 use super::{ok_json, State};
-use crate::actors::registry::CloseUserSessions;
 use crate::model::UserStatus;
 
 /// `GET /api/v1/users`
@@ -87,15 +86,16 @@ pub async fn create(
     for room in state.store.rooms()? {
         if room.auto_add_new_users && room.room_type == crate::model::RoomType::Public {
             state
-                .room_actor(room.room_id)
-                .await?
-                .send(crate::actors::room::AddMember {
-                    by: admin.0.id(),
-                    by_admin: true,
-                    user_id: user.user_id,
-                    via_link: None,
-                })
-                .await??;
+                .in_room(
+                    room.room_id,
+                    crate::actors::room::AddMember {
+                        by: admin.0.id(),
+                        by_admin: true,
+                        user_id: user.user_id,
+                        via_link: None,
+                    },
+                )
+                .await?;
         }
     }
     let mut body = json!({ "userId": user.user_id, "user": user.to_api() });
@@ -130,12 +130,8 @@ pub async fn suspend(
         .ok_or_else(|| user_not_found(id))?;
     state.store.durable().await?;
     let closed = state
-        .registry
-        .send(CloseUserSessions {
-            user_id: id,
-            reason: "account suspended".into(),
-        })
-        .await?;
+        .directory
+        .close_user(id, actix_ws::CloseCode::Policy, "account suspended");
     // Dropped from every voice channel at once, keys erased.
     state.voice.hub.do_send(crate::actors::voice::Recheck(None));
     Ok(ok_json(

@@ -50,6 +50,10 @@ struct Args {
     /// threads receiving events
     #[argh(option, default = "2")]
     receiver_threads: usize,
+    /// open no event sessions: members exist but nobody is connected, so the server's CPU
+    /// per post is its fixed cost without any delivery
+    #[argh(switch)]
+    no_events: bool,
     /// server worker threads when starting a fresh server
     #[argh(option)]
     server_workers: Option<usize>,
@@ -427,16 +431,19 @@ async fn run(args: Args, server: &Server) -> serde_json::Value {
     });
     let threads = args.receiver_threads.max(1);
     let per = n.div_ceil(threads);
-    for part in sessions.chunks(per) {
-        spawn_receivers(
-            server.addr.clone(),
-            t.clone(),
-            part.to_vec(),
-            counters.clone(),
-        );
+    if !args.no_events {
+        for part in sessions.chunks(per) {
+            spawn_receivers(
+                server.addr.clone(),
+                t.clone(),
+                part.to_vec(),
+                counters.clone(),
+            );
+        }
     }
+    let want = if args.no_events { 0 } else { n };
     let connect_start = Instant::now();
-    while counters.connected.load(Ordering::Relaxed) < n
+    while counters.connected.load(Ordering::Relaxed) < want
         && connect_start.elapsed() < Duration::from_secs(120)
     {
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -446,7 +453,11 @@ async fn run(args: Args, server: &Server) -> serde_json::Value {
     let rss_connected = rss_kib(server, &mut admin).await;
     let per_session_kib =
         (rss_connected.saturating_sub(rss_before)) as f64 / connected.max(1) as f64;
-    let members_per_room = n as f64 / rooms_n as f64;
+    let members_per_room = if args.no_events {
+        0.0
+    } else {
+        n as f64 / rooms_n as f64
+    };
 
     // Phase 1: throughput.
     let health0 = admin.server_health().await.unwrap_or_default();
@@ -522,6 +533,7 @@ async fn run(args: Args, server: &Server) -> serde_json::Value {
         clients.push(c);
     }
     let p2_start_us = now_us();
+    let cpu2 = server.child.as_ref().map(|c| cpu_ms(c.id()));
     let mut posters = Vec::new();
     for (p, mut c) in clients.into_iter().enumerate() {
         let rooms = rooms.clone();
@@ -559,6 +571,12 @@ async fn run(args: Args, server: &Server) -> serde_json::Value {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
+    let cpu3 = server.child.as_ref().map(|c| cpu_ms(c.id()));
+    let delivered2 = counters.deliveries.load(Ordering::Relaxed) - deliveries2;
+    let rate_cpu_ms = match (cpu2, cpu3) {
+        (Some(a), Some(b)) => Some((b - a) as f64),
+        _ => None,
+    };
     let mut lat = counters
         .latencies
         .lock()
@@ -581,6 +599,9 @@ async fn run(args: Args, server: &Server) -> serde_json::Value {
             "targetPostsPerSec": rate, "postsAcked": acked2, "achievedPostsPerSec": (acked2 as f64 / p2_secs).round(),
             "deliveriesMeasured": lat.len(), "expectedDeliveries": expected2,
             "p50Ms": percentile(&lat, 0.50), "p99Ms": percentile(&lat, 0.99), "maxMs": percentile(&lat, 1.0),
+            "eventDeliveries": delivered2,
+            "serverCpuUsPerPost": rate_cpu_ms.filter(|_| acked2 > 0).map(|ms| (ms * 1000.0 / acked2 as f64).round()),
+            "serverCpuUsPerDelivery": rate_cpu_ms.filter(|_| delivered2 > 0).map(|ms| (ms * 1000.0 / delivered2 as f64 * 100.0).round() / 100.0),
         },
         "memory": {
             "rssAtStartKiB": rss_start, "rssBeforeSessionsKiB": rss_before, "rssWithSessionsKiB": rss_connected,

@@ -24,6 +24,9 @@ const QUEUE_CAPACITY: usize = 16_384;
 /// The longest a writer waits for its commit.
 pub const COMMIT_DEADLINE: Duration = Duration::from_secs(10);
 
+/// Commits start at most this often (see `StoreOptions::commit_interval`).
+pub const DEFAULT_COMMIT_INTERVAL: Duration = Duration::from_millis(4);
+
 type Waiter = oneshot::Sender<Result<(), StorageError>>;
 
 #[derive(Default, Debug)]
@@ -55,13 +58,20 @@ impl Drop for GroupCommit {
 }
 
 impl GroupCommit {
-    pub(crate) fn start(shared: Arc<Shared>) -> Result<Self, StorageError> {
+    pub(crate) fn start(shared: Arc<Shared>, interval: Duration) -> Result<Self, StorageError> {
         let (queue, mut rx) = mpsc::channel::<Waiter>(QUEUE_CAPACITY);
         let thread = std::thread::Builder::new()
             .name("confab-group-commit".into())
             .spawn(move || {
                 let mut batch = Vec::with_capacity(256);
+                let mut last_start: Option<std::time::Instant> = None;
                 while let Some(first) = rx.blocking_recv() {
+                    // Pacing: right after a commit, wait out the interval so the writes of
+                    // the next moments join this one.
+                    if let Some(wait) = last_start.and_then(|t| interval.checked_sub(t.elapsed())) {
+                        std::thread::sleep(wait);
+                    }
+                    last_start = Some(std::time::Instant::now());
                     batch.push(first);
                     while let Ok(next) = rx.try_recv() {
                         batch.push(next);

@@ -8,7 +8,15 @@ fn open(dir: &std::path::Path) -> (FolderLock, Store) {
     let lock = prepare_folder(dir).expect("folder");
     (
         lock,
-        Store::open_with_reserve(dir, 8 << 20, 0).expect("open"),
+        Store::open_with(
+            dir,
+            &StoreOptions {
+                cache_bytes: 8 << 20,
+                reserve_bytes: 0,
+                ..StoreOptions::default()
+            },
+        )
+        .expect("open"),
     )
 }
 

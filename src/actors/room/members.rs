@@ -251,7 +251,7 @@ impl RoomActor {
 
 /// Create this (new) room with its members; each member gets `RoomCreated` with their
 /// own view once it is durable. A second private room for the same pair is a conflict.
-#[derive(Message)]
+#[derive(Message, Clone)]
 #[rtype(result = "Result<(), ApiError>")]
 pub struct CreateRoom {
     pub record: RoomRecord,
@@ -275,7 +275,7 @@ impl Handler<CreateRoom> for RoomActor {
 }
 
 /// Add a member to a group room (by a moderator or an administrator).
-#[derive(Message)]
+#[derive(Message, Clone)]
 #[rtype(result = "Result<(), ApiError>")]
 pub struct AddMember {
     pub by: UserId,
@@ -312,7 +312,7 @@ impl Handler<AddMember> for RoomActor {
 
 /// Make a member a moderator of the room or take it back (moderators and administrators).
 /// The member's sessions get `RoomUpdated` with the new `isModerator`.
-#[derive(Message)]
+#[derive(Message, Clone)]
 #[rtype(result = "Result<(), ApiError>")]
 pub struct SetModerator {
     pub by: UserId,
@@ -333,7 +333,7 @@ impl Handler<SetModerator> for RoomActor {
 
 /// Remove a member (moderators and administrators), or leave (`by == user_id`). The last
 /// moderator of a room with other members can do neither.
-#[derive(Message)]
+#[derive(Message, Clone)]
 #[rtype(result = "Result<(), ApiError>")]
 pub struct RemoveMember {
     pub by: UserId,
@@ -372,7 +372,7 @@ impl Handler<RemoveMember> for RoomActor {
 }
 
 /// What a moderator may change about a room.
-#[derive(Debug, Default, serde::Deserialize)]
+#[derive(Debug, Default, Clone, serde::Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RoomChange {
     pub display_name: Option<String>,
@@ -389,7 +389,7 @@ pub struct RoomChange {
 
 /// Rename, archive or set options (moderators and administrators); members get `RoomUpdated`.
 /// Answers the room as stored.
-#[derive(Message)]
+#[derive(Message, Clone)]
 #[rtype(result = "Result<RoomRecord, ApiError>")]
 pub struct UpdateRoom {
     pub by: UserId,
@@ -414,7 +414,7 @@ impl Handler<UpdateRoom> for RoomActor {
 
 /// Pin or unpin the room for one member; their sessions get `RoomUpdated`. Answers their
 /// view of the room.
-#[derive(Message)]
+#[derive(Message, Clone)]
 #[rtype(result = "Result<Room, ApiError>")]
 pub struct SetPinned {
     pub user_id: UserId,
@@ -433,7 +433,7 @@ impl Handler<SetPinned> for RoomActor {
 
 /// Store the room's avatar (the caller checked it is a moderator or an administrator and
 /// that the image is one).
-#[derive(Message)]
+#[derive(Message, Clone)]
 #[rtype(result = "Result<(), ApiError>")]
 pub struct SetRoomAvatar {
     pub by: UserId,
@@ -464,7 +464,7 @@ impl Handler<SetRoomAvatar> for RoomActor {
 /// Change the room's permission level (`user_id: None`) or one member's (moderators and
 /// administrators; a moderator can only restrict). Affected members get
 /// `RoomPermissionsChanged`. Answers the level's new settings.
-#[derive(Message)]
+#[derive(Message, Clone)]
 #[rtype(result = "Result<PermissionLayer, ApiError>")]
 pub struct SetPermissions {
     pub by: UserId,

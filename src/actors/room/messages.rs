@@ -337,6 +337,8 @@ impl RoomActor {
         &mut self,
         msg: AttachFiles,
     ) -> Result<(Vec<AttachmentRecord>, Vec<Delivery>), ApiError> {
+        // Taken now: whatever happens next, these files are this actor's to attach or drop.
+        let files = msg.files.take();
         if let Some(done) = self.replay(msg.idempotency.as_ref())? {
             return Ok((self.replayed_attachments(done)?, Vec::new()));
         }
@@ -353,10 +355,13 @@ impl RoomActor {
             Err(e) => return Err(e),
         };
         self.may_change_files(msg.user_id, msg.is_admin, &message, true)?;
+        if files.is_empty() {
+            return Err(ApiError::BadRequest("No files to attach".into()));
+        }
         let (_, records) = self.store.attach_files(
             &message,
             msg.user_id,
-            &msg.files,
+            &files,
             msg.quota,
             msg.idempotency.as_ref(),
         )?;
@@ -453,7 +458,7 @@ pub fn may_change_files(
 /// Post a message (or a comment, with `parent_message_id`) as `user_id`. Answers the
 /// stored message once it is durable. With an idempotency key already used, answers the
 /// first request's message instead (and stores nothing).
-#[derive(Message)]
+#[derive(Message, Clone)]
 #[rtype(result = "Result<TextMessage, ApiError>")]
 pub struct PostMessage {
     pub user_id: UserId,
@@ -508,7 +513,7 @@ impl Handler<PostMessage> for RoomActor {
 }
 
 /// Delete a message of this room (and its comments).
-#[derive(Message)]
+#[derive(Message, Clone)]
 #[rtype(result = "Result<(), ApiError>")]
 pub struct DeleteMessage {
     pub user_id: UserId,
@@ -532,7 +537,7 @@ impl Handler<DeleteMessage> for RoomActor {
 }
 
 /// Record a read receipt.
-#[derive(Message)]
+#[derive(Message, Clone)]
 #[rtype(result = "Result<(), ApiError>")]
 pub struct MarkRead {
     pub user_id: UserId,
@@ -552,7 +557,7 @@ impl Handler<MarkRead> for RoomActor {
 }
 
 /// Edit a message's text (and optionally its model fields).
-#[derive(Message)]
+#[derive(Message, Clone)]
 #[rtype(result = "Result<TextMessage, ApiError>")]
 pub struct EditMessage {
     pub user_id: UserId,
@@ -574,7 +579,7 @@ impl Handler<EditMessage> for RoomActor {
 }
 
 /// Add or remove the user's emoji reaction on a message; members get `TextMessagesUpdated`.
-#[derive(Message)]
+#[derive(Message, Clone)]
 #[rtype(result = "Result<TextMessage, ApiError>")]
 pub struct React {
     pub user_id: UserId,
@@ -594,15 +599,34 @@ impl Handler<React> for RoomActor {
     }
 }
 
+/// Uploaded files on their way to a room's actor. Shared so the message can be sent again
+/// (to a room's new actor) while only one actor ever takes the files.
+#[derive(Clone)]
+pub struct Uploads(std::sync::Arc<std::sync::Mutex<Option<Vec<PreparedUpload>>>>);
+
+impl Uploads {
+    pub fn new(files: Vec<PreparedUpload>) -> Uploads {
+        Uploads(std::sync::Arc::new(std::sync::Mutex::new(Some(files))))
+    }
+
+    fn take(&self) -> Vec<PreparedUpload> {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+            .unwrap_or_default()
+    }
+}
+
 /// Attach uploaded files (already on disk and pinned) to a message, if it still exists.
 /// Members get `TextMessagesUpdated`. All files or none.
-#[derive(Message)]
+#[derive(Message, Clone)]
 #[rtype(result = "Result<Vec<AttachmentRecord>, ApiError>")]
 pub struct AttachFiles {
     pub user_id: UserId,
     pub is_admin: bool,
     pub message_id: MessageId,
-    pub files: Vec<PreparedUpload>,
+    pub files: Uploads,
     /// The uploader's attachment quota in bytes (0: none).
     pub quota: u64,
     pub idempotency: Option<IdempotencyKey>,
@@ -619,7 +643,7 @@ impl Handler<AttachFiles> for RoomActor {
 }
 
 /// Delete one attachment; its content goes with the last reference, once that is durable.
-#[derive(Message)]
+#[derive(Message, Clone)]
 #[rtype(result = "Result<(), ApiError>")]
 pub struct DeleteAttachment {
     pub user_id: UserId,

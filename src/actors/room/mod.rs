@@ -21,7 +21,8 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use tokio::sync::oneshot;
 
-use super::registry::{Broadcast, DeliverEach, Registry};
+use super::directory::Directory;
+use super::registry::{Registry, Retire};
 use super::{event_payload, Payload};
 use crate::api::error::ApiError;
 use crate::model::{Permission, RoomId, TextMessage, UserId};
@@ -33,7 +34,7 @@ pub use members::{
 };
 pub use messages::{
     may_change_files, AttachFiles, DeleteAttachment, DeleteMessage, EditMessage, MarkRead,
-    PostMessage, React,
+    PostMessage, React, Uploads,
 };
 
 /// Who an event goes to once the write is durable.
@@ -66,6 +67,7 @@ struct Broken {
 pub struct RoomActor {
     room_id: RoomId,
     store: Arc<Store>,
+    directory: Arc<Directory>,
     registry: Addr<Registry>,
     room: Option<RoomRecord>,
     members: HashMap<UserId, MemberRecord>,
@@ -79,12 +81,21 @@ pub struct RoomActor {
     flushing: bool,
     /// A coalesced `RoomUpdated` (new last message, unread counts) is scheduled.
     update_scheduled: bool,
+    /// When the room last took a request.
+    last_active: Instant,
+    /// Taken out of every lookup by the registry: what still reaches the actor is answered
+    /// "retry", until it stops.
+    retiring: bool,
 }
 
 /// How long new messages are gathered before members get one `RoomUpdated` for them.
 const ROOM_UPDATE_DELAY: Duration = Duration::from_secs(1);
 /// How long a room that failed to load waits before trying again.
 const LOAD_RETRY: Duration = Duration::from_secs(5);
+/// A room actor with nothing to do for this long stops (and frees its memory).
+pub const ROOM_IDLE: Duration = Duration::from_secs(300);
+/// How long a retiring actor answers "retry" before it stops.
+const RETIRE_GRACE: Duration = Duration::from_secs(5);
 
 type Reply<T> = ResponseFuture<Result<T, ApiError>>;
 
@@ -93,10 +104,16 @@ fn answer<T: 'static>(result: Result<T, ApiError>) -> Reply<T> {
 }
 
 impl RoomActor {
-    pub fn new(room_id: RoomId, store: Arc<Store>, registry: Addr<Registry>) -> Self {
+    pub fn new(
+        room_id: RoomId,
+        store: Arc<Store>,
+        directory: Arc<Directory>,
+        registry: Addr<Registry>,
+    ) -> Self {
         RoomActor {
             room_id,
             store,
+            directory,
             registry,
             room: None,
             members: HashMap::new(),
@@ -106,6 +123,8 @@ impl RoomActor {
             awaiting: Vec::new(),
             flushing: false,
             update_scheduled: false,
+            last_active: Instant::now(),
+            retiring: false,
         }
     }
 
@@ -253,9 +272,7 @@ impl RoomActor {
             act.update_scheduled = false;
             let store = act.store.clone();
             let updates = act.room_updates(&store, act.members.keys().copied());
-            if !updates.is_empty() {
-                act.registry.do_send(DeliverEach(updates));
-            }
+            act.directory.deliver_each(&updates);
         });
     }
 
@@ -331,18 +348,38 @@ impl RoomActor {
     }
 
     fn deliver(&self, deliveries: Vec<Delivery>) {
-        let mut each = Vec::new();
         for d in deliveries {
             match d {
-                Delivery::Users(users, payload) => {
-                    self.registry.do_send(Broadcast { users, payload })
-                }
-                Delivery::User(user, payload) => each.push((user, payload)),
+                Delivery::Users(users, payload) => self.directory.deliver(&users, &payload),
+                Delivery::User(user, payload) => self.directory.deliver_each(&[(user, payload)]),
             }
         }
-        if !each.is_empty() {
-            self.registry.do_send(DeliverEach(each));
+    }
+
+    /// After [`ROOM_IDLE`] with nothing to do, asks the registry to retire this actor.
+    fn retire_if_idle(&mut self, ctx: &mut Context<Self>) {
+        if self.retiring
+            || self.flushing
+            || !self.awaiting.is_empty()
+            || self.update_scheduled
+            || self.last_active.elapsed() < ROOM_IDLE
+        {
+            return;
         }
+        let retire = Retire {
+            room_id: self.room_id,
+            addr: ctx.address(),
+        };
+        self.registry
+            .send(retire)
+            .into_actor(self)
+            .map(|retired, act, ctx| {
+                if retired == Ok(true) {
+                    act.retiring = true;
+                    ctx.run_later(RETIRE_GRACE, |_, ctx| ctx.stop());
+                }
+            })
+            .wait(ctx);
     }
 }
 
@@ -354,14 +391,19 @@ impl Actor for RoomActor {
         ctx.set_mailbox_capacity(1024);
         // A failure is kept (and answered) by `ready`; the actor never stops over it.
         let _ = self.ready();
+        ctx.run_interval(ROOM_IDLE / 5, |act, ctx| act.retire_if_idle(ctx));
     }
 }
 
-/// Runs `handle` once the room is ready, or answers its error.
+/// Runs `handle` once the room is ready, or answers its error ("retry" once retiring).
 fn when_ready<T: 'static>(
     act: &mut RoomActor,
     handle: impl FnOnce(&mut RoomActor) -> Reply<T>,
 ) -> Reply<T> {
+    if act.retiring {
+        return answer(Err(ApiError::Retry));
+    }
+    act.last_active = Instant::now();
     match act.ready() {
         Ok(()) => handle(act),
         Err(e) => answer(Err(e)),

@@ -1,0 +1,189 @@
+//! Who is connected: each user's open event sessions (desktop, phone, browser…), shared by
+//! every deliverer. A room's actor, on whichever arbiter it runs, pushes its events straight
+//! into the recipients' session queues: delivery never funnels through one thread. The map
+//! is sharded by user so readers on different cores rarely meet on a lock, and sessions
+//! change it only when they connect and disconnect.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock};
+
+use actix::Addr;
+use actix_ws::CloseCode;
+
+use super::session::{CloseSession, EventSession, Pushed, SessionQueue};
+use super::Payload;
+use crate::model::UserId;
+
+const SHARDS: usize = 16;
+
+#[derive(Clone)]
+struct SessionHandle {
+    id: u64,
+    queue: Arc<SessionQueue>,
+    addr: Addr<EventSession>,
+}
+
+type Shard = HashMap<UserId, Vec<SessionHandle>>;
+
+pub struct Directory {
+    shards: Vec<RwLock<Shard>>,
+    sessions: AtomicUsize,
+    users: AtomicUsize,
+}
+
+#[derive(Debug, Clone, Copy, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DirectoryStats {
+    pub connected_sessions: usize,
+    pub connected_users: usize,
+}
+
+impl Default for Directory {
+    fn default() -> Self {
+        Directory {
+            shards: (0..SHARDS).map(|_| RwLock::new(HashMap::new())).collect(),
+            sessions: AtomicUsize::new(0),
+            users: AtomicUsize::new(0),
+        }
+    }
+}
+
+impl Directory {
+    fn shard(&self, user: UserId) -> &RwLock<Shard> {
+        &self.shards[(user as usize) % SHARDS]
+    }
+
+    pub fn register(
+        &self,
+        user: UserId,
+        id: u64,
+        queue: Arc<SessionQueue>,
+        addr: Addr<EventSession>,
+    ) {
+        let mut shard = self.shard(user).write().unwrap_or_else(|e| e.into_inner());
+        let list = shard.entry(user).or_default();
+        if list.is_empty() {
+            self.users.fetch_add(1, Ordering::Relaxed);
+        }
+        list.push(SessionHandle { id, queue, addr });
+        self.sessions.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn unregister(&self, user: UserId, id: u64) {
+        let mut shard = self.shard(user).write().unwrap_or_else(|e| e.into_inner());
+        if let Some(list) = shard.get_mut(&user) {
+            let before = list.len();
+            list.retain(|s| s.id != id);
+            self.sessions
+                .fetch_sub(before - list.len(), Ordering::Relaxed);
+            if list.is_empty() {
+                shard.remove(&user);
+                self.users.fetch_sub(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    fn sessions_of(&self, user: UserId) -> Vec<SessionHandle> {
+        self.shard(user)
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&user)
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// Pushes `payload` to every session of `user`; a session whose queue is full is ended.
+    fn push(&self, shard: &Shard, user: UserId, payload: &Payload) {
+        if let Some(list) = shard.get(&user) {
+            for s in list {
+                if s.queue.push(payload) == Pushed::Full {
+                    s.addr.do_send(CloseSession {
+                        code: None,
+                        reason: String::new(),
+                    });
+                }
+            }
+        }
+    }
+
+    /// One event for every session of each listed user.
+    pub fn deliver(&self, users: &[UserId], payload: &Payload) {
+        // Users grouped by shard: one lock per shard, not per user.
+        let mut by_shard: [Vec<UserId>; SHARDS] = Default::default();
+        for &u in users {
+            by_shard[(u as usize) % SHARDS].push(u);
+        }
+        for (i, list) in by_shard.iter().enumerate() {
+            if list.is_empty() {
+                continue;
+            }
+            let shard = self.shards[i].read().unwrap_or_else(|e| e.into_inner());
+            for &u in list {
+                self.push(&shard, u, payload);
+            }
+        }
+    }
+
+    /// A payload of its own for each listed user.
+    pub fn deliver_each(&self, items: &[(UserId, Payload)]) {
+        for (user, payload) in items {
+            let shard = self.shard(*user).read().unwrap_or_else(|e| e.into_inner());
+            self.push(&shard, *user, payload);
+        }
+    }
+
+    /// Closes every session of one user with `code` and `reason`; answers how many.
+    pub fn close_user(&self, user: UserId, code: CloseCode, reason: &str) -> usize {
+        let list = self.sessions_of(user);
+        for s in &list {
+            s.addr.do_send(CloseSession {
+                code: Some(code),
+                reason: reason.to_string(),
+            });
+        }
+        list.len()
+    }
+
+    /// Closes every session (shutdown); answers how many.
+    pub fn close_all(&self, code: CloseCode, reason: &str) -> usize {
+        let mut n = 0;
+        for shard in &self.shards {
+            let shard = shard.read().unwrap_or_else(|e| e.into_inner());
+            for s in shard.values().flatten() {
+                s.addr.do_send(CloseSession {
+                    code: Some(code),
+                    reason: reason.to_string(),
+                });
+                n += 1;
+            }
+        }
+        n
+    }
+
+    /// Which of these users have no session open.
+    pub fn without_sessions(&self, users: &[UserId]) -> Vec<UserId> {
+        users
+            .iter()
+            .copied()
+            .filter(|&u| {
+                !self
+                    .shard(u)
+                    .read()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .contains_key(&u)
+            })
+            .collect()
+    }
+
+    pub fn is_connected(&self, user: UserId) -> bool {
+        self.without_sessions(&[user]).is_empty()
+    }
+
+    pub fn stats(&self) -> DirectoryStats {
+        DirectoryStats {
+            connected_sessions: self.sessions.load(Ordering::Relaxed),
+            connected_users: self.users.load(Ordering::Relaxed),
+        }
+    }
+}
