@@ -11,7 +11,7 @@ use std::path::Path;
 use sled::IVec;
 
 use super::tables::{Table, Trees};
-use super::unit::{IdKind, HW_CHANGE};
+use super::unit::IdKind;
 use super::{
     decode, id_at, AttachmentRecord, Change, MemberRecord, MessageRecord, Result, RoomRecord,
     SessionRecord, Tombstone, UserRecord,
@@ -580,9 +580,8 @@ pub fn check_folder(dir: &Path, cache_bytes: u64) -> Result<CheckReport> {
         );
     }
 
-    // The change log: no gap, nothing at or above its high-water mark.
+    // The change log: no gap.
     let changes = c.entries(Table::ChangeseqChange);
-    let hw_change = c.hw(HW_CHANGE);
     let mut previous: Option<u64> = None;
     for (k, v) in &changes {
         let seq = id_at(k, 0).unwrap_or(0);
@@ -598,17 +597,7 @@ pub fn check_folder(dir: &Path, cache_bytes: u64) -> Result<CheckReport> {
                 );
             }
         }
-        if hw_change.is_some_and(|hw| seq >= hw) {
-            c.problem(
-                Table::ChangeseqChange,
-                k,
-                "is not below the high-water mark",
-            );
-        }
         previous = Some(seq);
-    }
-    if hw_change.is_none() {
-        c.problem(Table::Meta, HW_CHANGE.as_bytes(), "missing");
     }
 
     let summary = format!(

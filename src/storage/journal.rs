@@ -24,6 +24,8 @@ pub(crate) struct Write {
     pub table: Table,
     pub key: Vec<u8>,
     pub value: Option<Vec<u8>>,
+    /// The key cannot exist before this write (not journaled: only the writer uses it).
+    pub fresh: bool,
 }
 
 fn corrupt(detail: &str) -> StorageError {
@@ -85,7 +87,12 @@ fn decode(mut b: &[u8]) -> Result<Vec<Write>> {
             }
             _ => return Err(corrupt("bad write tag")),
         };
-        writes.push(Write { table, key, value });
+        writes.push(Write {
+            table,
+            key,
+            value,
+            fresh: false,
+        });
     }
     Ok(writes)
 }
@@ -159,11 +166,13 @@ mod tests {
                 table: Table::MessageidMessage,
                 key: vec![1, 2],
                 value: Some(b"record".to_vec()),
+                fresh: true,
             },
             Write {
                 table: Table::ChangeseqChange,
                 key: vec![9; 8],
                 value: None,
+                fresh: false,
             },
         ];
         let bytes = encode(&writes);

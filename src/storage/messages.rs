@@ -100,29 +100,15 @@ impl Reader {
     /// The message as the API shows it: the stored record plus its receipts, reactions and
     /// files.
     pub fn api_message(&self, record: &MessageRecord) -> Result<TextMessage> {
-        Ok(TextMessage {
-            message_id: record.message_id,
-            parent_message_id: record.parent_message_id,
-            user_id: record.user_id,
-            room_id: record.room_id,
-            text: record.text.clone(),
-            created_utc: record.created_utc,
-            last_modified_utc: record.last_modified_utc,
-            last_edited_utc: record.last_edited_utc,
-            markup_type: record.markup_type,
-            message_type: record.message_type,
-            priority: record.priority,
-            comment_count: record.comment_count,
-            attachments: self
-                .attachments_of(record.message_id)?
-                .iter()
-                .map(|a| a.to_api())
-                .collect(),
-            read_timestamps: self.read_timestamps(record.message_id)?,
-            reactions: self.reactions(record.message_id)?,
-            issue_properties: record.issue_properties.clone(),
-            meeting_properties: record.meeting_properties.clone(),
-        })
+        let mut view = new_message_view(record);
+        view.attachments = self
+            .attachments_of(record.message_id)?
+            .iter()
+            .map(|a| a.to_api())
+            .collect();
+        view.read_timestamps = self.read_timestamps(record.message_id)?;
+        view.reactions = self.reactions(record.message_id)?;
+        Ok(view)
     }
 
     pub fn api_messages(&self, ids: &[MessageId]) -> Result<Vec<TextMessage>> {
@@ -217,6 +203,30 @@ impl Reader {
     }
 }
 
+/// The API view of a message just posted (no files, receipts or reactions yet), built
+/// without reading anything.
+pub fn new_message_view(record: &MessageRecord) -> TextMessage {
+    TextMessage {
+        message_id: record.message_id,
+        parent_message_id: record.parent_message_id,
+        user_id: record.user_id,
+        room_id: record.room_id,
+        text: record.text.clone(),
+        created_utc: record.created_utc,
+        last_modified_utc: record.last_modified_utc,
+        last_edited_utc: record.last_edited_utc,
+        markup_type: record.markup_type,
+        message_type: record.message_type,
+        priority: record.priority,
+        comment_count: record.comment_count,
+        attachments: Vec::new(),
+        read_timestamps: Vec::new(),
+        reactions: Vec::new(),
+        issue_properties: record.issue_properties.clone(),
+        meeting_properties: record.meeting_properties.clone(),
+    }
+}
+
 fn reaction_key(message_id: MessageId, user_id: UserId, emoji: &str) -> Vec<u8> {
     let mut key = pair(message_id, user_id).to_vec();
     key.extend_from_slice(emoji.as_bytes());
@@ -253,12 +263,6 @@ impl Store {
     /// A message id for a post (recorded in the post's unit).
     pub fn next_message_id(&self) -> MessageId {
         self.next_id(IdKind::Message)
-    }
-
-    /// The next sequence number for a top-level message of the room (the room's actor
-    /// stores it with the message).
-    pub fn next_room_seq(&self, room_id: RoomId) -> Result<u64> {
-        Ok(self.latest().room_seq(room_id)? + 1)
     }
 
     /// Stores a new message or comment with everything that changes with it.
@@ -356,7 +360,7 @@ impl Store {
                 created_utc: m.created_utc,
                 deleted_utc: now,
             };
-            unit.put_json(Table::MessageidTombstone, be(id), &tombstone);
+            unit.put_new(Table::MessageidTombstone, be(id), super::encode(&tombstone));
             unit.remove(Table::MessageidMessage, be(id));
             unit.log(Change::MessageDeleted {
                 room_id: m.room_id,

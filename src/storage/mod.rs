@@ -55,7 +55,7 @@ pub use commit::{CommitStats, GroupCommit, COMMIT_DEADLINE, DEFAULT_COMMIT_INTER
 pub use error::StorageError;
 pub use health::{Fault, DEFAULT_RESERVE_BYTES};
 pub use idempotency::{IdempotencyKey, IdempotentResult};
-pub use messages::NewPost;
+pub use messages::{new_message_view, NewPost};
 pub use permissions::PermissionLayer;
 pub use tables::Table;
 pub use unit::{Applied, IdKind, Scope, WriteUnit};
@@ -326,7 +326,6 @@ pub(crate) struct ApplyState {
     pub next_change: u64,
     /// Persisted high-water marks per [`IdKind`] (the next id never handed out).
     pub hw: [u64; 4],
-    pub hw_change: u64,
 }
 
 /// The state the store, its readers, the group commit and the monitor share.
@@ -343,6 +342,9 @@ pub(crate) struct Shared {
     durable_change: AtomicU64,
     /// Bumped when the database is reopened: actors that cache records reload them.
     generation: AtomicU64,
+    /// Bumped when the server-wide permission defaults change: room actors cache their
+    /// members' effective permissions and drop the cache when this moves.
+    permissions_version: AtomicU64,
     stats: CommitStats,
     /// Next id per [`IdKind`].
     ids: [AtomicU64; 4],
@@ -403,7 +405,6 @@ impl Shared {
             .store(loaded.next_change.saturating_sub(1), Ordering::SeqCst);
         state.next_change = loaded.next_change;
         state.hw = loaded.hw;
-        state.hw_change = loaded.hw_change;
         self.trees.store(Some(Arc::new(trees)));
         self.generation.fetch_add(1, Ordering::SeqCst);
         self.health.clear_if(|f| matches!(f, Fault::Device(_)));
@@ -443,7 +444,8 @@ const REOPEN_MIN_FREE: u64 = 8 << 20;
 /// What a database holds about ids and the change log.
 struct LoadedState {
     hw: [u64; 4],
-    hw_change: u64,
+    /// The change log continues after its last entry: a sequence number is seen by clients
+    /// only once durable, so one taken by a write a crash undid may be taken again.
     next_change: u64,
 }
 
@@ -476,12 +478,9 @@ fn load_state(trees: &Trees) -> Result<LoadedState> {
         let i = kind as usize;
         hw[i] = meta_u64(trees, kind.meta_key())?.max(derived[i]).max(1);
     }
-    let hw_change = meta_u64(trees, unit::HW_CHANGE)?;
-    let next_change = next_after_last(&trees[Table::ChangeseqChange])?.max(hw_change);
     Ok(LoadedState {
         hw,
-        hw_change: hw_change.max(next_change),
-        next_change,
+        next_change: next_after_last(&trees[Table::ChangeseqChange])?,
     })
 }
 
@@ -512,7 +511,6 @@ fn migrate(trees: &Trees, dir: &Path) -> Result<()> {
     for kind in IdKind::ALL {
         meta.insert(kind.meta_key(), &be(state.hw[kind as usize]))?;
     }
-    meta.insert(unit::HW_CHANGE, &be(state.hw_change))?;
     for kv in trees[Table::UseridUser].iter() {
         let (k, v) = kv?;
         if decode::<UserRecord>("user", &v)?.is_admin {
@@ -643,6 +641,12 @@ impl Reader {
     pub fn generation(&self) -> u64 {
         self.shared.generation.load(Ordering::SeqCst)
     }
+
+    /// Changes whenever the server-wide permission defaults change (or the database was
+    /// reopened): what was computed from them before is stale.
+    pub fn permissions_version(&self) -> u64 {
+        self.shared.permissions_version.load(Ordering::SeqCst) + self.generation()
+    }
 }
 
 /// How the store is opened.
@@ -748,11 +752,11 @@ impl Store {
                 applied: 0,
                 next_change: loaded.next_change,
                 hw: loaded.hw,
-                hw_change: loaded.hw_change,
             }),
             durable_unit: AtomicU64::new(0),
             durable_change: AtomicU64::new(loaded.next_change.saturating_sub(1)),
             generation: AtomicU64::new(0),
+            permissions_version: AtomicU64::new(0),
             stats: CommitStats::default(),
             ids: loaded.hw.map(AtomicU64::new),
         });

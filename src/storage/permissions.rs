@@ -148,6 +148,9 @@ impl Store {
             unit.put(Table::SettingValue, GLOBAL_KEY, encode(&map));
             Ok(Some((unit, p)))
         })?;
+        self.shared
+            .permissions_version
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         Ok(done
             .map(|(_, p)| p)
             .unwrap_or_else(RoomPermissions::all_allowed))

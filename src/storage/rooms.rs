@@ -94,7 +94,7 @@ impl Store {
             be(room_id),
             format!("Room {room_id} exists"),
         );
-        unit.put_json(Table::RoomidRoom, be(room_id), record);
+        unit.put_new(Table::RoomidRoom, be(room_id), encode(record));
         if record.room_type == RoomType::Private {
             if let [a, b] = members {
                 let key = pair((*a).min(*b), (*a).max(*b));

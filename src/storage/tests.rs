@@ -43,7 +43,7 @@ fn message(store: &Store, room: RoomId, parent: MessageId) -> MessageRecord {
         issue_properties: None,
         meeting_properties: None,
         seq: if parent == 0 {
-            store.next_room_seq(room).expect("seq")
+            store.latest().room_seq(room).expect("seq") + 1
         } else {
             0
         },

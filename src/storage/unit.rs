@@ -13,7 +13,8 @@
 //! - **preconditions and read-modify-write** (reference counts, quotas, compare-and-swap of
 //!   user records, "the last administrator stays") against the latest state, atomically;
 //! - **high-water marks**: every id a unit uses is below the persisted mark written in the
-//!   same unit, so ids are never handed out twice, across restarts and `kill -9`;
+//!   same unit, so ids are never handed out twice, across restarts and `kill -9` (the mark
+//!   moves in blocks of [`ID_BLOCK`], so few units write it);
 //! - **the durable view**: the keys a unit changes are registered in the overlay (with their
 //!   previous values) before sled sees them.
 
@@ -62,14 +63,17 @@ impl IdKind {
     }
 }
 
-/// The `meta` key of the change log's high-water mark.
-pub const HW_CHANGE: &str = "hw_change";
+/// High-water marks move this far past the id that crossed them: ids skipped by a crash
+/// are never reused, and only one unit in this many writes a mark.
+pub const ID_BLOCK: u64 = 1024;
 
 type UpdateFn = Box<dyn FnOnce(Option<&[u8]>) -> Option<Vec<u8>> + Send>;
 type RuleFn = Box<dyn FnOnce(&Reader) -> Result<()> + Send>;
 
 enum Op {
     Put(Table, Vec<u8>, Vec<u8>),
+    /// A key that cannot exist yet (it holds a fresh id): no need to read its old value.
+    PutNew(Table, Vec<u8>, Vec<u8>),
     Remove(Table, Vec<u8>),
     /// Read-modify-write under the apply lock (counters shared between rooms).
     Update(Table, Vec<u8>, UpdateFn),
@@ -122,6 +126,12 @@ impl WriteUnit {
     /// Stores `value` as JSON.
     pub fn put_json<T: serde::Serialize>(&mut self, t: Table, key: impl AsRef<[u8]>, value: &T) {
         self.put(t, key, encode(value));
+    }
+
+    /// Like [`WriteUnit::put`] for a key made of a fresh id, which cannot exist yet.
+    pub fn put_new(&mut self, t: Table, key: impl AsRef<[u8]>, value: impl Into<Vec<u8>>) {
+        self.ops
+            .push(Op::PutNew(t, key.as_ref().to_vec(), value.into()));
     }
 
     pub fn remove(&mut self, t: Table, key: impl AsRef<[u8]>) {
@@ -238,11 +248,19 @@ impl Store {
                     table,
                     key,
                     value: Some(value),
+                    fresh: false,
+                },
+                Op::PutNew(table, key, value) => Write {
+                    table,
+                    key,
+                    value: Some(value),
+                    fresh: true,
                 },
                 Op::Remove(table, key) => Write {
                     table,
                     key,
                     value: None,
+                    fresh: false,
                 },
                 Op::Update(table, key, f) => {
                     // An earlier write of this unit to the key counts as its current value.
@@ -255,7 +273,12 @@ impl Store {
                         Some(v) => f(v.as_deref()),
                         None => f(trees[table].get(&key)?.as_deref()),
                     };
-                    Write { table, key, value }
+                    Write {
+                        table,
+                        key,
+                        value,
+                        fresh: false,
+                    }
                 }
             });
         }
@@ -266,6 +289,7 @@ impl Store {
                 table: Table::ChangeseqChange,
                 key: be(next_change).to_vec(),
                 value: Some(encode(change)),
+                fresh: true,
             });
             change_seqs.push(next_change);
             next_change += 1;
@@ -274,20 +298,14 @@ impl Store {
         for kind in IdKind::ALL {
             let i = kind as usize;
             if ids[i] > hw[i] {
-                hw[i] = ids[i];
+                hw[i] = ids[i] + ID_BLOCK;
                 writes.push(Write {
                     table: Table::Meta,
                     key: kind.meta_key().as_bytes().to_vec(),
                     value: Some(be(hw[i]).to_vec()),
+                    fresh: false,
                 });
             }
-        }
-        if next_change > state.hw_change {
-            writes.push(Write {
-                table: Table::Meta,
-                key: HW_CHANGE.as_bytes().to_vec(),
-                value: Some(be(next_change).to_vec()),
-            });
         }
         if writes.is_empty() {
             return Ok(Applied {
@@ -298,7 +316,11 @@ impl Store {
         let number = state.applied + 1;
         // The durable view must hide these writes from the moment sled shows them.
         for w in &writes {
-            let old = trees[w.table].get(&w.key)?;
+            let old = if w.fresh {
+                None
+            } else {
+                trees[w.table].get(&w.key)?
+            };
             shared.overlay.record(w.table, &w.key, old, number);
         }
         if let Err(e) = trees.apply_unit(number, &writes) {
@@ -311,7 +333,6 @@ impl Store {
         state.applied = number;
         state.next_change = next_change;
         state.hw = hw;
-        state.hw_change = state.hw_change.max(next_change);
         Ok(Applied {
             unit: number,
             change_seqs,

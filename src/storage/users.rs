@@ -104,10 +104,10 @@ impl Store {
             &name_key,
             format!("A user named '{user_name}' already exists"),
         );
-        unit.put(Table::UsernameUserid, &name_key, be(user_id));
-        unit.put_json(Table::UseridUser, be(user_id), &record);
+        unit.put_new(Table::UsernameUserid, &name_key, be(user_id));
+        unit.put_new(Table::UseridUser, be(user_id), encode(&record));
         if is_admin {
-            unit.put(Table::UseridAdmin, be(user_id), []);
+            unit.put_new(Table::UseridAdmin, be(user_id), super::EMPTY);
         }
         self.apply(unit)?;
         Ok(record)

@@ -237,6 +237,7 @@ impl RoomActor {
         }
         self.store
             .set_permission_layer(self.room_id, msg.user_id, &layer)?;
+        self.forget_permissions();
         let payload = event_payload(
             "RoomPermissionsChanged",
             serde_json::json!({ "roomId": self.room_id, "userId": msg.user_id }),

@@ -92,19 +92,17 @@ impl RoomActor {
             meeting_properties: draft
                 .meeting_properties
                 .filter(|_| message_type == MessageType::Meeting),
-            seq: if parent_id == 0 {
-                self.store.next_room_seq(self.room_id)?
-            } else {
-                0
-            },
+            seq: if parent_id == 0 { self.room_seq + 1 } else { 0 },
         };
         self.store.post_message(NewPost {
             record: &record,
             parent: parent.as_ref(),
             idempotency: key,
         })?;
+        self.room_seq = self.room_seq.max(record.seq);
         let r = self.latest();
-        let view = r.api_message(&record)?;
+        // A new message has no files, receipts or reactions yet: nothing more to read.
+        let view = crate::storage::new_message_view(&record);
         // The new message goes out before the parent's new comment count.
         let mut deliveries = vec![self.to_members(Self::messages_event(
             "TextMessagesCreated",

@@ -25,7 +25,7 @@ use super::directory::Directory;
 use super::registry::{Registry, Retire};
 use super::{event_payload, Payload};
 use crate::api::error::ApiError;
-use crate::model::{Permission, RoomId, TextMessage, UserId};
+use crate::model::{Permission, RoomId, RoomPermissions, TextMessage, UserId};
 use crate::storage::{MemberRecord, MessageRecord, Reader, RoomRecord, Store};
 
 pub use members::{
@@ -71,6 +71,11 @@ pub struct RoomActor {
     registry: Addr<Registry>,
     room: Option<RoomRecord>,
     members: HashMap<UserId, MemberRecord>,
+    /// Sequence number of the room's newest top-level message (this actor assigns them).
+    room_seq: u64,
+    /// Plain members' effective permissions, as of a permissions version of the store
+    /// (the room's own levels change only through this actor, which clears it then).
+    permissions: std::cell::RefCell<(u64, HashMap<UserId, RoomPermissions>)>,
     /// The members now, shared by the events of every write applied until they change.
     audience: Arc<[UserId]>,
     /// The store generation the cache was loaded from (`None`: not loaded; a reopened
@@ -117,6 +122,8 @@ impl RoomActor {
             registry,
             room: None,
             members: HashMap::new(),
+            room_seq: 0,
+            permissions: Default::default(),
             audience: Arc::from(Vec::new()),
             generation: None,
             broken: None,
@@ -138,14 +145,17 @@ impl RoomActor {
         let r = self.store.latest();
         let room = r.room(self.room_id)?;
         let members = r.members(self.room_id)?.into_iter().collect();
+        let room_seq = r.room_seq(self.room_id)?;
         self.room = room;
         self.members = members;
+        self.room_seq = room_seq;
         self.refresh_audience();
         Ok(())
     }
 
     fn refresh_audience(&mut self) {
         self.audience = self.members.keys().copied().collect::<Vec<_>>().into();
+        self.forget_permissions();
     }
 
     /// `Ok` when the room's state is loaded and current; reloads after a reopened database
@@ -194,7 +204,38 @@ impl RoomActor {
         flag: Permission,
         what: &str,
     ) -> Result<(), ApiError> {
-        require_permission(self.latest(), self.room_id, user_id, is_admin, flag, what)
+        let Some(member) = self.members.get(&user_id) else {
+            return Err(not_a_member(self.room_id));
+        };
+        if is_admin || member.is_moderator {
+            return Ok(());
+        }
+        let version = self.store.permissions_version();
+        let mut cache = self.permissions.borrow_mut();
+        if cache.0 != version {
+            *cache = (version, HashMap::new());
+        }
+        let allowed = match cache.1.get(&user_id) {
+            Some(p) => p.allows(flag),
+            None => {
+                let p = self
+                    .latest()
+                    .effective_permissions(self.room_id, user_id, false)?
+                    .ok_or_else(|| not_a_member(self.room_id))?;
+                let allowed = p.allows(flag);
+                cache.1.insert(user_id, p);
+                allowed
+            }
+        };
+        if allowed {
+            return Ok(());
+        }
+        Err(not_allowed(self.room_id, flag, what))
+    }
+
+    /// The room's permission levels changed (through this actor), or a member's role.
+    fn forget_permissions(&self) {
+        self.permissions.borrow_mut().1.clear();
     }
 
     /// Moderator or administrator of this room, else 403 (404 for strangers).
@@ -422,13 +463,19 @@ pub fn require_permission(
     what: &str,
 ) -> Result<(), ApiError> {
     match view.effective_permissions(room_id, user_id, is_admin)? {
-        None => Err(ApiError::Forbidden(format!(
-            "You are not a member of room {room_id}"
-        ))),
+        None => Err(not_a_member(room_id)),
         Some(p) if p.allows(flag) => Ok(()),
-        Some(_) => Err(ApiError::Forbidden(format!(
-            "You may not {what} in room {room_id} (permission {} is off)",
-            flag.name()
-        ))),
+        Some(_) => Err(not_allowed(room_id, flag, what)),
     }
+}
+
+fn not_a_member(room_id: RoomId) -> ApiError {
+    ApiError::Forbidden(format!("You are not a member of room {room_id}"))
+}
+
+fn not_allowed(room_id: RoomId, flag: Permission, what: &str) -> ApiError {
+    ApiError::Forbidden(format!(
+        "You may not {what} in room {room_id} (permission {} is off)",
+        flag.name()
+    ))
 }
