@@ -1072,3 +1072,239 @@ async fn a_client_that_stops_reading_is_dropped_and_others_get_everything() {
         server.rss_kib()
     );
 }
+
+/// Read receipts go to the author (whole message, or a `MessagesRead` delta with the
+/// `readDeltas` extension) and to the reader, gathered per message; other members get
+/// nothing live, so n readers cost O(n) bytes rather than O(n²).
+#[actix_rt::test]
+async fn read_receipts_are_gathered_and_go_to_the_author_only() {
+    let server = TestServer::start();
+    let mut admin = server.admin().await;
+    let (_, mut alice) = server.user(&mut admin, "alice").await;
+    let (eve_id, mut eve) = server.user(&mut admin, "eve").await;
+    let mut readers = Vec::new();
+    let mut ids = vec![eve_id];
+    for name in ["bob", "carol", "dave"] {
+        let (id, client) = server.user(&mut admin, name).await;
+        ids.push(id);
+        readers.push((id, client));
+    }
+    let room = alice.create_room("Receipts", &ids).await.expect("room");
+    let m = alice.send_text(room, "read me").await.unwrap();
+    let mut whole = alice.events().await.expect("events");
+    let mut deltas = alice
+        .events_with_extensions("readDeltas")
+        .await
+        .expect("events with deltas");
+    let mut observer = eve.events().await.expect("events");
+    let (bob_id, bob) = &mut readers[0];
+    let mut bob_deltas = bob.events_with_extensions("readDeltas").await.unwrap();
+    let bob_id = *bob_id;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    for (_, reader) in readers.iter_mut() {
+        reader.mark_read(m.message_id).await.expect("read");
+    }
+    // One whole message carrying all three receipts (they arrive within one window).
+    let ev = expect_event(&mut whole, "TextMessagesUpdated").await;
+    assert_eq!(ev.data["messages"][0]["messageId"], m.message_id);
+    let read_by = ev.data["messages"][0]["readTimestamps"].as_array().unwrap();
+    assert_eq!(read_by.len(), 3, "{ev:?}");
+    // The delta lists only the new receipts.
+    let ev = expect_event(&mut deltas, "MessagesRead").await;
+    assert_eq!(ev.data["messageId"], m.message_id);
+    assert_eq!(ev.data["roomId"], room);
+    let mut seen: Vec<u64> = ev.data["readTimestamps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["userId"].as_u64().unwrap())
+        .collect();
+    seen.sort_unstable();
+    assert_eq!(seen, ids[1..].to_vec());
+    assert!(ev.data["readTimestamps"][0]["readUtc"].as_u64().unwrap() > 0);
+    // The reader's own sessions learn of their receipt too.
+    let ev = expect_event(&mut bob_deltas, "MessagesRead").await;
+    assert!(ev.data["readTimestamps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|r| r["userId"] == bob_id));
+    // Another member gets no receipt event; the receipts are in the message when read.
+    loop {
+        match observer
+            .next_within(Duration::from_millis(1500))
+            .await
+            .expect("stream")
+        {
+            None => break,
+            Some(ev) => assert!(
+                ev.event_type != "TextMessagesUpdated" && ev.event_type != "MessagesRead",
+                "{ev:?}"
+            ),
+        }
+    }
+    let history = eve.history(room, None, None, None).await.unwrap();
+    assert_eq!(history[0].read_timestamps.len(), 3);
+}
+
+/// History without `limit` is streamed page by page; it lists the same messages, oldest
+/// first, in both directions and around cursors, for rooms and for comments.
+#[actix_rt::test]
+async fn unlimited_history_streams_every_message_in_order() {
+    let server = TestServer::start();
+    let mut admin = server.admin().await;
+    let room = admin.create_room("Long", &[]).await.unwrap();
+    let mut ids = Vec::new();
+    for i in 0..300 {
+        ids.push(
+            admin
+                .send_text(room, &format!("m{i}"))
+                .await
+                .unwrap()
+                .message_id,
+        );
+    }
+    let got =
+        |v: Vec<confab::model::TextMessage>| v.iter().map(|m| m.message_id).collect::<Vec<_>>();
+    assert_eq!(
+        got(admin.history(room, None, None, None).await.unwrap()),
+        ids
+    );
+    assert_eq!(
+        got(admin
+            .history(room, None, None, Some(Direction::Backward))
+            .await
+            .unwrap()),
+        ids
+    );
+    assert_eq!(
+        got(admin
+            .history(room, Some(ids[200]), None, Some(Direction::Backward))
+            .await
+            .unwrap()),
+        ids[..200].to_vec()
+    );
+    assert_eq!(
+        got(admin
+            .history(room, Some(ids[100]), None, Some(Direction::Forward))
+            .await
+            .unwrap()),
+        ids[101..].to_vec()
+    );
+    assert!(admin
+        .history(room, Some(ids[299]), None, Some(Direction::Forward))
+        .await
+        .unwrap()
+        .is_empty());
+    // The raw answer is one JSON object with the usual fields.
+    let (status, v) = admin
+        .request_raw(
+            awc::http::Method::GET,
+            &format!("/api/v1/rooms/{room}/messages"),
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, 200);
+    assert_eq!(v["roomId"], room);
+    assert_eq!(v["httpStatusCode"], 200);
+    assert_eq!(v["messages"][299]["text"], "m299");
+    // Comments likewise.
+    let mut comment_ids = Vec::new();
+    for i in 0..140 {
+        comment_ids.push(
+            admin
+                .comment(ids[0], &format!("c{i}"))
+                .await
+                .unwrap()
+                .message_id,
+        );
+    }
+    assert_eq!(
+        got(admin.comments(ids[0], None, None, None).await.unwrap()),
+        comment_ids
+    );
+    assert_eq!(
+        got(admin
+            .comments(
+                ids[0],
+                Some(comment_ids[130]),
+                None,
+                Some(Direction::Backward)
+            )
+            .await
+            .unwrap()),
+        comment_ids[..130].to_vec()
+    );
+}
+
+/// `GET /users?limit=` pages through users by id (extension); without it every user.
+/// A password reset ends exactly that user's sessions (found through their index).
+#[actix_rt::test]
+async fn users_come_in_pages_and_a_reset_ends_only_that_users_sessions() {
+    let server = TestServer::start();
+    let mut admin = server.admin().await;
+    let mut ids = vec![];
+    for i in 0..7 {
+        ids.push(server.user(&mut admin, &format!("u{i}")).await.0);
+    }
+    let all: Vec<u64> = admin
+        .users()
+        .await
+        .unwrap()
+        .iter()
+        .map(|u| u.user_id)
+        .collect();
+    assert_eq!(all.len(), 8);
+    let mut paged = Vec::new();
+    let mut cursor: Option<u64> = None;
+    loop {
+        let q = match cursor {
+            Some(c) => format!("/api/v1/users?limit=3&cursor={c}"),
+            None => "/api/v1/users?limit=3".to_string(),
+        };
+        let (status, v) = admin
+            .request_raw(awc::http::Method::GET, &q, None)
+            .await
+            .unwrap();
+        assert_eq!(status, 200, "{v}");
+        for u in v["users"].as_array().unwrap() {
+            paged.push(u["userId"].as_u64().unwrap());
+        }
+        match v["nextCursor"].as_u64() {
+            Some(c) => cursor = Some(c),
+            None => break,
+        }
+    }
+    assert_eq!(paged, all);
+    for bad in ["limit=0", "limit=-1", "limit=100000", "limit=x"] {
+        let (status, v) = admin
+            .request_raw(
+                awc::http::Method::GET,
+                &format!("/api/v1/users?{bad}"),
+                None,
+            )
+            .await
+            .unwrap();
+        assert_eq!(status, 400, "{bad}: {v}");
+    }
+
+    // Three sessions of u0 (one from `server.user`), two of u1; resetting u0's password
+    // ends u0's three only.
+    let mut first = server.login("u0", "u0-password-123").await;
+    let mut second = server.login("u0", "u0-password-123").await;
+    let mut other = server.login("u1", "u1-password-123").await;
+    let (status, v) = admin
+        .request_raw(
+            awc::http::Method::POST,
+            &format!("/api/v1/users/{}/password", ids[0]),
+            Some(br#"{"password":"fresh-password-1"}"#.to_vec()),
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["endedSessions"], 3, "{v}");
+    assert_eq!(status_of(first.rooms().await), 401);
+    assert_eq!(status_of(second.rooms().await), 401);
+    other.rooms().await.expect("another user's session stays");
+}

@@ -698,6 +698,17 @@ async fn room_options_join_link_auto_add_and_moderators() {
         ben.rooms().await.unwrap().iter().all(|r| r.room_id != room),
         "only new users"
     );
+    // Turned off again, the room leaves the index new users are added from.
+    admin
+        .update_room(room, json!({"autoAddNewUsers": false}))
+        .await
+        .unwrap();
+    let (_, mut dan) = server.user(&mut admin, "dan").await;
+    assert!(dan.rooms().await.unwrap().iter().all(|r| r.room_id != room));
+    admin
+        .update_room(room, json!({"autoAddNewUsers": true}))
+        .await
+        .unwrap();
 
     // Moderators: appoint, and the last one cannot step down.
     assert_eq!(status_of(ann.set_moderator(room, ann_id, true).await), 403);

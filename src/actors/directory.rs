@@ -22,6 +22,29 @@ struct SessionHandle {
     id: u64,
     queue: Arc<SessionQueue>,
     addr: Addr<EventSession>,
+    extensions: Extensions,
+}
+
+/// Event-stream extensions a session asked for when it connected
+/// (`/api/v1/events?extensions=…`, see `docs/api.md`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Extensions {
+    /// `MessagesRead` deltas instead of whole messages for read receipts.
+    pub read_deltas: bool,
+}
+
+impl Extensions {
+    /// Parses a comma-separated list; unknown names are ignored so clients can ask for
+    /// extensions newer servers add.
+    pub fn parse(list: &str) -> Extensions {
+        let mut e = Extensions::default();
+        for name in list.split(',').map(str::trim) {
+            if name.eq_ignore_ascii_case("readDeltas") {
+                e.read_deltas = true;
+            }
+        }
+        e
+    }
 }
 
 type Shard = HashMap<UserId, Vec<SessionHandle>>;
@@ -60,13 +83,19 @@ impl Directory {
         id: u64,
         queue: Arc<SessionQueue>,
         addr: Addr<EventSession>,
+        extensions: Extensions,
     ) {
         let mut shard = self.shard(user).write().unwrap_or_else(|e| e.into_inner());
         let list = shard.entry(user).or_default();
         if list.is_empty() {
             self.users.fetch_add(1, Ordering::Relaxed);
         }
-        list.push(SessionHandle { id, queue, addr });
+        list.push(SessionHandle {
+            id,
+            queue,
+            addr,
+            extensions,
+        });
         self.sessions.fetch_add(1, Ordering::Relaxed);
     }
 
@@ -121,6 +150,30 @@ impl Directory {
             let shard = self.shards[i].read().unwrap_or_else(|e| e.into_inner());
             for &u in list {
                 self.push(&shard, u, payload);
+            }
+        }
+    }
+
+    /// Read receipts for the listed users: `delta` to sessions that took the `readDeltas`
+    /// extension, `whole` (if any) to the others.
+    pub fn deliver_receipts(&self, users: &[UserId], whole: Option<&Payload>, delta: &Payload) {
+        for &user in users {
+            let shard = self.shard(user).read().unwrap_or_else(|e| e.into_inner());
+            let Some(list) = shard.get(&user) else {
+                continue;
+            };
+            for s in list {
+                let payload = match (s.extensions.read_deltas, whole) {
+                    (true, _) => delta,
+                    (false, Some(whole)) => whole,
+                    (false, None) => continue,
+                };
+                if s.queue.push(payload) == Pushed::Full {
+                    s.addr.do_send(CloseSession {
+                        code: None,
+                        reason: String::new(),
+                    });
+                }
             }
         }
     }

@@ -292,6 +292,7 @@ pub struct EventSession {
     last_heard: Instant,
     /// The close reason to send when the actor stops (`None`: the client went first).
     closing: Option<CloseReason>,
+    extensions: super::directory::Extensions,
 }
 
 impl EventSession {
@@ -305,6 +306,7 @@ impl EventSession {
         queue_limit: usize,
         max_frame: usize,
         voice: Arc<crate::voice::Router>,
+        extensions: super::directory::Extensions,
     ) -> EventBody {
         let queue = Arc::new(SessionQueue::new(queue_limit, socket));
         let session = EventSession {
@@ -315,6 +317,7 @@ impl EventSession {
             voice,
             last_heard: Instant::now(),
             closing: Some(CloseCode::Normal.into()),
+            extensions,
         };
         let stream = stream.max_frame_size(max_frame);
         EventSession::create(move |ctx| {
@@ -346,8 +349,13 @@ impl Actor for EventSession {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        self.directory
-            .register(self.user_id, self.id, self.queue.clone(), ctx.address());
+        self.directory.register(
+            self.user_id,
+            self.id,
+            self.queue.clone(),
+            ctx.address(),
+            self.extensions,
+        );
         ctx.run_interval(STALL_CHECK, |act, ctx| {
             if act.queue.stalled() {
                 act.queue.reset();

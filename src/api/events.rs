@@ -5,13 +5,21 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use super::auth::authenticate;
 use super::error::ApiError;
 use super::State;
+use crate::actors::directory::Extensions;
 use crate::actors::session::ConnSocket;
 use crate::actors::EventSession;
+
+/// Confab extensions the client takes (comma-separated, e.g. `readDeltas`).
+#[derive(serde::Deserialize)]
+pub struct EventsQuery {
+    extensions: Option<String>,
+}
 
 pub async fn events(
     state: State,
     req: HttpRequest,
     body: web::Payload,
+    query: web::Query<EventsQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let auth = authenticate(&state, &req)?;
     let (response, session, stream) = actix_ws::handle(&req, body)
@@ -27,6 +35,7 @@ pub async fn events(
         state.limits.session_queue,
         state.limits.max_ws_frame,
         state.voice.router.clone(),
+        Extensions::parse(query.extensions.as_deref().unwrap_or("")),
     );
     Ok(response
         .set_body(actix_web::body::BodyStream::new(body))

@@ -159,11 +159,108 @@ pub async fn history(
     let room_id = path.into_inner();
     let (cursor, limit, direction) = query.parse()?;
     visible_room(&state, &auth, room_id)?;
+    let Some(limit) = limit else {
+        let tail = format!(",\"roomId\":{room_id},\"httpStatusCode\":200}}");
+        return Ok(stream_messages(
+            state.store.clone(),
+            Thread::Room(room_id),
+            cursor,
+            direction,
+            tail,
+        ));
+    };
     let ids = state
         .store
-        .room_message_ids(room_id, cursor, limit, direction)?;
+        .room_message_ids(room_id, cursor, Some(limit), direction)?;
     let messages = state.store.api_messages(&ids)?;
     Ok(ok_json(json!({ "messages": messages, "roomId": room_id })))
+}
+
+/// Whose messages a streamed answer lists.
+#[derive(Clone, Copy)]
+enum Thread {
+    Room(u64),
+    Comments(u64),
+}
+
+/// Messages read and serialized this many at a time by a streamed answer.
+const STREAM_PAGE: usize = 128;
+
+/// A history answer without `limit`, streamed: `{"messages":[…]` then `tail`. Messages are
+/// read a page at a time as the client takes the body, so a million-message room costs a
+/// page of memory, not the whole room. Both directions list messages oldest first (as the
+/// paged answer does); backward means "older than the cursor".
+fn stream_messages(
+    store: std::sync::Arc<crate::storage::Store>,
+    thread: Thread,
+    cursor: Option<u64>,
+    direction: Direction,
+    tail: String,
+) -> HttpResponse {
+    let (after, before) = match direction {
+        Direction::Forward => (cursor, None),
+        Direction::Backward => (None, cursor),
+    };
+    // (next page starts after this id, first message still to write, done)
+    let state = (after, true, false);
+    let body = futures_util::stream::unfold(state, move |(after, first, done)| {
+        let store = store.clone();
+        let tail = tail.clone();
+        async move {
+            if done {
+                return None;
+            }
+            let page = match thread {
+                Thread::Room(room) => {
+                    store.room_message_ids(room, after, Some(STREAM_PAGE), Direction::Forward)
+                }
+                Thread::Comments(parent) => {
+                    store.comment_page_ids(parent, after, Some(STREAM_PAGE), Direction::Forward)
+                }
+            };
+            let chunk = page.and_then(|mut ids| {
+                ids.retain(|&id| before.is_none_or(|b| id < b));
+                let messages = store.api_messages(&ids)?;
+                Ok((ids.last().copied(), messages))
+            });
+            let (last, messages) = match chunk {
+                Ok(c) => c,
+                Err(e) => {
+                    // The status is sent already: end the body short so the client sees
+                    // a broken answer rather than a wrong one.
+                    tracing::error!("streamed history failed: {e}");
+                    let err = std::io::Error::other(e.to_string());
+                    return Some((Err(err), (after, first, true)));
+                }
+            };
+            let mut out = Vec::with_capacity(messages.len() * 256 + 32);
+            if first {
+                out.extend_from_slice(b"{\"messages\":[");
+            }
+            for (i, m) in messages.iter().enumerate() {
+                if !(first && i == 0) {
+                    out.push(b',');
+                }
+                if let Err(e) = serde_json::to_writer(&mut out, m) {
+                    return Some((Err(std::io::Error::other(e)), (after, first, true)));
+                }
+            }
+            let first = first && messages.is_empty();
+            match last {
+                Some(last) if messages.len() <= STREAM_PAGE => {
+                    Some((Ok(bytes::Bytes::from(out)), (Some(last), first, false)))
+                }
+                _ => {
+                    out.push(b']');
+                    out.extend_from_slice(tail.as_bytes());
+                    Some((Ok(bytes::Bytes::from(out)), (after, first, true)))
+                }
+            }
+        }
+    });
+    HttpResponse::Ok()
+        .content_type("application/json")
+        .streaming(body)
 }
 
 /// `POST /api/v1/rooms/{roomId}/messages`: answers once the message is on disk. With an
@@ -242,6 +339,20 @@ pub async fn comments(
 ) -> Result<HttpResponse, ApiError> {
     let (cursor, limit, direction) = query.parse()?;
     let parent = visible_message(&state, &auth, path.into_inner())?;
+    let Some(limit) = limit else {
+        let tail = format!(
+            ",\"roomId\":{},\"parentMessageId\":{},\"httpStatusCode\":200}}",
+            parent.room_id, parent.message_id
+        );
+        return Ok(stream_messages(
+            state.store.clone(),
+            Thread::Comments(parent.message_id),
+            cursor,
+            direction,
+            tail,
+        ));
+    };
+    let limit = Some(limit);
     let ids = state
         .store
         .comment_page_ids(parent.message_id, cursor, limit, direction)?;

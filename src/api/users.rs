@@ -10,9 +10,47 @@ use super::{ok_json, State};
 use crate::model::UserStatus;
 
 /// `GET /api/v1/users`
-pub async fn list(state: State, _auth: Authed) -> Result<HttpResponse, ApiError> {
-    let users: Vec<_> = state.store.users()?.iter().map(|u| u.to_api()).collect();
-    Ok(ok_json(json!({ "users": users })))
+/// Paging of `GET /users` (extension): without `limit` every user, as Web API v1 has it.
+#[derive(Deserialize)]
+pub struct UsersQuery {
+    cursor: Option<u64>,
+    limit: Option<i64>,
+}
+
+/// Most users one page lists.
+const MAX_USERS_PAGE: usize = 1000;
+
+/// `GET /api/v1/users`; with `limit` (extension) a page of users with ids above `cursor`
+/// and the `nextCursor` to ask for the next (`null` after the last page).
+pub async fn list(
+    state: State,
+    _auth: Authed,
+    query: web::Query<UsersQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let Some(limit) = query.limit else {
+        let users: Vec<_> = state.store.users()?.iter().map(|u| u.to_api()).collect();
+        return Ok(ok_json(json!({ "users": users })));
+    };
+    if limit <= 0 || limit as usize > MAX_USERS_PAGE {
+        return Err(ApiError::BadRequest(format!(
+            "limit must be between 1 and {MAX_USERS_PAGE}"
+        )));
+    }
+    let page = state
+        .store
+        .users_page(query.cursor.unwrap_or(0), limit as usize + 1)?;
+    let more = page.len() > limit as usize;
+    let users: Vec<_> = page
+        .iter()
+        .take(limit as usize)
+        .map(|u| u.to_api())
+        .collect();
+    let next = if more {
+        page.get(limit as usize - 1).map(|u| u.user_id)
+    } else {
+        None
+    };
+    Ok(ok_json(json!({ "users": users, "nextCursor": next })))
 }
 
 #[derive(Deserialize)]
@@ -83,20 +121,18 @@ pub async fn create(
         .create_user(&user_name, &display_name, hash, is_admin)?;
     state.store.durable().await?;
     // Rooms every new user joins (room option `autoAddNewUsers`).
-    for room in state.store.rooms()? {
-        if room.auto_add_new_users && room.room_type == crate::model::RoomType::Public {
-            state
-                .in_room(
-                    room.room_id,
-                    crate::actors::room::AddMember {
-                        by: admin.0.id(),
-                        by_admin: true,
-                        user_id: user.user_id,
-                        via_link: None,
-                    },
-                )
-                .await?;
-        }
+    for room_id in state.store.auto_add_room_ids()? {
+        state
+            .in_room(
+                room_id,
+                crate::actors::room::AddMember {
+                    by: admin.0.id(),
+                    by_admin: true,
+                    user_id: user.user_id,
+                    via_link: None,
+                },
+            )
+            .await?;
     }
     let mut body = json!({ "userId": user.user_id, "user": user.to_api() });
     if generated {

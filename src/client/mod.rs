@@ -930,7 +930,19 @@ impl Client {
 
     /// Opens the event stream (`/api/v1/events`).
     pub async fn events(&mut self) -> Result<EventStream, ClientError> {
-        let url = format!("{}/api/v1/events", self.base);
+        self.events_with_extensions("").await
+    }
+
+    /// The event stream with Confab extensions (comma-separated, e.g. `readDeltas`).
+    pub async fn events_with_extensions(
+        &mut self,
+        extensions: &str,
+    ) -> Result<EventStream, ClientError> {
+        let url = if extensions.is_empty() {
+            format!("{}/api/v1/events", self.base)
+        } else {
+            format!("{}/api/v1/events?extensions={extensions}", self.base)
+        };
         let mut req = self.http.ws(url).max_frame_size(16 * 1024 * 1024);
         match &self.credential {
             Some(Credential::Session(s)) => {

@@ -69,8 +69,9 @@ use overlay::Overlay;
 use tables::Trees;
 
 /// 1: the first layout. 2: id high-water marks in `meta`, the administrator index, write
-/// units (older folders are migrated at open).
-pub const SCHEMA_VERSION: u32 = 2;
+/// units. 3: indexes of each user's sessions and of the rooms new users join (older
+/// folders are migrated at open).
+pub const SCHEMA_VERSION: u32 = 3;
 pub type Result<T> = std::result::Result<T, StorageError>;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -506,15 +507,30 @@ fn migrate(trees: &Trees, dir: &Path) -> Result<()> {
     if found == SCHEMA_VERSION {
         return Ok(());
     }
-    // Version 1 (or new): persist the high-water marks and index the administrators.
-    let state = load_state(trees)?;
-    for kind in IdKind::ALL {
-        meta.insert(kind.meta_key(), &be(state.hw[kind as usize]))?;
+    if found < 2 {
+        // Version 1 (or new): persist the high-water marks and index the administrators.
+        let state = load_state(trees)?;
+        for kind in IdKind::ALL {
+            meta.insert(kind.meta_key(), &be(state.hw[kind as usize]))?;
+        }
+        for kv in trees[Table::UseridUser].iter() {
+            let (k, v) = kv?;
+            if decode::<UserRecord>("user", &v)?.is_admin {
+                trees[Table::UseridAdmin].insert(k, &[])?;
+            }
+        }
     }
-    for kv in trees[Table::UseridUser].iter() {
+    // Version 2: index each user's sessions and the rooms new users join.
+    for kv in trees[Table::SessionhashSession].iter() {
         let (k, v) = kv?;
-        if decode::<UserRecord>("user", &v)?.is_admin {
-            trees[Table::UseridAdmin].insert(k, &[])?;
+        let session = decode::<SessionRecord>("session", &v)?;
+        trees[Table::UseridSessionhash]
+            .insert(users::session_index_key(session.user_id, &k), &[])?;
+    }
+    for kv in trees[Table::RoomidRoom].iter() {
+        let (k, v) = kv?;
+        if rooms::joins_new_users(&decode::<RoomRecord>("room", &v)?) {
+            trees[Table::AutoaddRoomid].insert(k, &[])?;
         }
     }
     meta.insert("schema_version", &SCHEMA_VERSION.to_be_bytes())?;

@@ -95,6 +95,9 @@ impl Store {
             format!("Room {room_id} exists"),
         );
         unit.put_new(Table::RoomidRoom, be(room_id), encode(record));
+        if joins_new_users(record) {
+            unit.put(Table::AutoaddRoomid, be(room_id), EMPTY);
+        }
         if record.room_type == RoomType::Private {
             if let [a, b] = members {
                 let key = pair((*a).min(*b), (*a).max(*b));
@@ -119,6 +122,11 @@ impl Store {
         let room_id = record.room_id;
         let mut unit = WriteUnit::new(Scope::Room(room_id));
         unit.put_json(Table::RoomidRoom, be(room_id), record);
+        match (joins_new_users(old), joins_new_users(record)) {
+            (false, true) => unit.put(Table::AutoaddRoomid, be(room_id), EMPTY),
+            (true, false) => unit.remove(Table::AutoaddRoomid, be(room_id)),
+            _ => {}
+        }
         if old.join_code != record.join_code {
             if let Some(code) = &old.join_code {
                 unit.remove(Table::JoincodeRoomid, code.as_bytes());
@@ -213,5 +221,20 @@ impl Reader {
                     v[cut + 1..].to_vec(),
                 ))
             }))
+    }
+}
+
+/// Whether every new user joins the room (`autoAddNewUsers` on a public room).
+pub(crate) fn joins_new_users(room: &RoomRecord) -> bool {
+    room.auto_add_new_users && room.room_type == RoomType::Public
+}
+
+impl super::Reader {
+    /// Public rooms every new user joins (from their index: no scan of all rooms).
+    pub fn auto_add_room_ids(&self) -> Result<Vec<RoomId>> {
+        self.all(Table::AutoaddRoomid)?
+            .iter()
+            .map(|(k, _)| id_at(k, 0))
+            .collect()
     }
 }

@@ -97,6 +97,10 @@ tables! {
     IdemtimeUseridKey => "idemtime_userid_key",
     /// unit number → the unit's writes, until they are durable (see `journal`)
     UnitJournal => "unitno_unit",
+    /// user ‖ session hash → empty (a user's login sessions, ended without a scan)
+    UseridSessionhash => "userid_sessionhash",
+    /// room → empty (public rooms every new user joins: `autoAddNewUsers`)
+    AutoaddRoomid => "autoadd_roomid",
 }
 
 /// One open database: its trees, and the files a durable commit syncs.

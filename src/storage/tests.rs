@@ -267,3 +267,44 @@ async fn counters_are_read_modify_written_under_the_apply_lock() {
         .expect("get")
         .is_none());
 }
+
+/// A folder of schema 2 (no session or auto-add index) gets both indexes when opened.
+#[actix_rt::test]
+async fn opening_a_schema_2_folder_builds_the_session_and_auto_add_indexes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let room = RoomRecord {
+        room_id: 1,
+        name: "All hands".into(),
+        room_type: RoomType::Public,
+        creator_id: 1,
+        created_utc: 1,
+        last_modified_utc: 1,
+        is_archived: false,
+        members_may_leave: true,
+        auto_add_new_users: true,
+        join_code: None,
+    };
+    {
+        let (_lock, store) = open(dir.path());
+        store.create_session(1, "one").expect("session");
+        store.create_session(1, "two").expect("session");
+        store.create_session(2, "other").expect("session");
+        store.create_room(&room, &[1]).expect("room");
+        store.durable().await.expect("durable");
+    }
+    {
+        // Back to what a schema-2 server left: no index entries, version 2.
+        let trees = Trees::open(&dir.path().join("db"), 8 << 20).expect("trees");
+        trees[Table::UseridSessionhash].clear().expect("clear");
+        trees[Table::AutoaddRoomid].clear().expect("clear");
+        trees[Table::Meta]
+            .insert("schema_version", &2u32.to_be_bytes())
+            .expect("version");
+        trees.db.flush().expect("flush");
+    }
+    let (_lock, store) = open(dir.path());
+    assert_eq!(store.auto_add_room_ids().expect("ids"), vec![1]);
+    assert_eq!(store.delete_sessions_of(1).expect("ended"), 2);
+    assert_eq!(store.session_user("other").expect("read"), Some(2));
+    assert_eq!(store.latest().session_user("one").expect("read"), None);
+}

@@ -28,6 +28,21 @@ impl Reader {
         }
     }
 
+    /// Up to `limit` users with ids above `after`, in id order.
+    pub fn users_page(&self, after: UserId, limit: usize) -> Result<Vec<UserRecord>> {
+        let lo = be(after.saturating_add(1));
+        self.scan(
+            Table::UseridUser,
+            std::ops::Bound::Included(&lo[..]),
+            std::ops::Bound::Unbounded,
+            false,
+            limit,
+        )?
+        .iter()
+        .map(|(_, v)| decode("user", v))
+        .collect()
+    }
+
     pub fn users(&self) -> Result<Vec<UserRecord>> {
         self.all(Table::UseridUser)?
             .iter()
@@ -153,11 +168,13 @@ impl Store {
     pub fn delete_sessions_of(&self, user_id: UserId) -> Result<usize> {
         let mut unit = WriteUnit::new(Scope::User(user_id));
         let mut n = 0;
-        for (k, v) in self.latest().all(Table::SessionhashSession)? {
-            if decode::<SessionRecord>("session", &v)?.user_id == user_id {
-                unit.remove(Table::SessionhashSession, k);
-                n += 1;
-            }
+        for (k, _) in self
+            .latest()
+            .prefix(Table::UseridSessionhash, &be(user_id))?
+        {
+            unit.remove(Table::SessionhashSession, &k[8..]);
+            unit.remove(Table::UseridSessionhash, k);
+            n += 1;
         }
         if n > 0 {
             self.apply(unit)?;
@@ -171,7 +188,13 @@ impl Store {
             created_utc: crate::now_ms(),
         };
         let mut unit = WriteUnit::new(Scope::User(user_id));
-        unit.put_json(Table::SessionhashSession, token_hash(session_id), &record);
+        let hash = token_hash(session_id);
+        unit.put_json(Table::SessionhashSession, hash, &record);
+        unit.put(
+            Table::UseridSessionhash,
+            session_index_key(user_id, &hash),
+            super::EMPTY,
+        );
         self.apply(unit)?;
         Ok(())
     }
@@ -185,6 +208,7 @@ impl Store {
         let user = decode::<SessionRecord>("session", &v)?.user_id;
         let mut unit = WriteUnit::new(Scope::User(user));
         unit.remove(Table::SessionhashSession, key);
+        unit.remove(Table::UseridSessionhash, session_index_key(user, &key));
         self.apply(unit)?;
         Ok(true)
     }
@@ -204,4 +228,12 @@ impl Store {
         })?;
         Ok(())
     }
+}
+
+/// `userid_sessionhash` key: the user, then the session's hash.
+pub(crate) fn session_index_key(user_id: UserId, hash: &[u8]) -> Vec<u8> {
+    let mut key = Vec::with_capacity(8 + hash.len());
+    key.extend_from_slice(&be(user_id));
+    key.extend_from_slice(hash);
+    key
 }

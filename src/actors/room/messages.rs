@@ -5,7 +5,9 @@ use actix::prelude::*;
 use super::{answer, when_ready, AfterDurable, Delivery, Reply, RoomActor};
 use crate::actors::event_payload;
 use crate::api::error::ApiError;
-use crate::model::{MessageId, MessageType, NewMessage, Permission, TextMessage, UserId};
+use crate::model::{
+    MessageId, MessageType, NewMessage, Permission, ReadTimestamp, TextMessage, UserId,
+};
 use crate::storage::{
     AttachmentRecord, IdempotencyKey, IdempotentResult, MessageRecord, NewPost, PreparedUpload,
 };
@@ -189,16 +191,17 @@ impl RoomActor {
     ) -> Result<Vec<Delivery>, ApiError> {
         self.require_member(user_id)?;
         let record = self.own_message(message_id)?;
-        if self
-            .store
-            .mark_read(&record, user_id, crate::now_ms())?
-            .is_none()
-        {
+        let now = crate::now_ms();
+        if self.store.mark_read(&record, user_id, now)?.is_none() {
             return Ok(Vec::new());
         }
-        let view = self.latest().api_message(&record)?;
-        let mut deliveries =
-            vec![self.to_members(Self::messages_event("TextMessagesUpdated", &[view]))];
+        let mut deliveries = vec![Delivery::Read(
+            message_id,
+            ReadTimestamp {
+                user_id,
+                read_utc: now,
+            },
+        )];
         // The reader's unread count changed: their sessions update the room's badge.
         let store = self.store.clone();
         for (user, payload) in self.room_updates(store.latest(), std::iter::once(user_id)) {

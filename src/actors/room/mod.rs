@@ -25,7 +25,9 @@ use super::directory::Directory;
 use super::registry::{Registry, Retire};
 use super::{event_payload, Payload};
 use crate::api::error::ApiError;
-use crate::model::{Permission, RoomId, RoomPermissions, TextMessage, UserId};
+use crate::model::{
+    MessageId, Permission, ReadTimestamp, RoomId, RoomPermissions, TextMessage, UserId,
+};
 use crate::storage::{MemberRecord, MessageRecord, Reader, RoomRecord, Store};
 
 pub use members::{
@@ -43,6 +45,9 @@ enum Delivery {
     Users(Arc<[UserId]>, Payload),
     /// One user, with a payload of their own.
     User(UserId, Payload),
+    /// A read receipt, gathered with the others of the next moment (see
+    /// [`RoomActor::schedule_receipts`]).
+    Read(MessageId, ReadTimestamp),
 }
 
 /// What a write leaves to do once it is durable.
@@ -86,6 +91,9 @@ pub struct RoomActor {
     flushing: bool,
     /// A coalesced `RoomUpdated` (new last message, unread counts) is scheduled.
     update_scheduled: bool,
+    /// Durable read receipts not yet announced, by message (see `schedule_receipts`).
+    pending_reads: HashMap<MessageId, Vec<ReadTimestamp>>,
+    pending_read_count: usize,
     /// When the room last took a request.
     last_active: Instant,
     /// Taken out of every lookup by the registry: what still reaches the actor is answered
@@ -95,6 +103,10 @@ pub struct RoomActor {
 
 /// How long new messages are gathered before members get one `RoomUpdated` for them.
 const ROOM_UPDATE_DELAY: Duration = Duration::from_secs(1);
+/// How long read receipts are gathered before they are announced, one event per message.
+const RECEIPT_DELAY: Duration = Duration::from_millis(500);
+/// Gathered receipts beyond this many are announced at once (the gathering stays bounded).
+const MAX_PENDING_RECEIPTS: usize = 65_536;
 /// How long a room that failed to load waits before trying again.
 const LOAD_RETRY: Duration = Duration::from_secs(5);
 /// A room actor with nothing to do for this long stops (and frees its memory).
@@ -130,6 +142,8 @@ impl RoomActor {
             awaiting: Vec::new(),
             flushing: false,
             update_scheduled: false,
+            pending_reads: HashMap::new(),
+            pending_read_count: 0,
             last_active: Instant::now(),
             retiring: false,
         }
@@ -312,7 +326,14 @@ impl RoomActor {
         ctx.run_later(ROOM_UPDATE_DELAY, |act, _| {
             act.update_scheduled = false;
             let store = act.store.clone();
-            let updates = act.room_updates(&store, act.members.keys().copied());
+            // Members with no session open would get nothing: their views are not built.
+            let directory = act.directory.clone();
+            let connected = act
+                .members
+                .keys()
+                .copied()
+                .filter(|&u| directory.is_connected(u));
+            let updates = act.room_updates(&store, connected);
             act.directory.deliver_each(&updates);
         });
     }
@@ -372,7 +393,7 @@ impl RoomActor {
                 let mut erase = Vec::new();
                 for pending in batch {
                     if result.is_ok() {
-                        act.deliver(pending.after.deliveries);
+                        act.deliver(ctx, pending.after.deliveries);
                         erase.extend(pending.after.erase);
                     }
                     (pending.reply)(result.clone());
@@ -388,12 +409,77 @@ impl RoomActor {
         ));
     }
 
-    fn deliver(&self, deliveries: Vec<Delivery>) {
+    fn deliver(&mut self, ctx: &mut Context<Self>, deliveries: Vec<Delivery>) {
         for d in deliveries {
             match d {
                 Delivery::Users(users, payload) => self.directory.deliver(&users, &payload),
                 Delivery::User(user, payload) => self.directory.deliver_each(&[(user, payload)]),
+                Delivery::Read(message_id, read) => {
+                    self.pending_reads.entry(message_id).or_default().push(read);
+                    self.pending_read_count += 1;
+                    self.schedule_receipts(ctx);
+                }
             }
+        }
+    }
+
+    /// Announces the read receipts of the next moment, one event per message, to the
+    /// message's author and to the readers themselves (their other sessions). Nobody else
+    /// gets them live (they read `readTimestamps` with the message), so n members reading
+    /// one message cost O(n) bytes, not O(n²). Sessions with the `readDeltas` extension get
+    /// `MessagesRead` with the new receipts only; the author's other sessions get the whole
+    /// message (`TextMessagesUpdated`), as Web API v1 clients expect.
+    fn schedule_receipts(&mut self, ctx: &mut Context<Self>) {
+        if self.pending_read_count >= MAX_PENDING_RECEIPTS {
+            self.announce_receipts();
+            return;
+        }
+        if self.pending_read_count > 1 {
+            return; // already scheduled by the first one
+        }
+        ctx.run_later(RECEIPT_DELAY, |act, _| act.announce_receipts());
+    }
+
+    fn announce_receipts(&mut self) {
+        let pending = std::mem::take(&mut self.pending_reads);
+        self.pending_read_count = 0;
+        let store = self.store.clone();
+        for (message_id, reads) in pending {
+            let record = match store.message(message_id) {
+                Ok(Some(r)) => r,
+                Ok(None) => continue, // deleted meanwhile
+                Err(e) => {
+                    tracing::error!(room = self.room_id, "receipts not announced: {e}");
+                    continue;
+                }
+            };
+            let delta = event_payload(
+                "MessagesRead",
+                serde_json::json!({
+                    "roomId": self.room_id,
+                    "messageId": message_id,
+                    "parentMessageId": record.parent_message_id,
+                    "readTimestamps": reads,
+                }),
+            );
+            let whole = match store.api_message(&record) {
+                Ok(view) => Self::messages_event("TextMessagesUpdated", &[view]),
+                Err(e) => {
+                    tracing::error!(room = self.room_id, "receipts not announced: {e}");
+                    continue;
+                }
+            };
+            let author = record.user_id;
+            self.directory
+                .deliver_receipts(&[author], Some(&whole), &delta);
+            let mut readers: Vec<UserId> = reads
+                .iter()
+                .map(|r| r.user_id)
+                .filter(|&u| u != author)
+                .collect();
+            readers.sort_unstable();
+            readers.dedup();
+            self.directory.deliver_receipts(&readers, None, &delta);
         }
     }
 
