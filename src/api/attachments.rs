@@ -40,6 +40,9 @@ fn clean_file_name(name: &str) -> Option<String> {
         .then_some(cleaned)
 }
 
+/// Upload chunks queued for the blocking writer (each up to actix's read size, ~64 KiB).
+const UPLOAD_QUEUE: usize = 16;
+
 /// `POST /api/v1/messages/{messageId}/attachments`: the files stream to disk here; the
 /// room's actor then attaches them all, or none if the message was deleted meanwhile. With
 /// an `Idempotency-Key` used before by the caller, answers that request's attachments.
@@ -138,28 +141,55 @@ async fn receive_files(
             let content_type = mime_guess::from_path(&file_name)
                 .first_or_octet_stream()
                 .to_string();
-            let mut writer = state.store.begin_upload()?;
+            let writer = state.store.begin_upload()?;
+            // The file is written and hashed on a blocking thread, fed through a short
+            // queue: a slow disk (or the kernel throttling dirty pages) never stalls the
+            // async worker that serves other requests.
+            let (feed, mut parts) = tokio::sync::mpsc::channel::<bytes::Bytes>(UPLOAD_QUEUE);
+            let writer_store = state.store.clone();
+            let writing = actix_rt::task::spawn_blocking(move || {
+                let mut writer = writer;
+                while let Some(part) = parts.blocking_recv() {
+                    if let Err(e) = writer.write(&writer_store, &part) {
+                        writer.abort();
+                        return Err(e);
+                    }
+                }
+                Ok(writer)
+            });
+            let mut size = 0u64;
             let copied: Result<(), ApiError> = async {
                 while let Some(part) = field.try_next().await.map_err(bad)? {
-                    if writer.size + part.len() as u64 > max {
+                    if size + part.len() as u64 > max {
                         return Err(ApiError::PayloadTooLarge(format!(
                             "'{file_name}' is larger than the limit of {max} bytes"
                         )));
                     }
-                    if writer.size + part.len() as u64 > quota_left {
+                    if size + part.len() as u64 > quota_left {
                         return Err(ApiError::PayloadTooLarge(format!(
                             "'{file_name}' does not fit in your attachment quota of {quota} bytes; delete files or ask an administrator"
                         )));
                     }
-                    writer.write(&state.store, &part)?;
+                    size += part.len() as u64;
+                    if feed.send(part).await.is_err() {
+                        break; // the writer failed: its error is below
+                    }
                 }
                 Ok(())
             }
             .await;
-            if let Err(e) = copied {
-                writer.abort();
-                return Err(e);
-            }
+            drop(feed);
+            let written = writing
+                .await
+                .map_err(|e| ApiError::Internal(format!("upload writer: {e}")))?;
+            let writer = match (copied, written) {
+                (Ok(()), Ok(writer)) => writer,
+                (Err(e), Ok(writer)) => {
+                    writer.abort();
+                    return Err(e);
+                }
+                (_, Err(e)) => return Err(e.into()),
+            };
             quota_left = quota_left.saturating_sub(writer.size);
             let store = state.store.clone();
             let thumbnail = thumbnail_candidate(&content_type, writer.size);

@@ -54,11 +54,12 @@ pub async fn login(
     }
     let user = state.store.user_by_name(&user_name)?;
     // Verify against a dummy hash when the user is unknown, so timing does not tell.
-    let hash = user
-        .as_ref()
-        .map(|u| u.password_hash.clone())
-        .unwrap_or_else(|| dummy_hash().to_string());
-    let ok = auth::with_hash_slot(&state, move || auth::verify_password(&password, &hash)).await?;
+    // (The dummy hash is made on the blocking pool too: the first unknown name hashes.)
+    let hash = user.as_ref().map(|u| u.password_hash.clone());
+    let ok = auth::with_hash_slot(&state, move || {
+        auth::verify_password(&password, hash.as_deref().unwrap_or_else(|| dummy_hash()))
+    })
+    .await?;
     let user = match (ok, user) {
         (true, Some(u)) => u,
         _ => {

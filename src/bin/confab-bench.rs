@@ -54,6 +54,18 @@ struct Args {
     /// per post is its fixed cost without any delivery
     #[argh(switch)]
     no_events: bool,
+    /// after the latency phase, every member of the first room marks one message read;
+    /// reports the bytes all sessions received for it (O(n) is the goal)
+    #[argh(switch)]
+    read_all: bool,
+    /// instead of messages: fill one room with this many messages, then time history pages
+    /// (limit 100) at random cursors and stream the whole history, sampling the RSS
+    #[argh(option, default = "0")]
+    history_messages: u64,
+    /// with --attachment-mb: this many clients log in over and over during the upload,
+    /// while /status is timed every 10 ms
+    #[argh(option, default = "0")]
+    busy_logins: usize,
     /// server worker threads when starting a fresh server
     #[argh(option)]
     server_workers: Option<usize>,
@@ -101,8 +113,11 @@ fn now_us() -> u64 {
 struct Counters {
     connected: AtomicUsize,
     deliveries: AtomicU64,
+    bytes: AtomicU64,
     last_delivery_us: AtomicU64,
     latencies: Mutex<Vec<u32>>,
+    /// Per latency-phase post (by its send time): the latest delivery to any member.
+    last_member: Mutex<std::collections::HashMap<u64, u32>>,
 }
 
 struct Server {
@@ -290,9 +305,13 @@ fn spawn_receivers(addr: String, trust: Trust, sessions: Vec<String>, counters: 
                     let counters = counters.clone();
                     actix_rt::spawn(async move {
                         let mut local = Vec::new();
+                        let mut local_posts: Vec<(u64, u32)> = Vec::new();
                         while let Ok(Some(frame)) = stream.next_raw().await {
                             let now = now_us();
                             counters.deliveries.fetch_add(1, Ordering::Relaxed);
+                            counters
+                                .bytes
+                                .fetch_add(frame.len() as u64, Ordering::Relaxed);
                             counters.last_delivery_us.fetch_max(now, Ordering::Relaxed);
                             if let Some(pos) = memchr_find(&frame, b"bench:2:") {
                                 let digits: Vec<u8> = frame[pos + 8..]
@@ -304,19 +323,16 @@ fn spawn_receivers(addr: String, trust: Trust, sessions: Vec<String>, counters: 
                                     .ok()
                                     .and_then(|s| s.parse::<u64>().ok())
                                 {
-                                    local
-                                        .push(now.saturating_sub(sent).min(u32::MAX as u64) as u32);
+                                    let l = now.saturating_sub(sent).min(u32::MAX as u64) as u32;
+                                    local.push(l);
+                                    local_posts.push((sent, l));
                                     if local.len() >= 256 {
-                                        if let Ok(mut l) = counters.latencies.lock() {
-                                            l.append(&mut local);
-                                        }
+                                        merge(&counters, &mut local, &mut local_posts);
                                     }
                                 }
                             }
                             if !local.is_empty() && counters.latencies.try_lock().is_ok() {
-                                if let Ok(mut l) = counters.latencies.lock() {
-                                    l.append(&mut local);
-                                }
+                                merge(&counters, &mut local, &mut local_posts);
                             }
                         }
                     });
@@ -328,6 +344,19 @@ fn spawn_receivers(addr: String, trust: Trust, sessions: Vec<String>, counters: 
             }
         });
     });
+}
+
+/// Adds a receiver's latencies to the shared ones.
+fn merge(counters: &Counters, local: &mut Vec<u32>, posts: &mut Vec<(u64, u32)>) {
+    if let Ok(mut l) = counters.latencies.lock() {
+        l.append(local);
+    }
+    if let Ok(mut m) = counters.last_member.lock() {
+        for (sent, l) in posts.drain(..) {
+            let e = m.entry(sent).or_insert(0);
+            *e = (*e).max(l);
+        }
+    }
 }
 
 fn memchr_find(hay: &[u8], needle: &[u8]) -> Option<usize> {
@@ -344,8 +373,14 @@ fn main() {
         system.block_on(run_voice(args.clone(), &server))
     } else if args.images > 0 {
         system.block_on(run_images(args.images, args.image_mp, &server))
+    } else if args.history_messages > 0 {
+        system.block_on(run_history(args.history_messages, args.posters, &server))
     } else if args.attachment_mb > 0 {
-        system.block_on(run_attachment(args.attachment_mb, &server))
+        system.block_on(run_attachment(
+            args.attachment_mb,
+            args.busy_logins,
+            &server,
+        ))
     } else {
         system.block_on(run(args.clone(), &server))
     };
@@ -426,8 +461,10 @@ async fn run(args: Args, server: &Server) -> serde_json::Value {
     let counters = Arc::new(Counters {
         connected: AtomicUsize::new(0),
         deliveries: AtomicU64::new(0),
+        bytes: AtomicU64::new(0),
         last_delivery_us: AtomicU64::new(0),
         latencies: Mutex::new(Vec::new()),
+        last_member: Mutex::new(std::collections::HashMap::new()),
     });
     let threads = args.receiver_threads.max(1);
     let per = n.div_ceil(threads);
@@ -583,6 +620,17 @@ async fn run(args: Args, server: &Server) -> serde_json::Value {
         .map(|l| l.clone())
         .unwrap_or_default();
     lat.sort_unstable();
+    let mut last_member: Vec<u32> = counters
+        .last_member
+        .lock()
+        .map(|m| m.values().copied().collect())
+        .unwrap_or_default();
+    last_member.sort_unstable();
+    let read_all = if args.read_all && !args.no_events {
+        read_all_phase(&mut admin, &counters, rooms[0], &sessions, rooms_n).await
+    } else {
+        serde_json::Value::Null
+    };
     let rss_end = rss_kib(server, &mut admin).await;
 
     json!({
@@ -599,14 +647,70 @@ async fn run(args: Args, server: &Server) -> serde_json::Value {
             "targetPostsPerSec": rate, "postsAcked": acked2, "achievedPostsPerSec": (acked2 as f64 / p2_secs).round(),
             "deliveriesMeasured": lat.len(), "expectedDeliveries": expected2,
             "p50Ms": percentile(&lat, 0.50), "p99Ms": percentile(&lat, 0.99), "maxMs": percentile(&lat, 1.0),
+            "postsTimedToLastMember": last_member.len(),
+            "lastMemberP50Ms": percentile(&last_member, 0.50), "lastMemberP99Ms": percentile(&last_member, 0.99),
             "eventDeliveries": delivered2,
             "serverCpuUsPerPost": rate_cpu_ms.filter(|_| acked2 > 0).map(|ms| (ms * 1000.0 / acked2 as f64).round()),
             "serverCpuUsPerDelivery": rate_cpu_ms.filter(|_| delivered2 > 0).map(|ms| (ms * 1000.0 / delivered2 as f64 * 100.0).round() / 100.0),
         },
+        "readAll": read_all,
         "memory": {
             "rssAtStartKiB": rss_start, "rssBeforeSessionsKiB": rss_before, "rssWithSessionsKiB": rss_connected,
             "perConnectedSessionKiB": (per_session_kib * 10.0).round() / 10.0, "rssAtEndKiB": rss_end,
         },
+    })
+}
+
+/// Every member of `room` (the sessions `i` with `i % rooms == 0`) marks one new message
+/// read; answers what all sessions received meanwhile.
+async fn read_all_phase(
+    admin: &mut Client,
+    counters: &Counters,
+    room: u64,
+    sessions: &[String],
+    rooms: usize,
+) -> serde_json::Value {
+    let target = match admin.send_text(room, "read me, everyone").await {
+        Ok(m) => m.message_id,
+        Err(e) => return json!({ "error": e.to_string() }),
+    };
+    // Let the message's own events (and the room's coalesced update) pass first.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let bytes0 = counters.bytes.load(Ordering::Relaxed);
+    let deliveries0 = counters.deliveries.load(Ordering::Relaxed);
+    let readers: Vec<String> = sessions.iter().step_by(rooms).cloned().collect();
+    let start = Instant::now();
+    let next = Arc::new(AtomicUsize::new(0));
+    let readers = Arc::new(readers);
+    let mut tasks = Vec::new();
+    for _ in 0..64 {
+        let mut c = admin.another();
+        let (next, readers) = (next.clone(), readers.clone());
+        tasks.push(async move {
+            let mut ok = 0usize;
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let Some(sid) = readers.get(i) else { break };
+                c.use_token(sid);
+                if c.mark_read(target).await.is_ok() {
+                    ok += 1;
+                }
+            }
+            ok
+        });
+    }
+    let marked: usize = join_all(tasks).await.into_iter().sum();
+    let secs = start.elapsed().as_secs_f64();
+    // Receipts are gathered for half a second; room updates for one.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let bytes = counters.bytes.load(Ordering::Relaxed) - bytes0;
+    let deliveries = counters.deliveries.load(Ordering::Relaxed) - deliveries0;
+    json!({
+        "readers": marked,
+        "seconds": (secs * 100.0).round() / 100.0,
+        "bytesToAllSessions": bytes,
+        "bytesPerReader": if marked > 0 { bytes / marked as u64 } else { 0 },
+        "events": deliveries,
     })
 }
 
@@ -635,7 +739,151 @@ impl RssSampler {
     }
 }
 
-async fn run_attachment(mb: u64, server: &Server) -> serde_json::Value {
+/// Fills one room with `n` messages, then times history pages (limit 100) at random
+/// cursors and streams the whole history (no limit), sampling the server's RSS.
+async fn run_history(n: u64, posters: usize, server: &Server) -> serde_json::Value {
+    use rand::Rng;
+    let Some(pid) = server.child.as_ref().map(|c| c.id()) else {
+        return json!({ "error": "--history-messages needs a server started by the bench" });
+    };
+    let mut admin = Client::new(&server.addr, trust(server)).expect("client");
+    admin
+        .login("admin", &server.admin_password)
+        .await
+        .expect("login");
+    let room = admin.create_room("history", &[]).await.expect("room");
+    let storage = |h: serde_json::Value| h["storageBytes"].as_u64().unwrap_or(0);
+    let disk_before = storage(admin.server_health().await.unwrap_or_default());
+    let start = Instant::now();
+    let next = Arc::new(AtomicU64::new(0));
+    let mut tasks = Vec::new();
+    for _ in 0..posters.max(1) {
+        let mut c = admin.another();
+        c.use_token(admin.session_id().unwrap_or_default());
+        let next = next.clone();
+        tasks.push(async move {
+            let (mut lo, mut hi) = (u64::MAX, 0u64);
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= n {
+                    break;
+                }
+                // ~15 bytes of text, as in the disk figure of issue 9.
+                if let Ok(m) = c.send_text(room, &format!("short msg {i:05}")).await {
+                    lo = lo.min(m.message_id);
+                    hi = hi.max(m.message_id);
+                }
+            }
+            (lo, hi)
+        });
+    }
+    let spans = join_all(tasks).await;
+    let fill_secs = start.elapsed().as_secs_f64();
+    let lo = spans.iter().map(|s| s.0).min().unwrap_or(0);
+    let hi = spans.iter().map(|s| s.1).max().unwrap_or(0);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let disk_after = storage(admin.server_health().await.unwrap_or_default());
+
+    // Pages at random cursors, one at a time.
+    let mut page_us = Vec::new();
+    let mut rng = rand::thread_rng();
+    for _ in 0..1000 {
+        let cursor = rng.gen_range(lo..=hi.max(lo));
+        let t = Instant::now();
+        let page = admin
+            .history(
+                room,
+                Some(cursor),
+                Some(100),
+                Some(confab::client::Direction::Backward),
+            )
+            .await;
+        if page.is_ok() {
+            page_us.push(t.elapsed().as_micros().min(u32::MAX as u128) as u32);
+        }
+    }
+    page_us.sort_unstable();
+
+    // The whole history, streamed.
+    let sampler = RssSampler::start(pid);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let rss_before = proc_status_kib(pid, "VmRSS:");
+    sampler.reset(rss_before);
+    let t = Instant::now();
+    let whole = admin
+        .get_to(
+            &format!("/api/v1/rooms/{room}/messages"),
+            &mut std::io::sink(),
+        )
+        .await;
+    let whole_secs = t.elapsed().as_secs_f64();
+    let rss_peak = sampler.peak();
+    let (status, bytes) = match whole {
+        Ok((s, b, _)) => (s, b),
+        Err(e) => return json!({ "error": e.to_string() }),
+    };
+    json!({
+        "history": {
+            "messages": n,
+            "fillSeconds": (fill_secs * 10.0).round() / 10.0,
+            "fillPostsPerSec": (n as f64 / fill_secs).round(),
+            "storageBytesPerMessage": disk_after.saturating_sub(disk_before) / n.max(1),
+            "pagesTimed": page_us.len(),
+            "pageP50Ms": percentile(&page_us, 0.50),
+            "pageP99Ms": percentile(&page_us, 0.99),
+            "pageMaxMs": percentile(&page_us, 1.0),
+            "wholeHistoryStatus": status,
+            "wholeHistoryBytes": bytes,
+            "wholeHistorySeconds": (whole_secs * 100.0).round() / 100.0,
+            "serverRssBeforeKiB": rss_before,
+            "serverRssGrowthKiB": rss_peak.saturating_sub(rss_before),
+        }
+    })
+}
+
+/// Times `/status` every 10 ms and keeps `logins` clients logging in, on a thread of its
+/// own (so the bench's own upload work does not delay the probe), until `stop` is set.
+fn spawn_status_probe(
+    addr: String,
+    trust: Trust,
+    password: String,
+    logins: usize,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+) -> std::thread::JoinHandle<(Vec<u32>, usize)> {
+    std::thread::spawn(move || {
+        let system = actix_rt::System::new();
+        system.block_on(async move {
+            let mut probe = Client::new(&addr, trust.clone()).expect("client");
+            probe.login("admin", &password).await.expect("login");
+            let login_count = Arc::new(AtomicUsize::new(0));
+            for _ in 0..logins {
+                let (stop, addr, trust, password) =
+                    (stop.clone(), addr.clone(), trust.clone(), password.clone());
+                let count = login_count.clone();
+                actix_rt::spawn(async move {
+                    let mut c = Client::new(&addr, trust).expect("client");
+                    while !stop.load(Ordering::Relaxed) {
+                        if c.login("admin", &password).await.is_ok() {
+                            count.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                });
+            }
+            let mut times = Vec::new();
+            while !stop.load(Ordering::Relaxed) {
+                let t = Instant::now();
+                if probe.status().await.is_ok() {
+                    times.push(t.elapsed().as_micros().min(u32::MAX as u128) as u32);
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            times.sort_unstable();
+            (times, login_count.load(Ordering::Relaxed))
+        })
+    })
+}
+
+async fn run_attachment(mb: u64, busy_logins: usize, server: &Server) -> serde_json::Value {
     use std::io::Write;
     let Some(pid) = server.child.as_ref().map(|c| c.id()) else {
         return json!({ "error": "--attachment-mb needs a server started by the bench (no --server)" });
@@ -680,12 +928,23 @@ async fn run_attachment(mb: u64, server: &Server) -> serde_json::Value {
         .unwrap_or(0);
 
     sampler.reset(rss_before);
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let probe = spawn_status_probe(
+        server.addr.clone(),
+        trust(server),
+        server.admin_password.clone(),
+        busy_logins,
+        stop.clone(),
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
     let t = Instant::now();
     let up = admin
         .upload(msg, std::slice::from_ref(&path), true)
         .await
         .expect("upload");
     let up_secs = t.elapsed().as_secs_f64();
+    stop.store(true, Ordering::Relaxed);
+    let (status_us, logins_done) = probe.join().unwrap_or_default();
     let rss_peak_upload = sampler.peak();
     let disk_after_one = admin
         .server_health()
@@ -725,6 +984,12 @@ async fn run_attachment(mb: u64, server: &Server) -> serde_json::Value {
             "sizeMiB": mb,
             "uploadSeconds": (up_secs * 100.0).round() / 100.0,
             "uploadMiBPerSec": (mib / up_secs).round(),
+            "concurrentLoginClients": busy_logins,
+            "loginsDuringUpload": logins_done,
+            "statusProbes": status_us.len(),
+            "statusP50Ms": percentile(&status_us, 0.50),
+            "statusP99Ms": percentile(&status_us, 0.99),
+            "statusMaxMs": percentile(&status_us, 1.0),
             "downloadSeconds": (down_secs * 100.0).round() / 100.0,
             "downloadMiBPerSec": (mib / down_secs).round(),
             "bytesDownloaded": n,

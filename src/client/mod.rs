@@ -818,6 +818,26 @@ impl Client {
             self.base,
             multipart::path_escape(file_name)
         );
+        self.stream_url(url, range, out).await
+    }
+
+    /// GETs `path` (e.g. a history without `limit`) into `out` as the body arrives, without
+    /// holding it: (status, bytes, SHA-1).
+    pub async fn get_to(
+        &mut self,
+        path: &str,
+        out: &mut impl std::io::Write,
+    ) -> Result<(u16, u64, String), ClientError> {
+        let url = format!("{}{path}", self.base);
+        self.stream_url(url, None, out).await
+    }
+
+    async fn stream_url(
+        &mut self,
+        url: String,
+        range: Option<&str>,
+        out: &mut impl std::io::Write,
+    ) -> Result<(u16, u64, String), ClientError> {
         let mut req = self
             .authorize(self.http.get(url))
             .timeout(Duration::from_secs(3600));
