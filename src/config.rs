@@ -54,6 +54,10 @@ pub struct ServerArgs {
     /// delayed (default 4000)
     #[argh(option, default = "4000")]
     pub commit_interval_us: u64,
+    /// the sync change log keeps this many newest entries; a client whose cursor is older
+    /// starts over (`"resync": true`). Pruned at start and every 10 minutes (default 1000000)
+    #[argh(option, default = "1_000_000")]
+    pub change_log_keep: u64,
     /// HTTP worker threads (default: number of CPUs)
     #[argh(option)]
     pub workers: Option<usize>,
@@ -113,6 +117,7 @@ pub struct ServerConfig {
     pub voice_grace: std::time::Duration,
     pub voice_threads: usize,
     pub room_threads: usize,
+    pub change_log_keep: u64,
 }
 
 /// Bounds on what a client may send or make the server hold.
@@ -215,6 +220,7 @@ impl ServerArgs {
             ),
             voice_threads: self.voice_threads.unwrap_or(workers).clamp(1, 64),
             room_threads: self.room_threads.unwrap_or(workers).clamp(1, 64),
+            change_log_keep: self.change_log_keep.max(1),
             limits: Limits {
                 max_file_bytes: self.max_file_mb.max(1) * 1024 * 1024,
                 user_quota_bytes: self.quota_mb * 1024 * 1024,

@@ -224,14 +224,21 @@ pub async fn run(config: ServerConfig) -> Result<(), StartError> {
         handle.stop(true).await;
     });
 
-    // Idempotency keys are remembered for 24 hours; older ones are forgotten now and then.
+    // Idempotency keys are remembered for 24 hours and the sync log keeps its newest
+    // `--change-log-keep` entries; older ones are forgotten at start and now and then.
     let prune_store = store.clone();
+    let keep = config.change_log_keep;
     actix_rt::spawn(async move {
         loop {
-            tokio::time::sleep(Duration::from_secs(600)).await;
             let store = prune_store.clone();
-            let _ =
-                actix_rt::task::spawn_blocking(move || store.prune_idempotency_keys(10_000)).await;
+            let _ = actix_rt::task::spawn_blocking(move || {
+                store.prune_idempotency_keys(10_000)?;
+                // In bounded units until nothing is left beyond the horizon.
+                while store.prune_changes(keep, 10_000)? > 0 {}
+                Ok::<_, crate::storage::StorageError>(())
+            })
+            .await;
+            tokio::time::sleep(Duration::from_secs(600)).await;
         }
     });
 

@@ -573,3 +573,49 @@ async fn concurrent_updates_are_never_lost_and_the_last_admin_and_moderator_stay
         .await
         .expect("with another moderator she may leave");
 }
+
+/// The change log keeps its newest `--change-log-keep` entries: a cursor from before that
+/// horizon gets the full answer marked `resync`, a recent one continues as usual.
+#[actix_rt::test]
+async fn a_sync_cursor_beyond_the_log_horizon_gets_a_resync() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("storage");
+    let keep = ["--change-log-keep", "5"];
+    let mut server = TestServer::start_in(&dir, &keep);
+    let mut admin = server.admin().await;
+    let room = admin.create_room("Horizon", &[]).await.unwrap();
+    let (_, first) = get_json(&mut admin, "/api/v1/sync").await;
+    let old_cursor = first["cursor"].as_u64().unwrap();
+    for i in 0..20 {
+        admin.send_text(room, &format!("m{i}")).await.unwrap();
+    }
+    let (_, page) = get_json(&mut admin, &format!("/api/v1/sync?cursor={old_cursor}")).await;
+    assert_eq!(page["resync"], false, "{page}");
+    let recent = page["cursor"].as_u64().unwrap();
+    assert!(server.stop().success());
+
+    // Pruned at start: the old cursor is beyond the horizon now, the recent one is not.
+    let server = TestServer::start_in(&dir, &keep);
+    let mut admin = server.admin().await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (status, page) =
+            get_json(&mut admin, &format!("/api/v1/sync?cursor={old_cursor}")).await;
+        assert_eq!(status, 200, "{page}");
+        if page["resync"] == true {
+            assert_eq!(page["full"], true);
+            assert!(page["roomsAdded"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|r| r["roomId"] == room));
+            assert!(page["cursor"].as_u64().unwrap() >= recent);
+            break;
+        }
+        assert!(Instant::now() < deadline, "never pruned: {page}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (_, page) = get_json(&mut admin, &format!("/api/v1/sync?cursor={recent}")).await;
+    assert_eq!(page["resync"], false, "{page}");
+    assert_eq!(page["full"], false, "{page}");
+}

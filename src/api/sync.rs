@@ -45,12 +45,15 @@ pub async fn sync(
             Ok(out)
         };
     let cursor = query.cursor.unwrap_or(0);
-    if cursor == 0 {
+    // A cursor older than the log's horizon cannot be continued: the full answer again,
+    // marked so the client knows to drop its copy and start over.
+    let resync = cursor != 0 && cursor < store.changes_pruned_through()?;
+    if cursor == 0 || resync {
         // Read the cursor first: anything after it will come in the next page.
         let cursor = store.last_change_seq();
         let rooms = room_views(&mut store.rooms_of_user(me)?.into_iter())?;
         return Ok(ok_json(json!({
-            "cursor": cursor, "hasMore": false, "full": true,
+            "cursor": cursor, "hasMore": false, "full": true, "resync": resync,
             "roomsAdded": rooms, "roomsRemoved": [], "roomsChanged": [],
             "messages": [], "deletedMessages": [],
         })));
@@ -133,7 +136,7 @@ pub async fn sync(
         }
     }
     Ok(ok_json(json!({
-        "cursor": next, "hasMore": has_more, "full": false,
+        "cursor": next, "hasMore": has_more, "full": false, "resync": false,
         "roomsAdded": rooms_added, "roomsRemoved": rooms_removed, "roomsChanged": rooms_changed,
         "messages": out_messages, "deletedMessages": out_deleted,
     })))

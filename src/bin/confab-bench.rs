@@ -849,6 +849,7 @@ fn spawn_status_probe(
     password: String,
     logins: usize,
     stop: Arc<std::sync::atomic::AtomicBool>,
+    ready: Arc<std::sync::atomic::AtomicBool>,
 ) -> std::thread::JoinHandle<(Vec<u32>, usize)> {
     std::thread::spawn(move || {
         let system = actix_rt::System::new();
@@ -869,6 +870,11 @@ fn spawn_status_probe(
                     }
                 });
             }
+            // Warm up (connection open, logins under way) before the upload starts.
+            let _ = probe.status().await;
+            tokio::time::sleep(Duration::from_millis(1500)).await;
+            ready.store(true, Ordering::Relaxed);
+            let logins_before = login_count.load(Ordering::Relaxed);
             let mut times = Vec::new();
             while !stop.load(Ordering::Relaxed) {
                 let t = Instant::now();
@@ -878,7 +884,7 @@ fn spawn_status_probe(
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
             times.sort_unstable();
-            (times, login_count.load(Ordering::Relaxed))
+            (times, login_count.load(Ordering::Relaxed) - logins_before)
         })
     })
 }
@@ -929,14 +935,18 @@ async fn run_attachment(mb: u64, busy_logins: usize, server: &Server) -> serde_j
 
     sampler.reset(rss_before);
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let ready = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let probe = spawn_status_probe(
         server.addr.clone(),
         trust(server),
         server.admin_password.clone(),
         busy_logins,
         stop.clone(),
+        ready.clone(),
     );
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    while !ready.load(Ordering::Relaxed) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let t = Instant::now();
     let up = admin
         .upload(msg, std::slice::from_ref(&path), true)
@@ -1222,6 +1232,8 @@ async fn run_voice(args: Args, server: &Server) -> serde_json::Value {
     let received = Arc::new(AtomicU64::new(0));
     let latencies: Arc<std::sync::Mutex<Vec<u32>>> = Arc::new(std::sync::Mutex::new(Vec::new()));
     let mut receivers = Vec::new();
+    // Packets that arrived after a later one: (listener counter, speaker → listener stream).
+    let reordered = Arc::new((AtomicU64::new(0), AtomicU64::new(0)));
     let groups = 2usize.min(n);
     let mut per_group: Vec<Vec<std::net::UdpSocket>> = (0..groups).map(|_| Vec::new()).collect();
     for (i, s) in recv_socks.into_iter().enumerate() {
@@ -1235,7 +1247,13 @@ async fn run_voice(args: Args, server: &Server) -> serde_json::Value {
             sent_at.clone(),
         );
         let sweep_us = args.voice_sweep_us;
+        let reordered = reordered.clone();
         receivers.push(std::thread::spawn(move || {
+            // Per listener socket: the last counter, and each speaker's last sequence.
+            let mut last_counter = vec![0u64; socks.len()];
+            let mut last_seq: Vec<std::collections::HashMap<u32, u64>> =
+                vec![Default::default(); socks.len()];
+            let (mut counter_back, mut stream_back) = (0u64, 0u64);
             let mut fds: Vec<libc::pollfd> = socks
                 .iter()
                 .map(|s| libc::pollfd {
@@ -1274,6 +1292,15 @@ async fn run_voice(args: Args, server: &Server) -> serde_json::Value {
                             continue;
                         }
                         count += 1;
+                        if h.counter < last_counter[i] {
+                            counter_back += 1;
+                        }
+                        last_counter[i] = last_counter[i].max(h.counter);
+                        let last = last_seq[i].entry(h.speaker).or_insert(0);
+                        if h.speaker_seq < *last {
+                            stream_back += 1;
+                        }
+                        *last = (*last).max(h.speaker_seq);
                         let slot = h.speaker as usize * RING + (h.speaker_seq as usize % RING);
                         let t0 = sent_at
                             .get(slot)
@@ -1286,6 +1313,8 @@ async fn run_voice(args: Args, server: &Server) -> serde_json::Value {
                 }
             }
             received.fetch_add(count, Ordering::Relaxed);
+            reordered.0.fetch_add(counter_back, Ordering::Relaxed);
+            reordered.1.fetch_add(stream_back, Ordering::Relaxed);
             if let Ok(mut l) = latencies.lock() {
                 l.extend_from_slice(&local_lat);
             }
@@ -1371,6 +1400,12 @@ async fn run_voice(args: Args, server: &Server) -> serde_json::Value {
             "serverCpuPercent": (cpu_ms_used / 10.0 / duration).round(),
             "serverCpuUsPerDelivered": if delivered > 0 { (cpu_ms_used * 1000.0 / delivered as f64 * 100.0).round() / 100.0 } else { 0.0 },
             "relayLatencyMs": { "p50": pct(0.5), "p99": pct(0.99), "max": pct(1.0) },
+            "outOfOrder": {
+                "listenerCounter": reordered.0.load(Ordering::Relaxed),
+                "speakerStream": reordered.1.load(Ordering::Relaxed),
+                "listenerCounterPercent": if got > 0 { (reordered.0.load(Ordering::Relaxed) as f64 * 10000.0 / got as f64).round() / 100.0 } else { 0.0 },
+                "speakerStreamPercent": if got > 0 { (reordered.1.load(Ordering::Relaxed) as f64 * 10000.0 / got as f64).round() / 100.0 } else { 0.0 },
+            },
             "serverRssBeforeKiB": rss_before,
             "serverRssAfterKiB": rss_after,
             "participants": n,

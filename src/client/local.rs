@@ -144,6 +144,9 @@ impl LocalStore {
 struct SyncPage {
     cursor: u64,
     has_more: bool,
+    /// Every room of the user (a first sync, or a cursor beyond the server's horizon).
+    #[serde(default)]
+    full: bool,
     rooms_added: Vec<Room>,
     rooms_removed: Vec<u64>,
     rooms_changed: Vec<Room>,
@@ -185,6 +188,15 @@ pub async fn sync(client: &mut Client, store: &LocalStore) -> Result<SyncSummary
             serde_json::from_value(v).map_err(|e| ClientError::Decode(e.to_string()))?;
         for room_id in &page.rooms_removed {
             store.drop_room(*room_id)?;
+        }
+        if page.full {
+            // A full answer lists every room the user has: any other is gone.
+            for room in store.rooms()? {
+                if !page.rooms_added.iter().any(|r| r.room_id == room.room_id) {
+                    store.drop_room(room.room_id)?;
+                    summary.rooms_removed += 1;
+                }
+            }
         }
         for room in &page.rooms_added {
             // (Back) in this room: its whole history, comments included.

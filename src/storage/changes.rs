@@ -8,7 +8,7 @@ use std::sync::atomic::Ordering;
 
 use serde::{Deserialize, Serialize};
 
-use super::{be, decode, id_at, Reader, Result, Table};
+use super::{be, decode, id_at, Reader, Result, Scope, Store, Table, WriteUnit};
 use crate::model::{MessageId, RoomId, UserId};
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -58,5 +58,49 @@ impl Reader {
         .iter()
         .map(|(k, v)| Ok((id_at(k, 0)?, decode("change", v)?)))
         .collect()
+    }
+}
+
+/// `meta` key: every change with a sequence number up to this one has been pruned.
+const PRUNED_THROUGH: &str = "changes_pruned_through";
+
+impl Reader {
+    /// Changes up to this sequence number are gone from the log (0: none): a cursor below it
+    /// cannot be continued, its client must start over (a "resync").
+    pub fn changes_pruned_through(&self) -> Result<u64> {
+        match self.get(Table::Meta, PRUNED_THROUGH)? {
+            Some(v) => id_at(&v, 0),
+            None => Ok(0),
+        }
+    }
+}
+
+impl Store {
+    /// Drops the oldest changes so that the newest `keep` remain (at most `max` per call, one
+    /// unit); answers how many went. The log thus has a horizon instead of growing for ever.
+    pub fn prune_changes(&self, keep: u64, max: usize) -> Result<usize> {
+        let through = self.last_change_seq().saturating_sub(keep.max(1));
+        if through == 0 {
+            return Ok(0);
+        }
+        let hi = be(through.saturating_add(1));
+        let old = self.latest().scan(
+            Table::ChangeseqChange,
+            Bound::Unbounded,
+            Bound::Excluded(&hi[..]),
+            false,
+            max,
+        )?;
+        let Some((last, _)) = old.last() else {
+            return Ok(0);
+        };
+        let upto = id_at(last, 0)?;
+        let mut unit = WriteUnit::new(Scope::Server);
+        for (k, _) in &old {
+            unit.remove(Table::ChangeseqChange, k);
+        }
+        unit.put(Table::Meta, PRUNED_THROUGH.as_bytes(), be(upto));
+        self.apply(unit)?;
+        Ok(old.len())
     }
 }

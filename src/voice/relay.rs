@@ -128,6 +128,48 @@ pub struct Participant {
     /// included), or of the join: a participant silent for long, whose user has no event
     /// session either, is gone.
     pub last_packet_ms: AtomicU64,
+    /// The outbox (see [`Outbox`]) holding sealed packets for this participant not yet
+    /// sent (0: none). One at a time, so the participant's counters leave in order.
+    pending: AtomicU64,
+}
+
+/// A relay thread's sealed datagrams not yet sent, and the listeners it holds them for.
+/// Relay threads take listeners' counters concurrently; a listener's packets may sit in
+/// only one outbox at a time, so they leave in counter order (claim before taking a
+/// counter, release after the send).
+pub struct Outbox {
+    sends: SendBatch,
+    token: u64,
+    claimed: Vec<Arc<Participant>>,
+    /// Scratch: the listeners of the packet being relayed.
+    listeners: Vec<Arc<Participant>>,
+}
+
+static NEXT_OUTBOX: AtomicU64 = AtomicU64::new(1);
+
+impl Default for Outbox {
+    fn default() -> Self {
+        Outbox {
+            sends: SendBatch::default(),
+            token: NEXT_OUTBOX.fetch_add(1, Ordering::Relaxed),
+            claimed: Vec::new(),
+            listeners: Vec::new(),
+        }
+    }
+}
+
+impl Outbox {
+    /// Forgets what is queued (after a contained panic) and releases every claim.
+    fn reset(&mut self) {
+        self.sends = SendBatch::default();
+        self.release();
+    }
+
+    fn release(&mut self) {
+        for p in self.claimed.drain(..) {
+            p.pending.store(0, Ordering::Release);
+        }
+    }
 }
 
 /// What the relay needs of a channel: its participants, for fan-out.
@@ -148,6 +190,7 @@ pub struct TalkingStarted {
 pub struct Router {
     participants: RwLock<HashMap<u32, Arc<Participant>>>,
     next_id: AtomicU32,
+    /// The socket every relay thread sends on (the first of the receiving sockets).
     socket: OnceLock<UdpSocket>,
     pub stats: VoiceStats,
     talking: OnceLock<Recipient<TalkingStarted>>,
@@ -203,24 +246,38 @@ impl Router {
         self.participants.read().map(|m| m.len()).unwrap_or(0)
     }
 
-    /// Binds the UDP socket (the TCP listener's address) and starts `threads` receive
-    /// threads on it.
+    /// Binds one UDP socket per relay thread on the TCP listener's address
+    /// (`SO_REUSEPORT`) and starts the threads. The kernel steers each sender's datagrams
+    /// to one socket by their addresses, so one thread relays a speaker's packets, in order.
     pub fn start_udp(
         self: &Arc<Self>,
         addr: SocketAddr,
         threads: usize,
     ) -> std::io::Result<SocketAddr> {
-        let socket = UdpSocket::bind(addr)?;
-        socket.set_read_timeout(Some(Duration::from_millis(250)))?;
-        // Room for bursts (the kernel caps it at net.core.[rw]mem_max).
-        enlarge_buffers(&socket, 4 << 20);
-        let local = socket.local_addr()?;
-        let _ = self.socket.set(socket);
-        for i in 0..threads.max(1) {
+        let mut sockets = Vec::new();
+        let mut local = addr;
+        for _ in 0..threads.max(1) {
+            let socket = socket2::Socket::new(
+                socket2::Domain::for_address(addr),
+                socket2::Type::DGRAM,
+                Some(socket2::Protocol::UDP),
+            )?;
+            socket.set_reuse_port(true)?;
+            socket.bind(&local.into())?;
+            let socket: UdpSocket = socket.into();
+            socket.set_read_timeout(Some(Duration::from_millis(250)))?;
+            // Room for bursts (the kernel caps it at net.core.[rw]mem_max).
+            enlarge_buffers(&socket, 4 << 20);
+            // (Port 0: the others join the port the first one got.)
+            local = socket.local_addr()?;
+            sockets.push(socket);
+        }
+        let _ = self.socket.set(sockets[0].try_clone()?);
+        for (i, socket) in sockets.into_iter().enumerate() {
             let router = self.clone();
             std::thread::Builder::new()
                 .name(format!("voice-udp-{i}"))
-                .spawn(move || router.receive_loop())?;
+                .spawn(move || router.receive_loop(socket))?;
         }
         Ok(local)
     }
@@ -229,16 +286,13 @@ impl Router {
         self.stop.store(true, Ordering::Relaxed);
     }
 
-    fn receive_loop(&self) {
-        let Some(socket) = self.socket.get() else {
-            return;
-        };
+    fn receive_loop(&self, socket: UdpSocket) {
         // One byte more than the largest valid packet, so oversized ones are recognised.
         let mut batch = RecvBatch::new(MAX_PACKET + 1);
         let mut out = Vec::with_capacity(MAX_PACKET);
-        let mut sends = SendBatch::default();
+        let mut sends = Outbox::default();
         while !self.stop.load(Ordering::Relaxed) {
-            match batch.recv(socket) {
+            match batch.recv(&socket) {
                 Ok(n) => {
                     // A bug triggered by one packet must not take the relay thread down:
                     // the panic is contained here, and the channel actor notices the
@@ -254,7 +308,7 @@ impl Router {
                     if relayed.is_err() {
                         self.stats.panics.fetch_add(1, Ordering::Relaxed);
                         tracing::error!("voice relay: a packet caused a panic; dropped it");
-                        sends = SendBatch::default();
+                        sends.reset();
                     }
                 }
                 Err(e)
@@ -276,7 +330,7 @@ impl Router {
     /// A packet that arrived in a binary WebSocket frame.
     pub fn handle_ws(&self, mut packet: Vec<u8>, session: u64, to: Recipient<VoiceOut>) {
         let mut out = Vec::with_capacity(MAX_PACKET);
-        let mut sends = SendBatch::default();
+        let mut sends = Outbox::default();
         let relayed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             self.handle(
                 &mut packet,
@@ -289,19 +343,52 @@ impl Router {
         if relayed.is_err() {
             self.stats.panics.fetch_add(1, Ordering::Relaxed);
             tracing::error!("voice relay: a WebSocket packet caused a panic; dropped it");
+            sends.reset();
         }
     }
 
-    fn flush(&self, sends: &mut SendBatch) {
-        if sends.is_empty() {
-            return;
+    /// Sends what the outbox holds and releases its listeners.
+    fn flush(&self, outbox: &mut Outbox) {
+        if !outbox.sends.is_empty() {
+            if let Some(socket) = self.socket.get() {
+                let failed = outbox.sends.flush(socket);
+                if failed > 0 {
+                    self.stats
+                        .send_failed
+                        .fetch_add(failed as u64, Ordering::Relaxed);
+                }
+            }
         }
-        if let Some(socket) = self.socket.get() {
-            let failed = sends.flush(socket);
-            if failed > 0 {
-                self.stats
-                    .send_failed
-                    .fetch_add(failed as u64, Ordering::Relaxed);
+        outbox.release();
+    }
+
+    /// Makes `outbox` the one holding `listener`'s unsent packets. If another thread's
+    /// outbox holds some, this one is sent first (so nobody ever waits on a thread that
+    /// waits) and the other is awaited: it is mid-batch and sends within microseconds.
+    /// Never called with a participant's key lock held.
+    fn claim(&self, listener: &Arc<Participant>, outbox: &mut Outbox) {
+        let mut spins = 0u32;
+        loop {
+            match listener.pending.compare_exchange(
+                0,
+                outbox.token,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => {
+                    outbox.claimed.push(listener.clone());
+                    return;
+                }
+                Err(t) if t == outbox.token => return,
+                Err(_) => {
+                    self.flush(outbox);
+                    spins += 1;
+                    if spins < 64 {
+                        std::hint::spin_loop();
+                    } else {
+                        std::thread::yield_now();
+                    }
+                }
             }
         }
     }
@@ -315,10 +402,11 @@ impl Router {
         h: &Header,
         payload: &[u8],
         out: &mut Vec<u8>,
-        sends: &mut SendBatch,
+        sends: &mut Outbox,
     ) -> bool {
         match route {
             Route::Udp(addr) => {
+                let sends = &mut sends.sends;
                 let b = sends.next_buf(addr);
                 b.resize(HEADER_LEN, 0);
                 b.extend_from_slice(payload);
@@ -346,7 +434,7 @@ impl Router {
         packet: &mut [u8],
         source: Source,
         out: &mut Vec<u8>,
-        sends: &mut SendBatch,
+        sends: &mut Outbox,
     ) {
         let s = &self.stats;
         if packet.len() > MAX_PACKET {
@@ -374,6 +462,10 @@ impl Router {
             return;
         }
         let now = Instant::now();
+        if header.kind == KIND_PING {
+            // The pong takes a counter of the sender's: claimed before its key lock.
+            self.claim(&sender, sends);
+        }
         let route = match source {
             Source::Udp(a) => Route::Udp(a),
             Source::Ws { session, to } => Route::Ws { session, to },
@@ -460,13 +552,18 @@ impl Router {
         let payload_range = HEADER_LEN..packet.len() - TAG_LEN;
         // The channel actor takes this lock for writing only to add or remove someone,
         // never while holding a participant's key lock, so reading it here is safe.
-        let Ok(members) = sender.channel.members.read() else {
-            return;
-        };
-        for listener in members.iter() {
-            if listener.id == sender.id || !listener.can_listen.load(Ordering::Relaxed) {
-                continue;
-            }
+        // Copied out, so no thread waits for a claim while holding the members' lock
+        // (a writer queued on it would block the thread that could release the claim).
+        let mut listeners = std::mem::take(&mut sends.listeners);
+        listeners.clear();
+        match sender.channel.members.read() {
+            Ok(members) => listeners.extend(members.iter().filter(|l| {
+                l.id != sender.id && l.can_listen.load(Ordering::Relaxed)
+            }).cloned()),
+            Err(_) => return,
+        }
+        for listener in listeners.drain(..) {
+            self.claim(&listener, sends);
             let Ok(mut keys) = listener.keys.lock() else {
                 continue;
             };
@@ -491,6 +588,7 @@ impl Router {
             }
             drop(keys);
         }
+        sends.listeners = listeners;
     }
 }
 
@@ -522,6 +620,7 @@ impl Participant {
             last_voice_ms: AtomicU64::new(0),
             last_packet_ms: AtomicU64::new(crate::now_ms()),
             talking: AtomicBool::new(false),
+            pending: AtomicU64::new(0),
         }
     }
 
