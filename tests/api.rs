@@ -1091,6 +1091,7 @@ async fn read_receipts_are_gathered_and_go_to_the_author_only() {
     }
     let room = alice.create_room("Receipts", &ids).await.expect("room");
     let m = alice.send_text(room, "read me").await.unwrap();
+    let m2 = alice.send_text(room, "and me").await.unwrap();
     let mut whole = alice.events().await.expect("events");
     let mut deltas = alice
         .events_with_extensions("readDeltas")
@@ -1122,7 +1123,17 @@ async fn read_receipts_are_gathered_and_go_to_the_author_only() {
     seen.sort_unstable();
     assert_eq!(seen, ids[1..].to_vec());
     assert!(ev.data["readTimestamps"][0]["readUtc"].as_u64().unwrap() > 0);
-    // The reader's own sessions learn of their receipt too.
+    // The reader's own sessions learn of their receipt too: a delta, or the whole message
+    // (whose readTimestamps tell a Web API v1 client that its user read it).
+    let mut bob_whole = readers[0].1.events().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    readers[0].1.mark_read(m2.message_id).await.expect("read");
+    let ev = expect_event(&mut bob_whole, "TextMessagesUpdated").await;
+    assert_eq!(ev.data["messages"][0]["messageId"], m2.message_id);
+    assert_eq!(
+        ev.data["messages"][0]["readTimestamps"][0]["userId"],
+        bob_id
+    );
     let ev = expect_event(&mut bob_deltas, "MessagesRead").await;
     assert!(ev.data["readTimestamps"]
         .as_array()

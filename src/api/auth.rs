@@ -121,7 +121,7 @@ pub fn verify_password(password: &str, hash: &str) -> bool {
     }
 }
 
-/// Runs argon2 work on the blocking pool, at most two at a time.
+/// Runs argon2 work on the hashing threads, at most two at a time (more wait here).
 pub async fn with_hash_slot<T: Send + 'static>(
     state: &AppState,
     f: impl FnOnce() -> T + Send + 'static,
@@ -131,9 +131,56 @@ pub async fn with_hash_slot<T: Send + 'static>(
         .acquire()
         .await
         .map_err(|_| ApiError::Unavailable("shutting down".into()))?;
-    web::block(f)
-        .await
-        .map_err(|e| ApiError::Internal(format!("blocking task failed: {e}")))
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    hashers()
+        .lock()
+        .map_err(|_| ApiError::Internal("hashing threads unavailable".into()))?
+        .send(Box::new(move || {
+            let _ = tx.send(f());
+        }))
+        .map_err(|_| ApiError::Internal("hashing threads unavailable".into()))?;
+    rx.await
+        .map_err(|_| ApiError::Internal("a password hash failed".into()))
+}
+
+type HashJob = Box<dyn FnOnce() + Send>;
+
+/// Two threads for argon2, at a lower scheduling priority (nice 10): a burst of logins
+/// keeps them busy for a while, and the HTTP workers must stay responsive meanwhile
+/// (on two cores, two hashes at normal priority would take both from every request).
+fn hashers() -> &'static Mutex<std::sync::mpsc::Sender<HashJob>> {
+    static HASHERS: std::sync::OnceLock<Mutex<std::sync::mpsc::Sender<HashJob>>> =
+        std::sync::OnceLock::new();
+    HASHERS.get_or_init(|| {
+        let (tx, rx) = std::sync::mpsc::channel::<HashJob>();
+        let rx = std::sync::Arc::new(Mutex::new(rx));
+        for i in 0..2 {
+            let rx = rx.clone();
+            let _ = std::thread::Builder::new()
+                .name(format!("confab-hash-{i}"))
+                .spawn(move || {
+                    // SAFETY: setpriority on this thread's own id; no memory involved.
+                    unsafe {
+                        libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, 10)
+                    };
+                    loop {
+                        let job = match rx.lock() {
+                            Ok(rx) => rx.recv(),
+                            Err(_) => return,
+                        };
+                        match job {
+                            // A panicking hash must not take the thread: the caller sees
+                            // its channel dropped.
+                            Ok(job) => {
+                                let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
+                            }
+                            Err(_) => return,
+                        }
+                    }
+                });
+        }
+        Mutex::new(tx)
+    })
 }
 
 /// A random secret as lower-case hex (sessions, tokens, generated passwords).

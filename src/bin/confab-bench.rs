@@ -291,7 +291,8 @@ fn spawn_receivers(addr: String, trust: Trust, sessions: Vec<String>, counters: 
                 for sid in chunk {
                     let mut c = base.another();
                     c.use_token(sid);
-                    opens.push(async move { c.events().await });
+                    // As a Confab client would: read receipts as small deltas.
+                    opens.push(async move { c.events_with_extensions("readDeltas").await });
                 }
                 for stream in join_all(opens).await {
                     let mut stream = match stream {

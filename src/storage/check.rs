@@ -242,9 +242,25 @@ pub fn check_folder(dir: &Path, cache_bytes: u64) -> Result<CheckReport> {
             "names a user that does not exist",
         );
     }
+    let session_index: std::collections::HashSet<Vec<u8>> = c
+        .entries(Table::UseridSessionhash)
+        .into_iter()
+        .map(|(k, _)| k.to_vec())
+        .collect();
+    let mut indexed_sessions = 0usize;
     for (k, v) in c.entries(Table::SessionhashSession) {
         match decode::<SessionRecord>("session", &v) {
-            Ok(s) if users.contains_key(&s.user_id) => {}
+            Ok(s) if users.contains_key(&s.user_id) => {
+                if session_index.contains(&super::users::session_index_key(s.user_id, &k)) {
+                    indexed_sessions += 1;
+                } else {
+                    c.problem(
+                        Table::SessionhashSession,
+                        &k,
+                        "has no entry in userid_sessionhash",
+                    );
+                }
+            }
             Ok(s) => c.problem(
                 Table::SessionhashSession,
                 &k,
@@ -252,6 +268,40 @@ pub fn check_folder(dir: &Path, cache_bytes: u64) -> Result<CheckReport> {
             ),
             Err(e) => c.problem(Table::SessionhashSession, &k, e),
         }
+    }
+    let auto_add: std::collections::BTreeSet<u64> = c
+        .entries(Table::AutoaddRoomid)
+        .iter()
+        .filter_map(|(k, _)| id_at(k, 0).ok())
+        .collect();
+    for (id, room) in &rooms {
+        if super::rooms::joins_new_users(room) != auto_add.contains(id) {
+            c.problem(
+                Table::AutoaddRoomid,
+                &id.to_be_bytes(),
+                format!(
+                    "index says auto-add={}, the room record says otherwise",
+                    auto_add.contains(id)
+                ),
+            );
+        }
+    }
+    for id in auto_add.iter().filter(|id| !rooms.contains_key(id)) {
+        c.problem(
+            Table::AutoaddRoomid,
+            &id.to_be_bytes(),
+            "names a room that does not exist",
+        );
+    }
+    if indexed_sessions != session_index.len() {
+        c.problem(
+            Table::UseridSessionhash,
+            b"",
+            format!(
+                "{} entries name no session",
+                session_index.len().saturating_sub(indexed_sessions)
+            ),
+        );
     }
     let by_user: HashMap<u64, IVec> = c
         .entries(Table::UseridTokenhash)

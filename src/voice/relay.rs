@@ -143,6 +143,9 @@ pub struct Outbox {
     claimed: Vec<Arc<Participant>>,
     /// Scratch: the listeners of the packet being relayed.
     listeners: Vec<Arc<Participant>>,
+    /// Packets held back until this batch is sent (see `Router::finish_batch`).
+    deferred: Vec<Deferred>,
+    deferred_ids: Vec<u32>,
 }
 
 static NEXT_OUTBOX: AtomicU64 = AtomicU64::new(1);
@@ -154,6 +157,8 @@ impl Default for Outbox {
             token: NEXT_OUTBOX.fetch_add(1, Ordering::Relaxed),
             claimed: Vec::new(),
             listeners: Vec::new(),
+            deferred: Vec::new(),
+            deferred_ids: Vec::new(),
         }
     }
 }
@@ -162,6 +167,8 @@ impl Outbox {
     /// Forgets what is queued (after a contained panic) and releases every claim.
     fn reset(&mut self) {
         self.sends = SendBatch::default();
+        self.deferred.clear();
+        self.deferred_ids.clear();
         self.release();
     }
 
@@ -303,7 +310,7 @@ impl Router {
                                 self.handle(packet, Source::Udp(from), &mut out, &mut sends);
                             }
                         }
-                        self.flush(&mut sends);
+                        self.finish_batch(&mut out, &mut sends);
                     }));
                     if relayed.is_err() {
                         self.stats.panics.fetch_add(1, Ordering::Relaxed);
@@ -338,7 +345,7 @@ impl Router {
                 &mut out,
                 &mut sends,
             );
-            self.flush(&mut sends);
+            self.finish_batch(&mut out, &mut sends);
         }));
         if relayed.is_err() {
             self.stats.panics.fetch_add(1, Ordering::Relaxed);
@@ -360,6 +367,22 @@ impl Router {
             }
         }
         outbox.release();
+    }
+
+    /// Claims `listener` for `outbox` if no other outbox holds packets for it.
+    fn try_claim(&self, listener: &Arc<Participant>, outbox: &mut Outbox) -> bool {
+        match listener.pending.compare_exchange(
+            0,
+            outbox.token,
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        ) {
+            Ok(_) => {
+                outbox.claimed.push(listener.clone());
+                true
+            }
+            Err(t) => t == outbox.token,
+        }
     }
 
     /// Makes `outbox` the one holding `listener`'s unsent packets. If another thread's
@@ -429,13 +452,7 @@ impl Router {
 
     /// The hot path. Every failure is counted and the packet dropped; nothing about an
     /// unauthenticated packet changes any state.
-    pub fn handle(
-        &self,
-        packet: &mut [u8],
-        source: Source,
-        out: &mut Vec<u8>,
-        sends: &mut Outbox,
-    ) {
+    pub fn handle(&self, packet: &mut [u8], source: Source, out: &mut Vec<u8>, sends: &mut Outbox) {
         let s = &self.stats;
         if packet.len() > MAX_PACKET {
             s.oversized.fetch_add(1, Ordering::Relaxed);
@@ -557,39 +574,111 @@ impl Router {
         let mut listeners = std::mem::take(&mut sends.listeners);
         listeners.clear();
         match sender.channel.members.read() {
-            Ok(members) => listeners.extend(members.iter().filter(|l| {
-                l.id != sender.id && l.can_listen.load(Ordering::Relaxed)
-            }).cloned()),
+            Ok(members) => listeners.extend(
+                members
+                    .iter()
+                    .filter(|l| l.id != sender.id && l.can_listen.load(Ordering::Relaxed))
+                    .cloned(),
+            ),
             Err(_) => return,
         }
+        let payload = &packet[payload_range];
         for listener in listeners.drain(..) {
-            self.claim(&listener, sends);
-            let Ok(mut keys) = listener.keys.lock() else {
+            // A listener another thread holds packets for waits until this batch is sent
+            // (and so does every later packet for it in this batch, to keep its order).
+            if sends.deferred_ids.contains(&listener.id) || !self.try_claim(&listener, sends) {
+                sends.deferred_ids.push(listener.id);
+                sends.deferred.push(Deferred {
+                    listener,
+                    speaker: sender.id,
+                    speaker_seq: header.speaker_seq,
+                    payload: payload.to_vec(),
+                });
                 continue;
-            };
-            let Some(route) = keys.route.clone() else {
-                s.no_route.fetch_add(1, Ordering::Relaxed);
-                continue;
-            };
-            keys.tx_counter += 1;
-            let counter = keys.tx_counter;
-            let key = keys.sending_key(now);
-            let h = Header {
-                kind: KIND_VOICE,
-                cipher: listener.cipher.id(),
-                participant: listener.id,
-                epoch: key.epoch,
-                counter,
-                speaker: sender.id,
-                speaker_seq: header.speaker_seq,
-            };
-            if self.emit(&route, key, &h, &packet[payload_range.clone()], out, sends) {
-                s.delivered.fetch_add(1, Ordering::Relaxed);
             }
-            drop(keys);
+            self.relay_to(
+                &listener,
+                sender.id,
+                header.speaker_seq,
+                payload,
+                now,
+                out,
+                sends,
+            );
         }
         sends.listeners = listeners;
     }
+
+    /// Seals one voice packet for `listener` (claimed by `sends`) and queues it.
+    #[allow(clippy::too_many_arguments)]
+    fn relay_to(
+        &self,
+        listener: &Participant,
+        speaker: u32,
+        speaker_seq: u64,
+        payload: &[u8],
+        now: Instant,
+        out: &mut Vec<u8>,
+        sends: &mut Outbox,
+    ) {
+        let Ok(mut keys) = listener.keys.lock() else {
+            return;
+        };
+        let Some(route) = keys.route.clone() else {
+            self.stats.no_route.fetch_add(1, Ordering::Relaxed);
+            return;
+        };
+        keys.tx_counter += 1;
+        let counter = keys.tx_counter;
+        let key = keys.sending_key(now);
+        let h = Header {
+            kind: KIND_VOICE,
+            cipher: listener.cipher.id(),
+            participant: listener.id,
+            epoch: key.epoch,
+            counter,
+            speaker,
+            speaker_seq,
+        };
+        if self.emit(&route, key, &h, payload, out, sends) {
+            self.stats.delivered.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Sends the batch, then relays what was deferred (waiting for the other threads to
+    /// send what they hold for those listeners) and sends that.
+    fn finish_batch(&self, out: &mut Vec<u8>, sends: &mut Outbox) {
+        self.flush(sends);
+        if sends.deferred.is_empty() {
+            return;
+        }
+        let now = Instant::now();
+        let deferred = std::mem::take(&mut sends.deferred);
+        for d in &deferred {
+            self.claim(&d.listener, sends);
+            self.relay_to(
+                &d.listener,
+                d.speaker,
+                d.speaker_seq,
+                &d.payload,
+                now,
+                out,
+                sends,
+            );
+        }
+        sends.deferred = deferred;
+        sends.deferred.clear();
+        sends.deferred_ids.clear();
+        self.flush(sends);
+    }
+}
+
+/// A packet for a listener whose earlier packets sat in another thread's outbox.
+pub struct Deferred {
+    listener: Arc<Participant>,
+    speaker: u32,
+    speaker_seq: u64,
+    payload: Vec<u8>,
 }
 
 impl Participant {

@@ -424,11 +424,12 @@ impl RoomActor {
     }
 
     /// Announces the read receipts of the next moment, one event per message, to the
-    /// message's author and to the readers themselves (their other sessions). Nobody else
-    /// gets them live (they read `readTimestamps` with the message), so n members reading
-    /// one message cost O(n) bytes, not O(n²). Sessions with the `readDeltas` extension get
-    /// `MessagesRead` with the new receipts only; the author's other sessions get the whole
-    /// message (`TextMessagesUpdated`), as Web API v1 clients expect.
+    /// message's author and to the readers themselves (every session of theirs: the Virola
+    /// client learns that *it* read a message from `readTimestamps`). Nobody else gets them
+    /// live (they read `readTimestamps` with the message). Sessions with the `readDeltas`
+    /// extension get `MessagesRead` with the new receipts only, so n members reading one
+    /// message cost them O(n) bytes in all; Web API v1 sessions get the whole message
+    /// (`TextMessagesUpdated`), as those clients expect.
     fn schedule_receipts(&mut self, ctx: &mut Context<Self>) {
         if self.pending_read_count >= MAX_PENDING_RECEIPTS {
             self.announce_receipts();
@@ -479,7 +480,8 @@ impl RoomActor {
                 .collect();
             readers.sort_unstable();
             readers.dedup();
-            self.directory.deliver_receipts(&readers, None, &delta);
+            self.directory
+                .deliver_receipts(&readers, Some(&whole), &delta);
         }
     }
 
