@@ -454,15 +454,18 @@ impl RoomActor {
                     continue;
                 }
             };
-            let delta = event_payload(
-                "MessagesRead",
-                serde_json::json!({
-                    "roomId": self.room_id,
-                    "messageId": message_id,
-                    "parentMessageId": record.parent_message_id,
-                    "readTimestamps": reads,
-                }),
-            );
+            let delta_of = |reads: &[ReadTimestamp]| {
+                event_payload(
+                    "MessagesRead",
+                    serde_json::json!({
+                        "roomId": self.room_id,
+                        "messageId": message_id,
+                        "parentMessageId": record.parent_message_id,
+                        "readTimestamps": reads,
+                    }),
+                )
+            };
+            let delta = delta_of(&reads);
             let whole = match store.api_message(&record) {
                 Ok(view) => Self::messages_event("TextMessagesUpdated", &[view]),
                 Err(e) => {
@@ -473,15 +476,13 @@ impl RoomActor {
             let author = record.user_id;
             self.directory
                 .deliver_receipts(&[author], Some(&whole), &delta);
-            let mut readers: Vec<UserId> = reads
-                .iter()
-                .map(|r| r.user_id)
-                .filter(|&u| u != author)
-                .collect();
-            readers.sort_unstable();
-            readers.dedup();
-            self.directory
-                .deliver_receipts(&readers, Some(&whole), &delta);
+            // Each reader's delta holds only their own receipt: k readers in one window
+            // cost O(k) bytes, not k copies of all k receipts.
+            for read in reads.iter().filter(|r| r.user_id != author) {
+                let own = delta_of(std::slice::from_ref(read));
+                self.directory
+                    .deliver_receipts(&[read.user_id], Some(&whole), &own);
+            }
         }
     }
 
