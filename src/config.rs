@@ -81,6 +81,10 @@ pub struct ServerArgs {
     /// (default: the number of CPU cores)
     #[argh(option)]
     pub room_threads: Option<usize>,
+    /// a room with nothing to do for this many seconds frees its memory until its next
+    /// request (default 300)
+    #[argh(option, default = "300")]
+    pub room_idle_secs: u64,
     #[argh(subcommand)]
     pub command: Option<crate::admin::ServerCommand>,
 }
@@ -117,6 +121,7 @@ pub struct ServerConfig {
     pub voice_grace: std::time::Duration,
     pub voice_threads: usize,
     pub room_threads: usize,
+    pub room_idle: std::time::Duration,
     pub change_log_keep: u64,
 }
 
@@ -221,6 +226,7 @@ impl ServerArgs {
             voice_threads: self.voice_threads.unwrap_or(workers).clamp(1, 64),
             room_threads: self.room_threads.unwrap_or(workers).clamp(1, 64),
             change_log_keep: self.change_log_keep.max(1),
+            room_idle: std::time::Duration::from_secs(self.room_idle_secs.max(1)),
             limits: Limits {
                 max_file_bytes: self.max_file_mb.max(1) * 1024 * 1024,
                 user_quota_bytes: self.quota_mb * 1024 * 1024,

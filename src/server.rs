@@ -119,12 +119,14 @@ pub async fn run(config: ServerConfig) -> Result<(), StartError> {
         rooms.clone(),
         arbiters.clone(),
     );
+    let room_idle = config.room_idle;
     let registry = Supervisor::start(move |_| {
         Registry::new(
             registry_store.clone(),
             registry_directory.clone(),
             registry_rooms.clone(),
             registry_arbiters.clone(),
+            room_idle,
         )
     });
     // Voice: the relay and its actors exist before the listener; the UDP socket is bound

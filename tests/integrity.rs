@@ -619,3 +619,47 @@ async fn a_sync_cursor_beyond_the_log_horizon_gets_a_resync() {
     assert_eq!(page["resync"], false, "{page}");
     assert_eq!(page["full"], false, "{page}");
 }
+
+/// Idle room actors retire (`--room-idle-secs`) and a new one takes over on the next
+/// request: posts racing a retirement are all stored, once each, in order.
+#[actix_rt::test]
+async fn rooms_retire_when_idle_and_posts_racing_a_retirement_are_stored_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = TestServer::start_in(&tmp.path().join("storage"), &["--room-idle-secs", "1"]);
+    let mut admin = server.admin().await;
+    let room = admin.create_room("Sleepy", &[]).await.unwrap();
+    let mut sent = vec![admin.send_text(room, "first").await.unwrap().message_id];
+    let active = |h: Value| h["activeRooms"].as_u64().unwrap_or(u64::MAX);
+    // The actor retires: no room actor runs.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, h) = get_json(&mut admin, "/api/v1/server-health").await;
+        if active(h) == 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the idle room never retired");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Bursts of concurrent posts at moments around the next retirement.
+    for (round, pause_ms) in [1000u64, 1150, 1300, 1450, 1600].into_iter().enumerate() {
+        tokio::time::sleep(Duration::from_millis(pause_ms)).await;
+        let posts = (0..8).map(|i| {
+            let mut c = admin.another();
+            c.use_token(admin.session_id().unwrap_or_default());
+            async move { c.send_text(room, &format!("r{round} p{i}")).await }
+        });
+        for m in futures_util::future::join_all(posts).await {
+            sent.push(
+                m.expect("a post racing a retirement is answered")
+                    .message_id,
+            );
+        }
+    }
+    let history = admin.history(room, None, None, None).await.unwrap();
+    let stored: Vec<u64> = history.iter().map(|m| m.message_id).collect();
+    let mut expected = sent.clone();
+    expected.sort_unstable();
+    assert_eq!(stored, expected, "every post stored once, in id order");
+    let texts: BTreeSet<&str> = history.iter().map(|m| m.text.as_str()).collect();
+    assert_eq!(texts.len(), history.len(), "no text stored twice");
+}

@@ -62,6 +62,8 @@ pub struct Registry {
     directory: Arc<Directory>,
     rooms: Arc<RoomAddrs>,
     arbiters: Vec<ArbiterHandle>,
+    /// How long a room actor waits with nothing to do before it retires.
+    room_idle: std::time::Duration,
 }
 
 impl Registry {
@@ -70,20 +72,27 @@ impl Registry {
         directory: Arc<Directory>,
         rooms: Arc<RoomAddrs>,
         arbiters: Vec<ArbiterHandle>,
+        room_idle: std::time::Duration,
     ) -> Self {
         Registry {
             store,
             directory,
             rooms,
             arbiters,
+            room_idle,
         }
     }
 
     fn start_room(&mut self, room_id: RoomId, ctx: &mut Context<Self>) -> Addr<RoomActor> {
-        let (store, directory, registry) =
-            (self.store.clone(), self.directory.clone(), ctx.address());
-        let make =
-            move |_: &mut Context<RoomActor>| RoomActor::new(room_id, store, directory, registry);
+        let (store, directory, registry, idle) = (
+            self.store.clone(),
+            self.directory.clone(),
+            ctx.address(),
+            self.room_idle,
+        );
+        let make = move |_: &mut Context<RoomActor>| {
+            RoomActor::new(room_id, store, directory, registry, idle)
+        };
         let addr = match self
             .arbiters
             .get(room_id as usize % self.arbiters.len().max(1))

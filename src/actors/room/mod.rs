@@ -99,6 +99,8 @@ pub struct RoomActor {
     /// Taken out of every lookup by the registry: what still reaches the actor is answered
     /// "retry", until it stops.
     retiring: bool,
+    /// Nothing to do for this long: retire (`--room-idle-secs`).
+    idle_after: Duration,
 }
 
 /// How long new messages are gathered before members get one `RoomUpdated` for them.
@@ -109,8 +111,6 @@ const RECEIPT_DELAY: Duration = Duration::from_millis(500);
 const MAX_PENDING_RECEIPTS: usize = 65_536;
 /// How long a room that failed to load waits before trying again.
 const LOAD_RETRY: Duration = Duration::from_secs(5);
-/// A room actor with nothing to do for this long stops (and frees its memory).
-pub const ROOM_IDLE: Duration = Duration::from_secs(300);
 /// How long a retiring actor answers "retry" before it stops.
 const RETIRE_GRACE: Duration = Duration::from_secs(5);
 
@@ -126,6 +126,7 @@ impl RoomActor {
         store: Arc<Store>,
         directory: Arc<Directory>,
         registry: Addr<Registry>,
+        idle_after: Duration,
     ) -> Self {
         RoomActor {
             room_id,
@@ -146,6 +147,7 @@ impl RoomActor {
             pending_read_count: 0,
             last_active: Instant::now(),
             retiring: false,
+            idle_after,
         }
     }
 
@@ -486,13 +488,15 @@ impl RoomActor {
         }
     }
 
-    /// After [`ROOM_IDLE`] with nothing to do, asks the registry to retire this actor.
+    /// After `idle_after` with nothing to do (no write in flight, no event or receipt
+    /// waiting to go out), asks the registry to retire this actor.
     fn retire_if_idle(&mut self, ctx: &mut Context<Self>) {
         if self.retiring
             || self.flushing
             || !self.awaiting.is_empty()
             || self.update_scheduled
-            || self.last_active.elapsed() < ROOM_IDLE
+            || self.pending_read_count > 0
+            || self.last_active.elapsed() < self.idle_after
         {
             return;
         }
@@ -521,7 +525,7 @@ impl Actor for RoomActor {
         ctx.set_mailbox_capacity(1024);
         // A failure is kept (and answered) by `ready`; the actor never stops over it.
         let _ = self.ready();
-        ctx.run_interval(ROOM_IDLE / 5, |act, ctx| act.retire_if_idle(ctx));
+        ctx.run_interval(self.idle_after / 5, |act, ctx| act.retire_if_idle(ctx));
     }
 }
 
