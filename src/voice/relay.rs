@@ -391,27 +391,13 @@ impl Router {
     /// Never called with a participant's key lock held.
     fn claim(&self, listener: &Arc<Participant>, outbox: &mut Outbox) {
         let mut spins = 0u32;
-        loop {
-            match listener.pending.compare_exchange(
-                0,
-                outbox.token,
-                Ordering::AcqRel,
-                Ordering::Acquire,
-            ) {
-                Ok(_) => {
-                    outbox.claimed.push(listener.clone());
-                    return;
-                }
-                Err(t) if t == outbox.token => return,
-                Err(_) => {
-                    self.flush(outbox);
-                    spins += 1;
-                    if spins < 64 {
-                        std::hint::spin_loop();
-                    } else {
-                        std::thread::yield_now();
-                    }
-                }
+        while !self.try_claim(listener, outbox) {
+            self.flush(outbox);
+            spins += 1;
+            if spins < 64 {
+                std::hint::spin_loop();
+            } else {
+                std::thread::yield_now();
             }
         }
     }
