@@ -223,6 +223,18 @@ pub async fn remove_member(
     path: web::Path<(u64, u64)>,
 ) -> Result<HttpResponse, ApiError> {
     let (room_id, user_id) = path.into_inner();
+    remove_from_room(&state, &auth, room_id, user_id).await?;
+    Ok(ok_json(json!({ "roomId": room_id, "userId": user_id })))
+}
+
+/// Takes `user_id` out of the room through its actor, then out of its voice channel
+/// (keys erased).
+async fn remove_from_room(
+    state: &State,
+    auth: &Authed,
+    room_id: u64,
+    user_id: u64,
+) -> Result<(), ApiError> {
     state
         .in_room(
             room_id,
@@ -233,9 +245,8 @@ pub async fn remove_member(
             },
         )
         .await?;
-    // Out of the room, out of its voice channel (keys erased).
     state.voice.hub.do_send(Recheck(Some(room_id)));
-    Ok(ok_json(json!({ "roomId": room_id, "userId": user_id })))
+    Ok(())
 }
 
 /// `POST /api/v1/rooms/{roomId}/leave` (extension; when the room lets members leave).
@@ -245,17 +256,7 @@ pub async fn leave(
     path: web::Path<u64>,
 ) -> Result<HttpResponse, ApiError> {
     let room_id = path.into_inner();
-    state
-        .in_room(
-            room_id,
-            RemoveMember {
-                by: auth.id(),
-                by_admin: auth.user.is_admin,
-                user_id: auth.id(),
-            },
-        )
-        .await?;
-    state.voice.hub.do_send(Recheck(Some(room_id)));
+    remove_from_room(&state, &auth, room_id, auth.id()).await?;
     Ok(ok_json(json!({ "roomId": room_id })))
 }
 

@@ -109,6 +109,12 @@ impl KeyState {
             _ => &self.current,
         }
     }
+
+    /// The next server → client counter, with the key to seal under it.
+    fn next_sending(&mut self, now: Instant) -> (u64, &Key) {
+        self.tx_counter += 1;
+        (self.tx_counter, self.sending_key(now))
+    }
 }
 
 pub struct Participant {
@@ -518,18 +524,18 @@ impl Router {
             if header.kind == KIND_PING {
                 s.pings.fetch_add(1, Ordering::Relaxed);
                 let payload = &packet[HEADER_LEN..packet.len() - TAG_LEN];
-                ks.tx_counter += 1;
-                let key = ks.sending_key(now);
+                let route = ks.route.clone();
+                let (counter, key) = ks.next_sending(now);
                 let reply = Header {
                     kind: KIND_PONG,
                     cipher: sender.cipher.id(),
                     participant: sender.id,
                     epoch: key.epoch,
-                    counter: ks.tx_counter,
+                    counter,
                     speaker: sender.id,
                     speaker_seq: header.speaker_seq,
                 };
-                if let Some(r) = &ks.route {
+                if let Some(r) = &route {
                     self.emit(r, key, &reply, payload, out, sends);
                 }
                 return;
@@ -614,9 +620,7 @@ impl Router {
             self.stats.no_route.fetch_add(1, Ordering::Relaxed);
             return;
         };
-        keys.tx_counter += 1;
-        let counter = keys.tx_counter;
-        let key = keys.sending_key(now);
+        let (counter, key) = keys.next_sending(now);
         let h = Header {
             kind: KIND_VOICE,
             cipher: listener.cipher.id(),
