@@ -115,11 +115,22 @@ pub fn run(dir: &Path, command: &ServerCommand, cache_bytes: u64) -> Result<Stri
     match &args.action {
         // Compaction rewrites the database files, so it runs with the database closed.
         AdminAction::Compact(_) => {
-            let (before, after) = storage::compact(dir)?;
-            Ok(format!(
-                "compacted {}: {before} bytes before, {after} bytes after",
-                dir.join("db").display()
-            ))
+            let done = storage::compact(dir)?;
+            let db = dir.join("db");
+            Ok(if done.replaced {
+                format!(
+                    "compacted {}: {} bytes before, {} bytes after",
+                    db.display(),
+                    done.before,
+                    done.after
+                )
+            } else {
+                format!(
+                    "{} is already compact ({} bytes, nothing changed since its last compaction)",
+                    db.display(),
+                    done.before
+                )
+            })
         }
         AdminAction::ResetPassword(r) => {
             with_store(dir, cache_bytes, |store| reset_password(store, r))

@@ -841,7 +841,7 @@ async fn thumbnails_for_images_and_deleted_content_is_erased() {
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("bytes after"));
     assert!(
-        !contains_bytes(&server.dir, secret.as_bytes()),
+        !contains_bytes_decoded(&server.dir, secret.as_bytes()),
         "no trace of the deleted text on disk"
     );
     let server = TestServer::start_in(&server.dir.clone(), &[]);

@@ -274,7 +274,11 @@ async fn sync_never_skips_a_change_under_concurrent_writers() {
 
 /// Overwrites one record of a stopped server's database with bytes that do not decode.
 fn damage_record(dir: &Path, tree: &str, key: &[u8]) {
-    let db = sled::open(dir.join("db")).expect("open the stopped server's database");
+    let db = sled::Config::new()
+        .path(dir.join("db"))
+        .use_compression(true)
+        .open()
+        .expect("open the stopped server's database");
     let t = db.open_tree(tree).unwrap();
     assert!(t.get(key).unwrap().is_some(), "the record exists");
     t.insert(key, &b"\xff\x00 not a record"[..]).unwrap();

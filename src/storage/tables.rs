@@ -130,15 +130,7 @@ fn io(what: &'static str, path: &Path, e: std::io::Error) -> StorageError {
 impl Trees {
     /// Opens the database in `db_path` and every tree.
     pub fn open(db_path: &Path, cache_bytes: u64) -> Result<Trees> {
-        let db = sled::Config::new()
-            .path(db_path)
-            .cache_capacity(cache_bytes)
-            .flush_every_ms(Some(1000))
-            .open()
-            .map_err(|source| StorageError::Open {
-                path: db_path.to_path_buf(),
-                source,
-            })?;
+        let db = open_db(db_path, cache_bytes)?;
         let trees = Table::ALL
             .iter()
             .map(|t| db.open_tree(t.name()))
@@ -186,6 +178,66 @@ impl Trees {
         // Forget removed blobs so the set stays as small as the folder.
         *synced = names;
         Ok(())
+    }
+}
+
+/// Opens the sled database in `db_path` as it was created: sled fixes compression when a
+/// database is made and refuses to open it with the other setting. A new database is
+/// compressed (zstd, per page written to the log): a short message's JSON record and its
+/// index entries take about a quarter of their plain size on disk.
+pub(crate) fn open_db(db_path: &Path, cache_bytes: u64) -> Result<sled::Db> {
+    let compressed = is_compressed(db_path)?;
+    // sled counts a cached page by its size in the log, compressed when compression is on,
+    // while the page in memory is whole: a 64 MiB bound held ~520 MiB of a 1M-message
+    // room's pages. The bound given to sled is scaled down. Measured on that room: ÷8 kept
+    // the cache near 64 MiB of memory but cost 20 % of the 10 × 100 throughput (more
+    // pages read back and decompressed); ÷3 keeps the throughput of the uncompressed
+    // store with the cache at ~190 MiB of memory (docs/benchmarks.md).
+    let capacity = if compressed {
+        cache_bytes / COMPRESSED_CACHE_RATIO
+    } else {
+        cache_bytes
+    };
+    sled::Config::new()
+        .path(db_path)
+        .cache_capacity(capacity)
+        .flush_every_ms(Some(1000))
+        .use_compression(compressed)
+        // zstd's fastest level: the log is written on every commit.
+        .compression_factor(1)
+        .open()
+        .map_err(|source| StorageError::Open {
+            path: db_path.to_path_buf(),
+            source,
+        })
+}
+
+/// How much the cache bound is scaled down for a compressed database (see `open_db`).
+const COMPRESSED_CACHE_RATIO: u64 = 3;
+
+/// Whether the database in `db_path` is (or, if new, will be) compressed: its `conf` file
+/// says `use_compression: true` or `false`. Folders made before compression say `false`
+/// and are rewritten once at open (see `Store::open_with`).
+pub(crate) fn is_compressed(db_path: &Path) -> Result<bool> {
+    let conf_path = db_path.join("conf");
+    let bytes = match std::fs::read(&conf_path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(true),
+        Err(e) => return Err(io("database configuration", &conf_path, e)),
+    };
+    // The file is text lines followed by a 4-byte checksum, which sled verifies itself.
+    let text = String::from_utf8_lossy(&bytes);
+    let value = text
+        .lines()
+        .find_map(|l| l.strip_prefix("use_compression:"))
+        .map(str::trim);
+    match value {
+        Some("true") => Ok(true),
+        Some("false") => Ok(false),
+        _ => Err(StorageError::Corrupt {
+            what: "database configuration",
+            detail: format!("{} has no use_compression line", conf_path.display()),
+        }),
     }
 }
 

@@ -319,6 +319,33 @@ pub fn files_under(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
+/// Whether `needle` is anywhere in the files below `dir`: as plain bytes, or inside any
+/// zstd frame (sled compresses its log, so a plain search of the database would find
+/// nothing even where the text is still stored). Every frame magic is tried, so a frame
+/// inside a record or a torn one at a segment's end is read as far as it goes.
+pub fn contains_bytes_decoded(dir: &Path, needle: &[u8]) -> bool {
+    use std::io::Read;
+    const MAGIC: [u8; 4] = [0x28, 0xB5, 0x2F, 0xFD];
+    let has = |b: &[u8]| b.windows(needle.len()).any(|w| w == needle);
+    files_under(dir).iter().any(|p| {
+        let Ok(bytes) = std::fs::read(p) else {
+            return false;
+        };
+        if has(&bytes) {
+            return true;
+        }
+        (0..bytes.len().saturating_sub(4))
+            .filter(|&i| bytes[i..i + 4] == MAGIC)
+            .any(|i| {
+                let mut out = Vec::new();
+                if let Ok(d) = zstd::stream::read::Decoder::new(&bytes[i..]) {
+                    let _ = d.single_frame().take(64 << 20).read_to_end(&mut out);
+                }
+                has(&out)
+            })
+    })
+}
+
 /// `confab-server --storage-dir DIR check`: whether it found the folder sound, and what it
 /// printed.
 pub fn run_check(dir: &Path) -> (bool, String) {

@@ -400,6 +400,8 @@ fn main() {
         unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
         let _ = c.wait();
     }
+    // exit() runs no destructors: remove the fresh server's folder first.
+    drop(server._tmp);
     std::process::exit(0);
 }
 
