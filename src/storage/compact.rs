@@ -23,7 +23,8 @@ pub struct Compaction {
 /// content no longer sits in old log segments. The copy is always compressed, so this is
 /// also how a folder made before compression is converted (`convert`). The caller holds
 /// the folder's lock. The new copy is complete and flushed before it replaces the old
-/// one; [`Store::open`](super::Store::open) puts the old one back if a crash came between the two renames.
+/// one; [`Store::open`](super::Store::open) puts the old one back if a crash came between
+/// the two renames.
 ///
 /// The folder does not grow. A database untouched since a compaction made it (its log
 /// file's length and time match the stamp left in `db.compacted`) is left alone without
