@@ -825,21 +825,8 @@ async fn thumbnails_for_images_and_deleted_content_is_erased() {
     // The database keeps old versions in its log until compaction rewrites it.
     let keep = ann.send_text(room, "keep this").await.unwrap();
     server.stop();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_confab-server"))
-        .args([
-            "--storage-dir",
-            server.dir.to_str().unwrap(),
-            "admin",
-            "compact",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(String::from_utf8_lossy(&out.stdout).contains("bytes after"));
+    let line = run_compact(&server.dir);
+    assert!(line.contains("bytes after"), "{line}");
     assert!(
         !contains_bytes_decoded(&server.dir, secret.as_bytes()),
         "no trace of the deleted text on disk"

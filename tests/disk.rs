@@ -5,7 +5,6 @@
 mod util;
 
 use std::path::Path;
-use std::process::Command;
 
 use confab::client::Client;
 use util::*;
@@ -52,22 +51,6 @@ fn folder_bytes(dir: &Path) -> u64 {
         .filter_map(|p| std::fs::metadata(p).ok())
         .map(|m| m.len())
         .sum()
-}
-
-/// `confab-server --storage-dir DIR admin compact`: its one line of output.
-fn compact(dir: &Path) -> String {
-    let out = Command::new(server_bin())
-        .arg("--storage-dir")
-        .arg(dir)
-        .args(["admin", "compact"])
-        .output()
-        .expect("run admin compact");
-    assert!(
-        out.status.success(),
-        "compact failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
 /// The two sizes of "compacted …: B bytes before, A bytes after".
@@ -171,7 +154,7 @@ async fn compaction_erases_deleted_text_and_never_grows_the_folder() {
     );
 
     // A folder written by the server: the copy is smaller and holds no trace.
-    let first = compact(&dir);
+    let first = run_compact(&dir);
     let (before, after) = sizes(&first);
     assert!(first.contains("bytes after"), "{first}");
     assert!(after < before, "{first}");
@@ -181,7 +164,7 @@ async fn compaction_erases_deleted_text_and_never_grows_the_folder() {
 
     // Untouched since: left alone, not even opened.
     for _ in 0..2 {
-        let again = compact(&dir);
+        let again = run_compact(&dir);
         assert!(again.contains("already compact"), "{again}");
         assert_eq!(folder_bytes(&dir.join("db")), after, "{again}");
     }
@@ -197,7 +180,7 @@ async fn compaction_erases_deleted_text_and_never_grows_the_folder() {
         }
         server.stop();
         let size = folder_bytes(&dir.join("db"));
-        let line = compact(&dir);
+        let line = run_compact(&dir);
         let now = folder_bytes(&dir.join("db"));
         assert!(
             now <= size,

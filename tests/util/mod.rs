@@ -346,6 +346,23 @@ pub fn contains_bytes_decoded(dir: &Path, needle: &[u8]) -> bool {
     })
 }
 
+/// `confab-server --storage-dir DIR admin compact` with the server stopped: its one line of
+/// output; panics if it fails.
+pub fn run_compact(dir: &Path) -> String {
+    let out = Command::new(server_bin())
+        .arg("--storage-dir")
+        .arg(dir)
+        .args(["admin", "compact"])
+        .output()
+        .expect("run admin compact");
+    assert!(
+        out.status.success(),
+        "compact failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
 /// `confab-server --storage-dir DIR check`: whether it found the folder sound, and what it
 /// printed.
 pub fn run_check(dir: &Path) -> (bool, String) {
