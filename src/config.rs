@@ -85,8 +85,40 @@ pub struct ServerArgs {
     /// request (default 300)
     #[argh(option, default = "300")]
     pub room_idle_secs: u64,
+    /// a login session ends after this long unused, e.g. 30d, 12h (default 30d)
+    #[argh(option, default = "String::from(\"30d\")")]
+    pub session_idle: String,
+    /// a login session ends this long after its login however much it is used (default 180d)
+    #[argh(option, default = "String::from(\"180d\")")]
+    pub session_max: String,
+    /// a reverse proxy in front of the server (an address or CIDR, repeatable): its
+    /// X-Forwarded-For header then names the client, for login throttling and the logs
+    #[argh(option)]
+    pub trusted_proxy: Vec<String>,
+    /// another origin allowed to use the API with a member's session cookie (e.g.
+    /// https://chat.example.com when a proxy rewrites the Host header; repeatable)
+    #[argh(option)]
+    pub allowed_origin: Vec<String>,
     #[argh(subcommand)]
     pub command: Option<crate::admin::ServerCommand>,
+}
+
+/// A duration flag (`30d`, `12h`, `90s`) in milliseconds, at least one second.
+fn duration_ms(flag: &str, value: &str) -> Result<u64, String> {
+    let d = humantime::parse_duration(value.trim())
+        .map_err(|e| format!("{flag}: '{value}' is not a duration like 30d, 12h or 90s ({e})"))?;
+    if d < std::time::Duration::from_secs(1) {
+        return Err(format!("{flag}: '{value}' is shorter than a second"));
+    }
+    Ok(d.as_millis().min(u64::MAX as u128) as u64)
+}
+
+/// `10.0.0.0/8`, `fd00::/8`, or a single address (`10.0.0.5`, as a /32 or /128).
+fn parse_net(s: &str) -> Option<ipnet::IpNet> {
+    let s = s.trim();
+    s.parse::<ipnet::IpNet>()
+        .ok()
+        .or_else(|| s.parse::<std::net::IpAddr>().ok().map(ipnet::IpNet::from))
 }
 
 /// Rewrites `-h` and `-?` into `--help`, which is what argh understands.
@@ -123,6 +155,8 @@ pub struct ServerConfig {
     pub room_threads: usize,
     pub room_idle: std::time::Duration,
     pub change_log_keep: u64,
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    pub allowed_origins: Vec<String>,
 }
 
 /// Bounds on what a client may send or make the server hold.
@@ -143,6 +177,8 @@ pub struct Limits {
     /// Failed logins allowed per user name and per address in one window.
     pub login_failures: u32,
     pub login_window_secs: u64,
+    /// When login sessions end by themselves.
+    pub session_lifetime: crate::storage::SessionLifetime,
 }
 
 impl Default for Limits {
@@ -156,6 +192,10 @@ impl Default for Limits {
             max_ws_frame: 64 * 1024,
             login_failures: 5,
             login_window_secs: 60,
+            session_lifetime: crate::storage::SessionLifetime {
+                idle_ms: 30 * 24 * 3600 * 1000,
+                max_ms: 180 * 24 * 3600 * 1000,
+            },
         }
     }
 }
@@ -204,7 +244,33 @@ impl ServerArgs {
                 .map(|n| n.get())
                 .unwrap_or(2)
         });
+        let trusted_proxies = self
+            .trusted_proxy
+            .iter()
+            .map(|p| {
+                parse_net(p).ok_or_else(|| {
+                    format!("--trusted-proxy: '{p}' is not an address or CIDR (e.g. 10.0.0.0/8)")
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let allowed_origins = self
+            .allowed_origin
+            .iter()
+            .map(|o| {
+                let o = o.trim().trim_end_matches('/');
+                match o.split_once("://") {
+                    Some(("https" | "http", host)) if !host.is_empty() && !host.contains('/') => {
+                        Ok(o.to_string())
+                    }
+                    _ => Err(format!(
+                        "--allowed-origin: '{o}' is not an origin like https://chat.example.com"
+                    )),
+                }
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(ServerConfig {
+            trusted_proxies,
+            allowed_origins,
             listen: SocketAddr::new(ip, port),
             listen_host: host,
             storage_dir,
@@ -230,6 +296,10 @@ impl ServerArgs {
             limits: Limits {
                 max_file_bytes: self.max_file_mb.max(1) * 1024 * 1024,
                 user_quota_bytes: self.quota_mb * 1024 * 1024,
+                session_lifetime: crate::storage::SessionLifetime {
+                    idle_ms: duration_ms("--session-idle", &self.session_idle)?,
+                    max_ms: duration_ms("--session-max", &self.session_max)?,
+                },
                 ..Limits::default()
             },
         })

@@ -152,17 +152,21 @@ pub async fn run(config: ServerConfig) -> Result<(), StartError> {
         hub: rotation_hub,
         period,
     });
-    let state = web::Data::new(AppState::new(
-        store.clone(),
-        registry.clone(),
-        directory.clone(),
-        rooms,
-        config.limits.clone(),
-        VoiceHandle {
-            hub,
-            router: router.clone(),
-        },
-    ));
+    let state = web::Data::new(
+        AppState::new(
+            store.clone(),
+            registry.clone(),
+            directory.clone(),
+            rooms,
+            config.limits.clone(),
+            VoiceHandle {
+                hub,
+                router: router.clone(),
+            },
+        )
+        .trusting(config.trusted_proxies.clone())
+        .allowing_origins(config.allowed_origins.clone()),
+    );
     let limits = config.limits.clone();
     let web_root = config.web_root.clone();
 
@@ -230,11 +234,16 @@ pub async fn run(config: ServerConfig) -> Result<(), StartError> {
     // `--change-log-keep` entries; older ones are forgotten at start and now and then.
     let prune_store = store.clone();
     let keep = config.change_log_keep;
+    let lifetime = config.limits.session_lifetime;
     actix_rt::spawn(async move {
         loop {
             let store = prune_store.clone();
             let _ = actix_rt::task::spawn_blocking(move || {
                 store.prune_idempotency_keys(10_000)?;
+                let ended = store.prune_sessions(lifetime, crate::now_ms(), 10_000)?;
+                if ended > 0 {
+                    tracing::info!(target: "confab::audit", ended, "expired login sessions ended");
+                }
                 // In bounded units until nothing is left beyond the horizon.
                 while store.prune_changes(keep, 10_000)? > 0 {}
                 Ok::<_, crate::storage::StorageError>(())

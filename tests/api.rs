@@ -86,7 +86,10 @@ async fn login_cookie_status_logout_and_documented_errors() {
         &http_request(
             "POST",
             "/api/v1/logout",
-            &[("Cookie", &format!("VirolaUserSessionId={sid}"))],
+            &[
+                ("Cookie", &format!("VirolaUserSessionId={sid}")),
+                ("Origin", "https://localhost"),
+            ],
             b"",
         ),
     );
@@ -794,7 +797,11 @@ async fn bad_input_gets_clear_errors_and_others_keep_working() {
             http_request(
                 "POST",
                 &post_path,
-                &[("Cookie", &cookie), ("Content-Type", "application/json")],
+                &[
+                    ("Cookie", &cookie),
+                    ("Origin", "https://localhost"),
+                    ("Content-Type", "application/json"),
+                ],
                 b"{\"content\": ",
             ),
             400,
@@ -803,7 +810,11 @@ async fn bad_input_gets_clear_errors_and_others_keep_working() {
             http_request(
                 "POST",
                 &post_path,
-                &[("Cookie", &cookie), ("Content-Type", "application/json")],
+                &[
+                    ("Cookie", &cookie),
+                    ("Origin", "https://localhost"),
+                    ("Content-Type", "application/json"),
+                ],
                 b"{\"content\": 12}",
             ),
             400,
@@ -812,7 +823,11 @@ async fn bad_input_gets_clear_errors_and_others_keep_working() {
             http_request(
                 "POST",
                 &post_path,
-                &[("Cookie", &cookie), ("Content-Type", "application/json")],
+                &[
+                    ("Cookie", &cookie),
+                    ("Origin", "https://localhost"),
+                    ("Content-Type", "application/json"),
+                ],
                 b"\xff\xfe\x00garbage",
             ),
             400,
@@ -821,7 +836,11 @@ async fn bad_input_gets_clear_errors_and_others_keep_working() {
             http_request(
                 "POST",
                 &post_path,
-                &[("Cookie", &cookie), ("Content-Type", "application/json")],
+                &[
+                    ("Cookie", &cookie),
+                    ("Origin", "https://localhost"),
+                    ("Content-Type", "application/json"),
+                ],
                 format!("{{\"content\": \"{}\"}}", "x".repeat(300 * 1024)).as_bytes(),
             ),
             413,
@@ -830,7 +849,11 @@ async fn bad_input_gets_clear_errors_and_others_keep_working() {
             http_request(
                 "POST",
                 &post_path,
-                &[("Cookie", &cookie), ("Content-Type", "application/json")],
+                &[
+                    ("Cookie", &cookie),
+                    ("Origin", "https://localhost"),
+                    ("Content-Type", "application/json"),
+                ],
                 format!("{{\"content\": \"{}\"}}", "x".repeat(100 * 1024)).as_bytes(),
             ),
             413,
@@ -848,7 +871,7 @@ async fn bad_input_gets_clear_errors_and_others_keep_working() {
             http_request(
                 "GET",
                 "/api/v1/rooms/99999/messages",
-                &[("Cookie", &cookie)],
+                &[("Cookie", &cookie), ("Origin", "https://localhost")],
                 b"",
             ),
             404,
@@ -857,7 +880,7 @@ async fn bad_input_gets_clear_errors_and_others_keep_working() {
             http_request(
                 "DELETE",
                 "/api/v1/messages/99999",
-                &[("Cookie", &cookie)],
+                &[("Cookie", &cookie), ("Origin", "https://localhost")],
                 b"",
             ),
             404,
@@ -866,7 +889,7 @@ async fn bad_input_gets_clear_errors_and_others_keep_working() {
             http_request(
                 "GET",
                 "/api/v1/messages/99999/comments",
-                &[("Cookie", &cookie)],
+                &[("Cookie", &cookie), ("Origin", "https://localhost")],
                 b"",
             ),
             404,
@@ -875,7 +898,7 @@ async fn bad_input_gets_clear_errors_and_others_keep_working() {
             http_request(
                 "GET",
                 "/api/v1/rooms/-3/messages",
-                &[("Cookie", &cookie)],
+                &[("Cookie", &cookie), ("Origin", "https://localhost")],
                 b"",
             ),
             400,
@@ -884,13 +907,18 @@ async fn bad_input_gets_clear_errors_and_others_keep_working() {
             http_request(
                 "GET",
                 "/api/v1/rooms/18446744073709551616/messages",
-                &[("Cookie", &cookie)],
+                &[("Cookie", &cookie), ("Origin", "https://localhost")],
                 b"",
             ),
             400,
         ),
         (
-            http_request("GET", "/api/v1/no-such-thing", &[("Cookie", &cookie)], b""),
+            http_request(
+                "GET",
+                "/api/v1/no-such-thing",
+                &[("Cookie", &cookie), ("Origin", "https://localhost")],
+                b"",
+            ),
             404,
         ),
         (

@@ -207,7 +207,9 @@ fn trust_errors_are_clear() {
         err.contains("has CHANGED") && err.contains(&cli.known.to_string_lossy().to_string()),
         "{err}"
     );
-    // Wrong password and missing password.
+    // Wrong password and missing password (once the kept login session is ended: until
+    // then no password is asked for).
+    cli.ok("admin", &pw, &["--insecure", "logout"]);
     let err = cli.fails("admin", "nope", &["--insecure", "rooms"]);
     assert!(
         err.contains("The username or password is invalid."),
@@ -420,4 +422,135 @@ async fn permissions_moderators_and_join_links_from_the_command_line() {
         history.contains("hello"),
         "a joiner gets the history: {history}"
     );
+}
+
+/// Finding 5 of the accounts issue: a member's message text and room names reach another
+/// member's terminal with their escape sequences shown, not obeyed.
+#[test]
+fn terminal_escapes_from_other_members_are_shown_escaped() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = TestServer::start();
+    let cli = Cli::new(&server, tmp.path());
+    let pw = server.admin_password();
+    let bob: Value =
+        serde_json::from_str(&cli.ok("admin", &pw, &["--json", "create-user", "bob"])).unwrap();
+    let bob_pw = bob["password"].as_str().unwrap().to_string();
+    let room = "Ops\x1b]0;owned\x07";
+    cli.ok("admin", &pw, &["create-room", room, "--member", "bob"]);
+    let text = "hi\x1b[2J\x1b[31m red \u{9b}1;1H\rforged line";
+    cli.ok("admin", &pw, &["send", room, text]);
+    for args in [&["history", room][..], &["rooms"][..], &["unread"][..]] {
+        let out = cli.ok("bob", &bob_pw, args);
+        assert!(
+            !out.chars()
+                .any(|c| c.is_control() && c != '\n' && c != '\t'),
+            "confab {args:?} printed raw control characters: {out:?}"
+        );
+        if args[0] != "history" {
+            assert!(out.contains("Ops\\x1b]0;owned\\x07"), "{args:?}: {out}");
+        }
+    }
+    let history = cli.ok("bob", &bob_pw, &["history", room]);
+    assert!(
+        history.contains("hi\\x1b[2J\\x1b[31m red \\x9b1;1H\\x0dforged line"),
+        "{history}"
+    );
+    // --json is unchanged: the text comes back exactly as sent.
+    let json: Value =
+        serde_json::from_str(&cli.ok("bob", &bob_pw, &["--json", "history", room])).unwrap();
+    assert_eq!(json[0]["text"], text);
+}
+
+/// Finding 7 from the command line: one kept login session for many commands, `passwd`,
+/// `sessions`, `logout --all`, and the administrators' account commands.
+#[test]
+fn account_commands_and_one_kept_session() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = TestServer::start();
+    let cli = Cli::new(&server, tmp.path());
+    let pw = server.admin_password();
+    let frank: Value =
+        serde_json::from_str(&cli.ok("admin", &pw, &["--json", "create-user", "frank"])).unwrap();
+    let frank_pw = frank["password"].as_str().unwrap().to_string();
+    for _ in 0..10 {
+        cli.ok("frank", &frank_pw, &["status"]);
+    }
+    let sessions: Value =
+        serde_json::from_str(&cli.ok("frank", &frank_pw, &["--json", "sessions"])).unwrap();
+    assert_eq!(sessions.as_array().unwrap().len(), 1, "{sessions}");
+    let kept = std::fs::metadata(tmp.path().join("sessions")).expect("kept session file");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(kept.permissions().mode() & 0o777, 0o600);
+    // The kept session works without a password.
+    let out = cli
+        .cmd("frank", "")
+        .env_remove("CONFAB_PASSWORD")
+        .arg("status")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // passwd: current and new password from the environment (a terminal would be asked).
+    let out = cli
+        .cmd("frank", &frank_pw)
+        .env("CONFAB_NEW_PASSWORD", "franks-new-password")
+        .arg("passwd")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("password changed"));
+    cli.ok("frank", "franks-new-password", &["status"]);
+    let bad = cli
+        .cmd("frank", "wrong-current-password")
+        .env("CONFAB_NEW_PASSWORD", "another-new-password")
+        .arg("passwd")
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("current password is wrong"));
+    // logout --all ends the kept session: the old password no longer logs in, the new does.
+    cli.ok("frank", "franks-new-password", &["logout", "--all"]);
+    let err = cli.fails("frank", &frank_pw, &["status"]);
+    assert!(err.contains("invalid"), "{err}");
+    cli.ok("frank", "franks-new-password", &["status"]);
+    cli.ok(
+        "frank",
+        "franks-new-password",
+        &["display-name", "Frank Zappa"],
+    );
+    // Administrators.
+    cli.ok(
+        "admin",
+        &pw,
+        &["create-room", "Secret", "--member", "frank"],
+    );
+    let all = cli.ok("admin", &pw, &["rooms", "--all"]);
+    assert!(all.contains("Secret") && all.contains("2 members"), "{all}");
+    let err = cli.fails("frank", "franks-new-password", &["rooms", "--all"]);
+    assert!(err.contains("administrator"), "{err}");
+    cli.ok("admin", &pw, &["grant-admin", "frank"]);
+    let users: Value = serde_json::from_str(&cli.ok("admin", &pw, &["--json", "users"])).unwrap();
+    let f = users
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|u| u["userName"] == "frank")
+        .unwrap()
+        .clone();
+    assert_eq!(f["isAdmin"], true);
+    assert_eq!(f["displayName"], "Frank Zappa");
+    cli.ok("admin", &pw, &["revoke-admin", "frank"]);
+    cli.ok("admin", &pw, &["rename-user", "frank", "francis"]);
+    cli.ok("francis", "franks-new-password", &["status"]);
+    let said = cli.ok("admin", &pw, &["remove-user", "francis"]);
+    assert!(said.contains("left 1 room"), "{said}");
+    let err = cli.fails("francis", "franks-new-password", &["status"]);
+    assert!(err.contains("removed"), "{err}");
 }

@@ -300,7 +300,7 @@ fn stuck_event_client(
     let port = tcp.local_addr().unwrap().port();
     let mut tls = tls_over(tcp);
     let req = format!(
-        "GET /api/v1/events HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\nCookie: VirolaUserSessionId={cookie}\r\n\r\n"
+        "GET /api/v1/events HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\nCookie: VirolaUserSessionId={cookie}\r\nOrigin: https://localhost\r\n\r\n"
     );
     tls.write_all(req.as_bytes()).unwrap();
     let mut head = Vec::new();

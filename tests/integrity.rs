@@ -365,7 +365,7 @@ fn slow_upload(
     let tail = format!("\r\n--{boundary}--\r\n");
     let len = head.len() + chunks * chunk + tail.len();
     let req = format!(
-        "POST /api/v1/messages/{message}/attachments HTTP/1.1\r\nHost: localhost\r\nCookie: VirolaUserSessionId={cookie}\r\nContent-Type: multipart/form-data; boundary={boundary}\r\nContent-Length: {len}\r\nConnection: close\r\n\r\n{head}"
+        "POST /api/v1/messages/{message}/attachments HTTP/1.1\r\nHost: localhost\r\nCookie: VirolaUserSessionId={cookie}\r\nOrigin: https://localhost\r\nContent-Type: multipart/form-data; boundary={boundary}\r\nContent-Length: {len}\r\nConnection: close\r\n\r\n{head}"
     );
     tls.write_all(req.as_bytes()).unwrap();
     let data = vec![b'z'; chunk];

@@ -584,6 +584,7 @@ async fn attachments_round_trip_deduplicate_and_stay_in_their_room() {
                         "Cookie",
                         &format!("VirolaUserSessionId={}", alice.session_id().unwrap()),
                     ),
+                    ("Origin", "https://localhost"),
                     (
                         "Content-Type",
                         &format!("multipart/form-data; boundary={boundary}"),
@@ -657,6 +658,7 @@ async fn avatars_can_be_uploaded_by_their_owner_and_fall_back_to_placeholders() 
                 &path,
                 &[
                     ("Cookie", &format!("VirolaUserSessionId={session}")),
+                    ("Origin", "https://localhost"),
                     ("Content-Type", "image/png"),
                 ],
                 &body,

@@ -20,6 +20,8 @@ const SHARDS: usize = 16;
 #[derive(Clone)]
 struct SessionHandle {
     id: u64,
+    /// The login session it authenticated with (`session::login_tag`; 0: a token).
+    login: u64,
     queue: Arc<SessionQueue>,
     addr: Addr<EventSession>,
     extensions: Extensions,
@@ -81,6 +83,7 @@ impl Directory {
         &self,
         user: UserId,
         id: u64,
+        login: u64,
         queue: Arc<SessionQueue>,
         addr: Addr<EventSession>,
         extensions: Extensions,
@@ -92,6 +95,7 @@ impl Directory {
         }
         list.push(SessionHandle {
             id,
+            login,
             queue,
             addr,
             extensions,
@@ -196,6 +200,32 @@ impl Directory {
             });
         }
         list.len()
+    }
+
+    /// Closes the user's event streams opened with login sessions, except those of `keep`
+    /// (a login tag), or only those of `only`: the login sessions were ended. Streams
+    /// opened with a Web API token stay. Answers how many were closed.
+    pub fn close_logins(
+        &self,
+        user: UserId,
+        only: Option<u64>,
+        keep: Option<u64>,
+        reason: &str,
+    ) -> usize {
+        let mut n = 0;
+        for s in self.sessions_of(user) {
+            let ended = s.login != 0
+                && only.is_none_or(|o| s.login == o)
+                && keep.is_none_or(|k| s.login != k);
+            if ended {
+                s.addr.do_send(CloseSession {
+                    code: Some(CloseCode::Policy),
+                    reason: reason.to_string(),
+                });
+                n += 1;
+            }
+        }
+        n
     }
 
     /// Closes every session (shutdown); answers how many.

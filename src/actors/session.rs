@@ -286,6 +286,8 @@ impl Drop for EventBody {
 pub struct EventSession {
     id: u64,
     user_id: UserId,
+    /// The login session it authenticated with ([`login_tag`]; 0 for a Web API token).
+    login: u64,
     queue: Arc<SessionQueue>,
     directory: Arc<Directory>,
     voice: Arc<crate::voice::Router>,
@@ -295,6 +297,20 @@ pub struct EventSession {
     extensions: super::directory::Extensions,
 }
 
+/// A login session's tag in the directory: the first 8 bytes of its id's hash (the start
+/// of its public `sessionKey`), so ending a login session can close its event streams.
+pub fn login_tag(session_id: &str) -> u64 {
+    let h = crate::storage::token_hash(session_id);
+    u64::from_be_bytes([h[0], h[1], h[2], h[3], h[4], h[5], h[6], h[7]]).max(1)
+}
+
+/// The tag of a public `sessionKey` (hex); `None` if it is not one.
+pub fn login_tag_of_key(key: &str) -> Option<u64> {
+    let bytes = hex::decode(key.get(..16)?).ok()?;
+    let h: [u8; 8] = bytes.try_into().ok()?;
+    Some(u64::from_be_bytes(h).max(1))
+}
+
 impl EventSession {
     /// Starts the session for an upgraded WebSocket; returns the response body to send.
     #[allow(clippy::too_many_arguments)]
@@ -302,6 +318,7 @@ impl EventSession {
         stream: actix_ws::MessageStream,
         socket: Option<ConnSocket>,
         user_id: UserId,
+        login: u64,
         directory: Arc<Directory>,
         queue_limit: usize,
         max_frame: usize,
@@ -312,6 +329,7 @@ impl EventSession {
         let session = EventSession {
             id: NEXT_SESSION_ID.fetch_add(1, Ordering::Relaxed),
             user_id,
+            login,
             queue: queue.clone(),
             directory,
             voice,
@@ -352,6 +370,7 @@ impl Actor for EventSession {
         self.directory.register(
             self.user_id,
             self.id,
+            self.login,
             self.queue.clone(),
             ctx.address(),
             self.extensions,

@@ -1,12 +1,10 @@
 //! Authentication: the `VirolaUserSessionId` cookie or an `Authorization: Bearer` header
-//! (a Web API token, or a session id), password hashing with argon2id, and the failed-login
-//! limiter.
+//! (a Web API token, or a session id), and password hashing with argon2id (throttling of
+//! failed logins is in `throttle`).
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
 
 use actix_web::{dev::Payload, web, FromRequest, HttpRequest};
 use argon2::password_hash::{
@@ -20,6 +18,9 @@ use crate::model::UserStatus;
 use crate::storage::UserRecord;
 
 pub const SESSION_COOKIE: &str = "VirolaUserSessionId";
+
+/// A login session that ended by itself (`--session-idle`, `--session-max`).
+pub const SESSION_EXPIRED: &str = "The login session has expired; log in again";
 
 /// An authenticated request: the user, and the session id if one was presented.
 pub struct Authed {
@@ -53,8 +54,19 @@ pub fn authenticate(state: &AppState, req: &HttpRequest) -> Result<Authed, ApiEr
     if cred.is_empty() || cred.len() > 256 {
         return Err(ApiError::Unauthorized(BAD_CREDENTIALS.into()));
     }
-    let (user_id, session_id) = match state.store.session_user(&cred)? {
-        Some(u) => (u, Some(cred)),
+    let (user_id, session_id) = match state.store.session(&cred)? {
+        Some(s) => {
+            let now = crate::now_ms();
+            if state.limits.session_lifetime.expired(&s, now) {
+                // Not waited for: the session is refused from now on either way.
+                state.store.delete_session(&cred)?;
+                return Err(ApiError::Unauthorized(SESSION_EXPIRED.into()));
+            }
+            if now.saturating_sub(s.last_seen_utc) >= crate::storage::TOUCH_EVERY_MS {
+                state.store.touch_session(&cred, now)?;
+            }
+            (s.user_id, Some(cred))
+        }
         None => match state.store.token_user(&cred)? {
             Some(u) => (u, None),
             None => return Err(ApiError::Unauthorized(BAD_CREDENTIALS.into())),
@@ -64,8 +76,14 @@ pub fn authenticate(state: &AppState, req: &HttpRequest) -> Result<Authed, ApiEr
         .store
         .user(user_id)?
         .ok_or_else(|| ApiError::Unauthorized(BAD_CREDENTIALS.into()))?;
-    if user.status != UserStatus::Active {
-        return Err(ApiError::Unauthorized("This account is suspended".into()));
+    match user.status {
+        UserStatus::Active => {}
+        UserStatus::Suspended => {
+            return Err(ApiError::Unauthorized("This account is suspended".into()))
+        }
+        UserStatus::DeletionInProgress => {
+            return Err(ApiError::Unauthorized("This account was removed".into()))
+        }
     }
     Ok(Authed { user, session_id })
 }
@@ -191,86 +209,9 @@ pub fn random_hex(bytes: usize) -> String {
     hex::encode(buf)
 }
 
-/// Counts failed logins per key (user name, client address) in fixed windows. Bounded: at
-/// most `MAX_KEYS` keys are tracked; expired windows are dropped first, then the oldest.
-pub struct LoginLimiter {
-    max_failures: u32,
-    window: Duration,
-    entries: Mutex<HashMap<String, (u32, Instant)>>,
-}
-
-const MAX_KEYS: usize = 10_000;
-
-impl LoginLimiter {
-    pub fn new(max_failures: u32, window_secs: u64) -> Self {
-        LoginLimiter {
-            max_failures,
-            window: Duration::from_secs(window_secs),
-            entries: Mutex::new(HashMap::new()),
-        }
-    }
-
-    /// Seconds to wait if `key` is locked out now.
-    pub fn blocked(&self, key: &str) -> Option<u64> {
-        let entries = self.entries.lock().ok()?;
-        let (count, start) = entries.get(key)?;
-        let elapsed = start.elapsed();
-        if *count >= self.max_failures && elapsed < self.window {
-            Some((self.window - elapsed).as_secs().max(1))
-        } else {
-            None
-        }
-    }
-
-    pub fn failed(&self, key: &str) {
-        let Ok(mut entries) = self.entries.lock() else {
-            return;
-        };
-        let now = Instant::now();
-        if entries.len() >= MAX_KEYS && !entries.contains_key(key) {
-            let window = self.window;
-            entries.retain(|_, (_, start)| now.duration_since(*start) < window);
-            if entries.len() >= MAX_KEYS {
-                if let Some(oldest) = entries
-                    .iter()
-                    .min_by_key(|(_, (_, s))| *s)
-                    .map(|(k, _)| k.clone())
-                {
-                    entries.remove(&oldest);
-                }
-            }
-        }
-        let entry = entries.entry(key.to_string()).or_insert((0, now));
-        if now.duration_since(entry.1) >= self.window {
-            *entry = (0, now);
-        }
-        entry.0 += 1;
-    }
-
-    pub fn succeeded(&self, key: &str) {
-        if let Ok(mut entries) = self.entries.lock() {
-            entries.remove(key);
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn limiter_blocks_after_the_allowed_failures_and_forgets_on_success() {
-        let l = LoginLimiter::new(3, 60);
-        for _ in 0..2 {
-            l.failed("user:a");
-        }
-        assert!(l.blocked("user:a").is_none());
-        l.failed("user:a");
-        assert!(l.blocked("user:a").is_some());
-        assert!(l.blocked("user:b").is_none());
-        l.succeeded("user:a");
-        assert!(l.blocked("user:a").is_none());
-    }
 
     #[test]
     fn passwords_verify_only_against_their_own_hash() {

@@ -31,6 +31,9 @@ pub async fn events(
         stream,
         req.conn_data::<ConnSocket>().copied(),
         auth.id(),
+        auth.session_id
+            .as_deref()
+            .map_or(0, crate::actors::session::login_tag),
         state.directory.clone(),
         state.limits.session_queue,
         state.limits.max_ws_frame,

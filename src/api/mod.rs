@@ -3,6 +3,7 @@
 //! Handlers are small; they authenticate, validate, then read from storage or send the
 //! write to the room's actor.
 
+pub mod account;
 pub mod attachments;
 pub mod auth;
 pub mod avatar;
@@ -10,10 +11,12 @@ pub mod error;
 pub mod events;
 pub mod health;
 pub mod messages;
+pub mod origin;
 pub mod permissions;
 pub mod rooms;
 pub mod session;
 pub mod sync;
+pub mod throttle;
 pub mod users;
 pub mod voice;
 
@@ -38,7 +41,11 @@ pub struct AppState {
     /// The running room actors (the registry starts them).
     pub rooms: Arc<crate::actors::registry::RoomAddrs>,
     pub limits: Limits,
-    pub login_limiter: auth::LoginLimiter,
+    pub login_throttle: throttle::LoginThrottle,
+    /// Reverse proxies whose `X-Forwarded-For` is believed (`--trusted-proxy`).
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// Origins besides the server's own that may use a session cookie (`--allowed-origin`).
+    pub allowed_origins: Vec<String>,
     /// Bounds concurrent argon2 work (each hash takes ~19 MiB and real CPU).
     pub hash_slots: tokio::sync::Semaphore,
     /// Bounds concurrent thumbnail decoding (memory).
@@ -66,7 +73,12 @@ impl AppState {
         AppState {
             directory,
             rooms,
-            login_limiter: auth::LoginLimiter::new(limits.login_failures, limits.login_window_secs),
+            login_throttle: throttle::LoginThrottle::new(
+                limits.login_failures,
+                limits.login_window_secs,
+            ),
+            trusted_proxies: Vec::new(),
+            allowed_origins: Vec::new(),
             store,
             registry,
             limits,
@@ -75,6 +87,23 @@ impl AppState {
             started: Instant::now(),
             voice,
         }
+    }
+
+    /// Believe `X-Forwarded-For` from these proxies.
+    pub fn trusting(mut self, proxies: Vec<ipnet::IpNet>) -> Self {
+        self.trusted_proxies = proxies;
+        self
+    }
+
+    /// Accept session cookies from these origins too.
+    pub fn allowing_origins(mut self, origins: Vec<String>) -> Self {
+        self.allowed_origins = origins;
+        self
+    }
+
+    /// The client's address (see [`throttle::client_ip`]).
+    pub fn client_ip(&self, req: &HttpRequest) -> std::net::IpAddr {
+        throttle::client_ip(req, &self.trusted_proxies)
     }
 
     /// The room's actor (started on demand), or 404 if the room does not exist.
@@ -115,7 +144,11 @@ pub type State = web::Data<AppState>;
 pub fn configure(cfg: &mut web::ServiceConfig, limits: &Limits, web_root: Option<PathBuf>) {
     let json = web::JsonConfig::default()
         .limit(limits.max_json_body)
-        .content_type_required(false)
+        // Only JSON is JSON: a form (`text/plain`, urlencoded) cannot pose as a request body.
+        .content_type(|m: actix_web::mime::Mime| {
+            m.subtype() == actix_web::mime::JSON || m.suffix() == Some(actix_web::mime::JSON)
+        })
+        .content_type_required(true)
         .error_handler(|err, _req| error::json_error(err).into());
     let path = web::PathConfig::default().error_handler(|err, _req| {
         ApiError::BadRequest(format!("Invalid id in the URL: {err}")).into()
@@ -127,6 +160,7 @@ pub fn configure(cfg: &mut web::ServiceConfig, limits: &Limits, web_root: Option
     // Routes are matched in order (each with a regex): the busiest come first.
     cfg.service(
         web::scope("/api/v1")
+            .wrap(actix_web::middleware::from_fn(origin::guard))
             .route("/rooms/{roomId}/messages", web::get().to(messages::history))
             .route("/rooms/{roomId}/messages", web::post().to(messages::post))
             .route("/events", web::get().to(events::events))
@@ -174,7 +208,15 @@ pub fn configure(cfg: &mut web::ServiceConfig, limits: &Limits, web_root: Option
             )
             .route(
                 "/users/{userId}/password",
-                web::post().to(users::reset_password),
+                web::post().to(account::set_password),
+            )
+            .route("/users/{userId}", web::patch().to(account::update_profile))
+            .route("/users/{userId}", web::delete().to(account::remove_user))
+            .route("/sessions", web::get().to(account::sessions))
+            .route("/sessions", web::delete().to(account::end_all_sessions))
+            .route(
+                "/sessions/{sessionKey}",
+                web::delete().to(account::end_session),
             )
             .route("/users/{userId}/admin", web::post().to(users::set_admin))
             .route(
@@ -236,16 +278,31 @@ pub fn configure(cfg: &mut web::ServiceConfig, limits: &Limits, web_root: Option
     );
     match web_root {
         Some(root) => {
+            let inside = inside_root(&root);
             cfg.service(
                 actix_files::Files::new("/", root)
                     .index_file("index.html")
                     .prefer_utf8(true)
+                    .path_filter(move |rel, _| inside(rel))
                     .default_handler(web::to(not_found)),
             );
         }
         None => {
             cfg.default_service(web::to(not_found));
         }
+    }
+}
+
+/// Whether a path under the web root resolves (symlinks followed) to a file inside it: a
+/// link to `/etc/passwd` placed in the root is not served. Paths that do not exist pass,
+/// and get their 404 from the file service.
+fn inside_root(root: &std::path::Path) -> impl Fn(&std::path::Path) -> bool + 'static {
+    let root = root.canonicalize().unwrap_or_else(|_| root.to_path_buf());
+    move |rel| {
+        let full = root.join(rel);
+        let ok = |p: &std::path::Path| p.canonicalize().map_or(true, |c| c.starts_with(&root));
+        // A directory is answered with its index file: that must be inside too.
+        ok(&full) && (!full.is_dir() || ok(&full.join("index.html")))
     }
 }
 

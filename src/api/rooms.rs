@@ -29,8 +29,40 @@ pub fn visible_room(state: &AppState, auth: &Authed, room_id: u64) -> Result<Roo
     Ok(room)
 }
 
-/// `GET /api/v1/rooms`: the rooms the user belongs to.
-pub async fn list(state: State, auth: Authed) -> Result<HttpResponse, ApiError> {
+#[derive(Deserialize)]
+pub struct ListQuery {
+    #[serde(default)]
+    all: bool,
+}
+
+/// `GET /api/v1/rooms`: the rooms the user belongs to. With `?all=true` (extension,
+/// administrators): every room on the server, with its member count, whether or not the
+/// administrator belongs to it.
+pub async fn list(
+    state: State,
+    auth: Authed,
+    query: web::Query<ListQuery>,
+) -> Result<HttpResponse, ApiError> {
+    if query.all {
+        if !auth.user.is_admin {
+            return Err(ApiError::Forbidden(
+                "Only an administrator may list every room".into(),
+            ));
+        }
+        let mut rooms = Vec::new();
+        for r in state.store.rooms()? {
+            let members = state.store.members(r.room_id)?.len();
+            rooms.push(json!({
+                "roomId": r.room_id,
+                "displayName": r.name,
+                "roomType": r.room_type,
+                "isArchived": r.is_archived,
+                "createdUtc": r.created_utc,
+                "memberCount": members,
+            }));
+        }
+        return Ok(ok_json(json!({ "rooms": rooms })));
+    }
     let mut rooms = Vec::new();
     for room_id in state.store.rooms_of_user(auth.id())? {
         if let Some(room) = state.store.room(room_id)? {

@@ -7,6 +7,7 @@ use serde_json::json;
 
 use super::auth::{self, Authed, SESSION_COOKIE};
 use super::error::{ApiError, NO_CREDENTIALS};
+use super::throttle::Verdict;
 use super::{ok_json, State};
 use crate::model::UserStatus;
 
@@ -38,18 +39,15 @@ pub async fn login(
         user_name,
         password,
     } = body.into_inner();
-    let user_key = format!("user:{}", user_name.to_lowercase());
-    let addr_key = format!(
-        "addr:{}",
-        req.peer_addr()
-            .map(|a| a.ip().to_string())
-            .unwrap_or_default()
-    );
-    for key in [&user_key, &addr_key] {
-        if let Some(wait) = state.login_limiter.blocked(key) {
+    let user_key = user_name.to_lowercase();
+    let addr = state.client_ip(&req);
+    match state.login_throttle.check(&user_key, addr) {
+        Verdict::Allow => {}
+        Verdict::Delay(d) => tokio::time::sleep(d).await,
+        Verdict::Refuse(wait) => {
             return Err(ApiError::TooManyRequests(format!(
-                "Too many failed logins; try again in {wait} s"
-            )));
+                "Too many failed logins from your address; try again in {wait} s"
+            )))
         }
     }
     let user = state.store.user_by_name(&user_name)?;
@@ -63,19 +61,37 @@ pub async fn login(
     let user = match (ok, user) {
         (true, Some(u)) => u,
         _ => {
-            state.login_limiter.failed(&user_key);
-            state.login_limiter.failed(&addr_key);
+            state.login_throttle.failed(&user_key, addr);
+            tracing::info!(target: "confab::audit", user = %user_key, %addr, "login failed");
             return Err(ApiError::Unauthorized(INVALID_LOGIN.into()));
         }
     };
-    if user.status != UserStatus::Active {
-        return Err(ApiError::Unauthorized(
-            "This account is suspended; ask an administrator to reactivate it.".into(),
-        ));
+    match user.status {
+        UserStatus::Active => {}
+        UserStatus::Suspended => {
+            return Err(ApiError::Unauthorized(
+                "This account is suspended; ask an administrator to reactivate it.".into(),
+            ))
+        }
+        UserStatus::DeletionInProgress => {
+            return Err(ApiError::Unauthorized("This account was removed.".into()))
+        }
     }
-    state.login_limiter.succeeded(&user_key);
+    state.login_throttle.succeeded(&user_key, addr);
+    tracing::info!(target: "confab::audit", user = %user_key, %addr, user_id = user.user_id, "login");
     let session_id = auth::random_hex(24);
-    state.store.create_session(user.user_id, &session_id)?;
+    let client: String = req
+        .headers()
+        .get(actix_web::http::header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(120)
+        .collect();
+    state
+        .store
+        .create_session_from(user.user_id, &session_id, addr.to_string(), client)?;
     state.store.durable().await?;
     let mut resp = ok_json(json!({ "userId": user.user_id, "userSessionId": session_id }));
     resp.add_cookie(&session_cookie(session_id))

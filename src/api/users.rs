@@ -185,54 +185,17 @@ pub async fn reactivate(
     let user = state
         .store
         .update_user(id, |u| {
+            if u.status == UserStatus::DeletionInProgress {
+                return Err(crate::storage::StorageError::Conflict(
+                    "This user was removed; a removed account cannot be reactivated".into(),
+                ));
+            }
             u.status = UserStatus::Active;
             Ok(())
         })?
         .ok_or_else(|| user_not_found(id))?;
     state.store.durable().await?;
     Ok(ok_json(json!({ "user": user.to_api() })))
-}
-
-#[derive(Deserialize, Default)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct PasswordBody {
-    #[serde(default)]
-    password: Option<String>,
-}
-
-/// `POST /api/v1/users/{userId}/password` (extension, administrators): set or generate a new
-/// password; the user's login sessions end (Web API tokens stay).
-pub async fn reset_password(
-    state: State,
-    _admin: Admin,
-    path: web::Path<u64>,
-    body: web::Json<PasswordBody>,
-) -> Result<HttpResponse, ApiError> {
-    let id = path.into_inner();
-    if state.store.user(id)?.is_none() {
-        return Err(user_not_found(id));
-    }
-    let given = body.into_inner().password;
-    if let Some(p) = &given {
-        if p.len() < 8 || p.len() > 1024 {
-            return Err(ApiError::BadRequest("password must be 8-1024 bytes".into()));
-        }
-    }
-    let generated = given.is_none();
-    let password = given.unwrap_or_else(generate_password);
-    let to_hash = password.clone();
-    let hash = auth::with_hash_slot(&state, move || auth::hash_password(&to_hash)).await??;
-    state.store.update_user(id, |u| {
-        u.password_hash = hash.clone();
-        Ok(())
-    })?;
-    let ended = state.store.delete_sessions_of(id)?;
-    state.store.durable().await?;
-    let mut body = json!({ "userId": id, "endedSessions": ended });
-    if generated {
-        body["password"] = json!(password);
-    }
-    Ok(ok_json(body))
 }
 
 #[derive(Deserialize)]

@@ -476,12 +476,8 @@ impl Client {
             format!("{}/api/v1/events?extensions={extensions}", self.base)
         };
         let mut req = self.http.ws(url).max_frame_size(16 * 1024 * 1024);
-        match &self.credential {
-            Some(Credential::Session(s)) => {
-                req = req.header("Cookie", format!("VirolaUserSessionId={s}"))
-            }
-            Some(Credential::Token(t)) => req = req.header("Authorization", format!("Bearer {t}")),
-            None => {}
+        if let Some(Credential::Session(t) | Credential::Token(t)) = &self.credential {
+            req = req.header("Authorization", format!("Bearer {t}"));
         }
         let (resp, framed) = req.connect().await.map_err(|e| match e {
             awc::error::WsClientError::InvalidResponseStatus(s) => ClientError::Api {

@@ -5,8 +5,11 @@
 mod events;
 mod extensions;
 pub use events::{Closed, EventStream, Incoming};
+mod account;
+pub mod display;
 pub mod local;
 mod multipart;
+pub mod saved;
 pub use multipart::sha1_of;
 pub mod trust;
 pub mod voice;
@@ -158,10 +161,9 @@ impl Client {
 
     fn authorize(&self, mut req: awc::ClientRequest) -> awc::ClientRequest {
         match &self.credential {
-            Some(Credential::Session(s)) => {
-                req = req.insert_header(("Cookie", format!("VirolaUserSessionId={s}")))
-            }
-            Some(Credential::Token(t)) => {
+            // A session id goes as a bearer credential too: the cookie is for browsers,
+            // and the server holds cookie-authenticated writes to its own origin.
+            Some(Credential::Session(t)) | Some(Credential::Token(t)) => {
                 req = req.insert_header(("Authorization", format!("Bearer {t}")))
             }
             None => {}

@@ -32,6 +32,7 @@ mod messages;
 mod overlay;
 mod permissions;
 mod rooms;
+mod sessions;
 mod tables;
 mod unit;
 mod users;
@@ -62,6 +63,7 @@ pub use health::{Fault, DEFAULT_RESERVE_BYTES};
 pub use idempotency::{IdempotencyKey, IdempotentResult};
 pub use messages::{new_message_view, NewPost};
 pub use permissions::PermissionLayer;
+pub use sessions::{session_key, SessionLifetime, TOUCH_EVERY_MS};
 pub use tables::Table;
 pub use unit::{Applied, IdKind, Scope, WriteUnit};
 
@@ -110,6 +112,14 @@ impl UserRecord {
 pub struct SessionRecord {
     pub user_id: UserId,
     pub created_utc: u64,
+    /// When a request last used it (to within `sessions::TOUCH_EVERY_MS`; 0 before that).
+    #[serde(default)]
+    pub last_seen_utc: u64,
+    /// The address it logged in from, and the client's `User-Agent` (shortened).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub address: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub client: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

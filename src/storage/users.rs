@@ -183,9 +183,24 @@ impl Store {
     }
 
     pub fn create_session(&self, user_id: UserId, session_id: &str) -> Result<()> {
+        self.create_session_from(user_id, session_id, String::new(), String::new())
+    }
+
+    /// A new login session, noting where it came from (shown to its owner).
+    pub fn create_session_from(
+        &self,
+        user_id: UserId,
+        session_id: &str,
+        address: String,
+        client: String,
+    ) -> Result<()> {
+        let now = crate::now_ms();
         let record = SessionRecord {
             user_id,
-            created_utc: crate::now_ms(),
+            created_utc: now,
+            last_seen_utc: now,
+            address,
+            client,
         };
         let mut unit = WriteUnit::new(Scope::User(user_id));
         let hash = token_hash(session_id);
@@ -211,6 +226,50 @@ impl Store {
         unit.remove(Table::UseridSessionhash, session_index_key(user, &key));
         self.apply(unit)?;
         Ok(true)
+    }
+
+    /// Gives the user a new user name (unique, case-insensitively); `None` if there is no
+    /// such user. The old name is free again.
+    pub fn rename_user(&self, user_id: UserId, new_name: &str) -> Result<Option<UserRecord>> {
+        let key = be(user_id);
+        let new_key = new_name.to_lowercase();
+        let done = self.apply_cas(Table::UseridUser, &key, |current| {
+            let Some(bytes) = current else {
+                return Ok(None);
+            };
+            let mut record: UserRecord = decode("user", &bytes)?;
+            let old_key = record.user_name.to_lowercase();
+            record.user_name = new_name.to_string();
+            record.last_modified_utc = crate::now_ms();
+            let mut unit = WriteUnit::new(Scope::User(user_id));
+            if old_key != new_key {
+                unit.require_absent(
+                    Table::UsernameUserid,
+                    &new_key,
+                    format!("A user named '{new_name}' already exists"),
+                );
+                unit.remove(Table::UsernameUserid, &old_key);
+                unit.put_new(Table::UsernameUserid, &new_key, key);
+            }
+            unit.put(Table::UseridUser, key, encode(&record));
+            Ok(Some((unit, record)))
+        })?;
+        Ok(done.map(|(_, record)| record))
+    }
+
+    /// Revokes the user's Web API token, if they have one.
+    pub fn revoke_api_token(&self, user_id: UserId) -> Result<()> {
+        let key = be(user_id);
+        self.apply_cas(Table::UseridTokenhash, &key, |old| {
+            let Some(old) = old else {
+                return Ok(None);
+            };
+            let mut unit = WriteUnit::new(Scope::User(user_id));
+            unit.remove(Table::TokenhashUserid, old);
+            unit.remove(Table::UseridTokenhash, key);
+            Ok(Some((unit, ())))
+        })?;
+        Ok(())
     }
 
     /// Stores a new Web API token for the user, revoking the previous one.

@@ -495,6 +495,7 @@ async fn run(args: Args, server: &Server) -> serde_json::Value {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let connected = counters.connected.load(Ordering::Relaxed);
+    let connect_secs = connect_start.elapsed().as_secs_f64();
     tokio::time::sleep(Duration::from_secs(2)).await;
     let rss_connected = rss_kib(server, &mut admin).await;
     let per_session_kib =
@@ -643,7 +644,7 @@ async fn run(args: Args, server: &Server) -> serde_json::Value {
     let rss_end = rss_kib(server, &mut admin).await;
 
     json!({
-        "setup": { "users": n, "rooms": rooms_n, "membersPerRoom": members_per_room, "connectedSessions": connected, "setupSeconds": (setup_secs * 10.0).round() / 10.0 },
+        "setup": { "users": n, "rooms": rooms_n, "membersPerRoom": members_per_room, "connectedSessions": connected, "connectSeconds": (connect_secs * 10.0).round() / 10.0, "setupSeconds": (setup_secs * 10.0).round() / 10.0 },
         "throughput": {
             "posters": args.posters, "postsAcked": acked, "seconds": (p1_secs * 100.0).round() / 100.0,
             "fsyncedPostsPerSec": (acked as f64 / p1_secs).round(),

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use argh::FromArgs;
+use confab::client::saved::{Saved, SavedSessions};
 use confab::client::{trust, Client, ClientError, Direction, Trust};
 use serde_json::json;
 
@@ -75,6 +76,14 @@ enum Command {
     Reactivate(ReactivateCmd),
     ResetPassword(ResetPasswordCmd),
     Health(HealthCmd),
+    Passwd(account::PasswdCmd),
+    DisplayName(account::DisplayNameCmd),
+    Sessions(account::SessionsCmd),
+    Logout(account::LogoutCmd),
+    RenameUser(account::RenameUserCmd),
+    RemoveUser(account::RemoveUserCmd),
+    GrantAdmin(account::GrantAdminCmd),
+    RevokeAdmin(account::RevokeAdminCmd),
 }
 
 /// list users
@@ -97,10 +106,14 @@ struct CreateUserCmd {
     admin: bool,
 }
 
-/// list your rooms
+/// list your rooms (administrators: every room with --all)
 #[derive(FromArgs)]
 #[argh(subcommand, name = "rooms")]
-struct RoomsCmd {}
+struct RoomsCmd {
+    /// every room on the server, whether you belong to it or not (administrators)
+    #[argh(switch)]
+    all: bool,
+}
 
 /// create a group room; prints its id
 #[derive(FromArgs)]
@@ -477,12 +490,25 @@ struct StatusCmd {}
 #[argh(subcommand, name = "health")]
 struct HealthCmd {}
 
+/// `println!` for plain output: anything from the server is shown with its control
+/// characters escaped (see `confab::client::display`).
+macro_rules! say {
+    ($($arg:tt)*) => {
+        println!("{}", confab::client::display::terminal_safe(&format!($($arg)*)))
+    };
+}
+
+mod account;
+
 fn fail(e: impl std::fmt::Display) -> ! {
-    eprintln!("confab: {e}");
+    eprintln!(
+        "confab: {}",
+        confab::client::display::terminal_safe(&e.to_string())
+    );
     std::process::exit(1);
 }
 
-fn read_secret(path: &PathBuf) -> String {
+pub fn read_secret(path: &PathBuf) -> String {
     match std::fs::read_to_string(path) {
         Ok(s) => s.trim_end_matches(['\n', '\r']).to_string(),
         Err(e) => fail(format!("cannot read {}: {e}", path.display())),
@@ -512,12 +538,51 @@ fn main() {
     }
 }
 
-async fn connect(cli: &Cli) -> Result<Client, ClientError> {
-    let server = cli
-        .server
-        .clone()
-        .or_else(|| std::env::var("CONFAB_SERVER").ok())
-        .unwrap_or_else(|| "localhost:7777".into());
+/// What the commands share besides the client: how to print, and where the password and
+/// the kept login session are.
+pub struct Ctx {
+    pub json: bool,
+    pub password_file: Option<PathBuf>,
+    server: String,
+    user: String,
+    saved: SavedSessions,
+}
+
+impl Ctx {
+    fn new(cli: &Cli) -> Ctx {
+        let (server, user) = server_and_user(cli);
+        let known = cli
+            .known_servers
+            .clone()
+            .unwrap_or_else(trust::default_known_servers);
+        Ctx {
+            json: cli.json,
+            password_file: cli.password_file.clone(),
+            saved: SavedSessions::at(SavedSessions::default_path(&known)),
+            server,
+            user,
+        }
+    }
+
+    /// Prints `v` with `--json`, else `plain` (control characters escaped).
+    pub fn out(&self, v: serde_json::Value, plain: String) {
+        if self.json {
+            println!("{v}");
+        } else {
+            say!("{plain}");
+        }
+    }
+
+    /// Drops the kept login session (it was ended).
+    pub fn forget_session(&self) -> Result<(), ClientError> {
+        self.saved.forget(&self.server, &self.user)
+    }
+}
+
+/// A client logged in as the chosen user: with `CONFAB_TOKEN`, that token; else the login
+/// session kept from an earlier run if the server still takes it; else a new login with
+/// the password (kept for the next run).
+async fn connect(cli: &Cli, ctx: &Ctx) -> Result<Client, ClientError> {
     let trust = if let Some(ca) = &cli.ca_file {
         Trust::CaFile(ca.clone())
     } else if let Some(fp) = &cli.fingerprint {
@@ -531,16 +596,20 @@ async fn connect(cli: &Cli) -> Result<Client, ClientError> {
                 .unwrap_or_else(trust::default_known_servers),
         )
     };
-    let mut client = Client::new(&server, trust)?;
+    let mut client = Client::new(&ctx.server, trust)?;
     if let Ok(token) = std::env::var("CONFAB_TOKEN") {
         client.use_token(&token);
         return Ok(client);
     }
-    let user = cli
-        .user
-        .clone()
-        .or_else(|| std::env::var("CONFAB_USER").ok())
-        .unwrap_or_else(|| "admin".into());
+    if let Some(saved) = ctx.saved.get(&ctx.server, &ctx.user) {
+        client.use_session(&saved.session_id, Some(saved.user_id));
+        match client.status().await {
+            Ok(v) if v["userId"] == saved.user_id => return Ok(client),
+            // Ended, expired or suspended: log in again (which says why if it cannot).
+            Ok(_) | Err(ClientError::Api { status: 401, .. }) => ctx.forget_session()?,
+            Err(e) => return Err(e),
+        }
+    }
     let password = match &cli.password_file {
         Some(p) => read_secret(p),
         None => std::env::var("CONFAB_PASSWORD").map_err(|_| {
@@ -550,7 +619,14 @@ async fn connect(cli: &Cli) -> Result<Client, ClientError> {
             )
         })?,
     };
-    client.login(&user, &password).await?;
+    let user_id = client.login(&ctx.user, &password).await?;
+    if let Some(sid) = client.session_id() {
+        let saved = Saved {
+            session_id: sid.to_string(),
+            user_id,
+        };
+        ctx.saved.put(&ctx.server, &ctx.user, saved)?;
+    }
     Ok(client)
 }
 
@@ -565,9 +641,13 @@ fn print_messages(cli: &Cli, messages: &[confab::model::TextMessage]) {
         } else {
             String::new()
         };
-        println!(
+        say!(
             "{}\t{}\tuser {}\t{}{}",
-            m.message_id, m.created_utc, m.user_id, m.text, comments
+            m.message_id,
+            m.created_utc,
+            m.user_id,
+            m.text,
+            comments
         );
     }
 }
@@ -616,22 +696,25 @@ async fn run(cli: Cli) -> Result<(), ClientError> {
             return Ok(());
         }
     }
-    let mut c = connect(&cli).await?;
-    let out = |v: serde_json::Value, plain: String| {
-        if cli.json {
-            println!("{v}");
-        } else {
-            println!("{plain}");
-        }
-    };
+    let ctx = Ctx::new(&cli);
+    let mut c = connect(&cli, &ctx).await?;
+    let out = |v: serde_json::Value, plain: String| ctx.out(v, plain);
     match &cli.command {
+        Command::Passwd(cmd) => account::passwd(&mut c, &ctx, cmd).await?,
+        Command::DisplayName(cmd) => account::display_name(&mut c, &ctx, cmd).await?,
+        Command::Sessions(cmd) => account::sessions(&mut c, &ctx, cmd).await?,
+        Command::Logout(cmd) => account::logout(&mut c, &ctx, cmd).await?,
+        Command::RenameUser(cmd) => account::rename_user(&mut c, &ctx, cmd).await?,
+        Command::RemoveUser(cmd) => account::remove_user(&mut c, &ctx, cmd).await?,
+        Command::GrantAdmin(cmd) => account::set_admin(&mut c, &ctx, &cmd.user, true).await?,
+        Command::RevokeAdmin(cmd) => account::set_admin(&mut c, &ctx, &cmd.user, false).await?,
         Command::Users(_) => {
             let users = c.users().await?;
             if cli.json {
                 println!("{}", json!(users));
             } else {
                 for u in users {
-                    println!(
+                    say!(
                         "{}\t{}\t{}\t{:?}{}",
                         u.user_id,
                         u.user_name,
@@ -655,15 +738,39 @@ async fn run(cli: Cli) -> Result<(), ClientError> {
                 None => out(json!({ "userId": id }), id.to_string()),
             }
         }
+        Command::Rooms(cmd) if cmd.all => {
+            let rooms = c.all_rooms().await?;
+            if cli.json {
+                println!("{}", json!(rooms));
+            } else {
+                for r in rooms {
+                    say!(
+                        "{}\t{}\t{}\t{} members{}",
+                        r["roomId"],
+                        r["displayName"].as_str().unwrap_or(""),
+                        r["roomType"].as_str().unwrap_or(""),
+                        r["memberCount"],
+                        if r["isArchived"] == true {
+                            "\tarchived"
+                        } else {
+                            ""
+                        }
+                    );
+                }
+            }
+        }
         Command::Rooms(_) => {
             let rooms = c.rooms().await?;
             if cli.json {
                 println!("{}", json!(rooms));
             } else {
                 for r in rooms {
-                    println!(
+                    say!(
                         "{}\t{}\t{:?}\tunread {}",
-                        r.room_id, r.display_name, r.room_type, r.unread_message_count
+                        r.room_id,
+                        r.display_name,
+                        r.room_type,
+                        r.unread_message_count
                     );
                 }
             }
@@ -692,7 +799,7 @@ async fn run(cli: Cli) -> Result<(), ClientError> {
                 println!("{}", json!(members));
             } else {
                 for m in members {
-                    println!(
+                    say!(
                         "{}{}",
                         m["userId"],
                         if m["isModerator"] == json!(true) {
@@ -767,8 +874,12 @@ async fn run(cli: Cli) -> Result<(), ClientError> {
                     None => Duration::from_secs(3600 * 24 * 365),
                 };
                 match events.next_within(wait).await? {
-                    Some(ev) => {
+                    Some(ev) if cli.json => {
                         println!("{}", json!(ev));
+                        seen += 1;
+                    }
+                    Some(ev) => {
+                        say!("{}", json!(ev));
                         seen += 1;
                     }
                     None => break,
@@ -850,9 +961,12 @@ async fn run(cli: Cli) -> Result<(), ClientError> {
                 println!("{}", json!(attachments));
             } else {
                 for a in attachments {
-                    println!(
+                    say!(
                         "{}\t{}\t{} bytes\tsha1 {}",
-                        a.attachment_id, a.file_name, a.file_size, a.file_checksum
+                        a.attachment_id,
+                        a.file_name,
+                        a.file_size,
+                        a.file_checksum
                     );
                 }
             }
@@ -888,7 +1002,7 @@ async fn run(cli: Cli) -> Result<(), ClientError> {
                 println!("{v}");
             } else if let Some(map) = v.as_object() {
                 for (k, val) in map {
-                    println!("{k}\t{val}");
+                    say!("{k}\t{val}");
                 }
             }
         }
@@ -927,7 +1041,7 @@ async fn run(cli: Cli) -> Result<(), ClientError> {
             let user = c.resolve_user(&cmd.user).await?;
             c.set_moderator(room, user, !cmd.off).await?;
             if !cli.json {
-                println!(
+                say!(
                     "user {user} is {} of room {room}",
                     if cmd.off {
                         "no longer a moderator"
@@ -984,7 +1098,7 @@ async fn run(cli: Cli) -> Result<(), ClientError> {
             if cli.json {
                 println!("{}", json!(r));
             } else {
-                println!(
+                say!(
                     "room {}: {}; members may leave: {}; new users added: {}; join code: {}",
                     r.room_id,
                     r.display_name,
@@ -1018,14 +1132,14 @@ async fn run(cli: Cli) -> Result<(), ClientError> {
                 udp_port_override: cmd.udp_port,
             };
             let report = confab::client::voice::run(&mut c, room, &opts).await?;
-            println!("{report}");
+            say!("{report}");
         }
         Command::Join(cmd) => {
             let r = c.join(&cmd.code).await?;
             if cli.json {
                 println!("{}", json!(r));
             } else {
-                println!("joined room {} ({})", r.room_id, r.display_name);
+                say!("joined room {} ({})", r.room_id, r.display_name);
             }
         }
         Command::Unread(_) => {
@@ -1039,9 +1153,11 @@ async fn run(cli: Cli) -> Result<(), ClientError> {
                 println!("{}", json!(rooms.iter().map(|r| json!({ "roomId": r.room_id, "displayName": r.display_name, "unreadMessageCount": r.unread_message_count })).collect::<Vec<_>>()));
             } else {
                 for r in rooms {
-                    println!(
+                    say!(
                         "{}\t{}\t{}",
-                        r.room_id, r.display_name, r.unread_message_count
+                        r.room_id,
+                        r.display_name,
+                        r.unread_message_count
                     );
                 }
             }
@@ -1078,7 +1194,7 @@ async fn run(cli: Cli) -> Result<(), ClientError> {
         }
         Command::Health(_) => {
             let v = c.server_health().await?;
-            println!(
+            say!(
                 "{}",
                 if cli.json {
                     v.to_string()
