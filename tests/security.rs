@@ -471,3 +471,81 @@ async fn administrators_remove_users_and_see_every_room() {
         400
     );
 }
+
+/// Finding 3 in a real browser (headless Chromium, driven by `tests/browser/forgery.mjs`):
+/// a page on another port of the same host — same site, so the `SameSite=Strict` cookie
+/// goes along — can neither post as the member (a `text/plain` form, a no-cors fetch) nor
+/// read their events (`new WebSocket`), while the server's own page can do both.
+#[test]
+fn a_page_on_another_port_cannot_post_or_listen_as_a_member_in_chromium() {
+    let browser = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser");
+    if !browser.join("node_modules/playwright-core").exists() {
+        // The driver library, pinned by tests/browser/package-lock.json.
+        let npm = std::process::Command::new("npm")
+            .args(["ci", "--no-audit", "--no-fund", "--prefix"])
+            .arg(&browser)
+            .status()
+            .expect("run npm (apt-get install nodejs npm chromium)");
+        assert!(npm.success(), "npm ci --prefix tests/browser failed");
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let home = browser.join("home");
+    let attack = browser.join("attacker");
+    let victim = TestServer::start_in(
+        &tmp.path().join("v"),
+        &["--web-root", home.to_str().unwrap()],
+    );
+    let attacker = TestServer::start_in(
+        &tmp.path().join("a"),
+        &["--web-root", attack.to_str().unwrap()],
+    );
+    let localhost = |s: &TestServer| format!("localhost:{}", s.addr.rsplit(':').next().unwrap());
+    let system = actix_rt::System::new();
+    let (sid, room) = system.block_on(async {
+        let mut admin = victim.admin().await;
+        let room = admin.create_room("Forgery", &[]).await.expect("room");
+        (admin.session_id().unwrap().to_string(), room)
+    });
+    let run = std::process::Command::new("node")
+        .arg(browser.join("forgery.mjs"))
+        .args([
+            &localhost(&victim),
+            &localhost(&attacker),
+            &sid,
+            &room.to_string(),
+        ])
+        .output()
+        .expect("run node (install nodejs)");
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert!(
+        run.status.success(),
+        "forgery.mjs failed: {stdout}\n{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let out: serde_json::Value = serde_json::from_str(stdout.trim()).expect("one JSON line");
+    // The control: the cookie is there and works from the server's own origin.
+    assert_eq!(out["own"]["post"], 200, "{out}");
+    assert_eq!(out["own"]["ws"], "open", "{out}");
+    // The attack.
+    assert_ne!(out["attack"]["ws"], "open", "{out}");
+    assert!(out["attack"]["wsMessage"].is_null(), "{out}");
+    assert_eq!(out["form"]["status"], 403, "{out}");
+    assert!(
+        out["form"]["body"]
+            .as_str()
+            .unwrap_or("")
+            .contains("Cross-origin request refused"),
+        "{out}"
+    );
+    let texts: Vec<String> = system.block_on(async {
+        let mut admin = victim.admin().await;
+        admin
+            .history(room, None, None, None)
+            .await
+            .expect("history")
+            .into_iter()
+            .map(|m| m.text)
+            .collect()
+    });
+    assert_eq!(texts, vec!["posted by the server's own page".to_string()]);
+}

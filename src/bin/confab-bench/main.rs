@@ -407,7 +407,8 @@ fn main() {
 
 async fn run(args: Args, server: &Server) -> serde_json::Value {
     let t = trust(server);
-    let mut admin = Client::new(&server.addr, t.clone()).expect("client");
+    // No pool limit: the posters and setup tasks share this client's connections.
+    let mut admin = Client::with_pool_limit(&server.addr, t.clone(), 0).expect("client");
     admin
         .login("admin", &server.admin_password)
         .await
