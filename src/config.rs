@@ -61,6 +61,13 @@ pub struct ServerArgs {
     /// HTTP worker threads (default: number of CPUs)
     #[argh(option)]
     pub workers: Option<usize>,
+    /// most open connections from one client address (default 1024)
+    #[argh(option, default = "1024")]
+    pub max_connections_per_address: usize,
+    /// most connections from one client address that have not yet made an authenticated
+    /// request (default 64)
+    #[argh(option, default = "64")]
+    pub max_unauthenticated_per_address: usize,
     /// most simultaneous connections per worker (default 25000)
     #[argh(option, default = "25000")]
     pub max_connections: usize,
@@ -148,6 +155,8 @@ pub struct ServerConfig {
     pub commit_interval: std::time::Duration,
     pub workers: usize,
     pub max_connections: usize,
+    pub max_connections_per_address: usize,
+    pub max_unauthenticated_per_address: usize,
     pub limits: Limits,
     pub voice_rotation: std::time::Duration,
     pub voice_grace: std::time::Duration,
@@ -285,6 +294,8 @@ impl ServerArgs {
             ),
             workers: workers.max(1),
             max_connections: self.max_connections.max(1),
+            max_connections_per_address: self.max_connections_per_address.max(1),
+            max_unauthenticated_per_address: self.max_unauthenticated_per_address.max(1),
             voice_rotation: std::time::Duration::from_secs(self.voice_key_rotation.max(1)),
             voice_grace: std::time::Duration::from_millis(
                 (self.voice_key_rotation.max(1) * 500).min(5000),

@@ -13,6 +13,7 @@ pub mod admin;
 pub mod api;
 pub mod client;
 pub mod config;
+pub mod listener;
 pub mod model;
 pub mod server;
 pub mod storage;

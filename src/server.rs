@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix::{Actor, Supervisor};
-use actix_web::{middleware, web, App, HttpServer};
+use actix_web::{middleware, web, App};
 
 use crate::actors::registry::RoomAddrs;
 use crate::actors::voice::{KeyRotation, VoiceConfig, VoiceHub};
@@ -31,6 +31,20 @@ pub enum StartError {
     },
     #[error("{0}")]
     Other(String),
+}
+
+/// The TCP listener: address reuse (a restart does not wait for old connections' TIME_WAIT)
+/// and a deep accept queue.
+fn bind_tcp(addr: std::net::SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::STREAM,
+        Some(socket2::Protocol::TCP),
+    )?;
+    socket.set_reuse_address(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(4096)?;
+    Ok(socket.into())
 }
 
 /// Creates the administrator on an empty storage folder; its random password goes to
@@ -170,32 +184,35 @@ pub async fn run(config: ServerConfig) -> Result<(), StartError> {
     let limits = config.limits.clone();
     let web_root = config.web_root.clone();
 
-    let server = HttpServer::new(move || {
-        App::new()
-            .app_data(state.clone())
-            .wrap(middleware::DefaultHeaders::new().add(("X-Content-Type-Options", "nosniff")))
-            .configure(|cfg| api::configure(cfg, &limits, web_root.clone()))
-    })
-    // Each connection's socket, so an event session can reset one whose client stopped
-    // reading.
-    .on_connect(|conn, ext| {
-        if let Some(socket) = crate::actors::session::ConnSocket::of(conn) {
-            ext.insert(socket);
-        }
-    })
-    .workers(config.workers)
-    .max_connections(config.max_connections)
-    .backlog(4096)
-    .tcp_nodelay(true)
-    .client_request_timeout(Duration::from_secs(10))
-    .disable_signals()
-    .shutdown_timeout(5)
-    .bind_openssl(config.listen, acceptor)
-    .map_err(|source| StartError::Bind {
+    let bind_error = |source| StartError::Bind {
         addr: config.listen.to_string(),
         source,
-    })?;
-    let addrs = server.addrs();
+    };
+    let lst = bind_tcp(config.listen).map_err(bind_error)?;
+    let addrs = vec![lst.local_addr().map_err(bind_error)?];
+    let budget = crate::listener::Budget::new(crate::listener::BudgetConfig {
+        per_address: config.max_connections_per_address,
+        unauthenticated_per_address: config.max_unauthenticated_per_address,
+        handshake_timeout: Duration::from_secs(10),
+        exempt: config.trusted_proxies.clone(),
+    });
+    let server = crate::listener::serve(
+        lst,
+        acceptor.build(),
+        budget,
+        crate::listener::HttpSettings {
+            workers: config.workers,
+            max_connections: config.max_connections,
+            request_head_timeout: Duration::from_secs(10),
+        },
+        move || {
+            App::new()
+                .app_data(state.clone())
+                .wrap(middleware::DefaultHeaders::new().add(("X-Content-Type-Options", "nosniff")))
+                .configure(|cfg| api::configure(cfg, &limits, web_root.clone()))
+        },
+    )
+    .map_err(bind_error)?;
     for &addr in &addrs {
         let udp = router
             .start_udp(addr, config.voice_threads)
@@ -217,7 +234,6 @@ pub async fn run(config: ServerConfig) -> Result<(), StartError> {
         identity.source,
         identity.fingerprint()
     );
-    let server = server.run();
     let handle = server.handle();
 
     actix_rt::spawn(async move {

@@ -549,3 +549,97 @@ fn a_page_on_another_port_cannot_post_or_listen_as_a_member_in_chromium() {
     });
     assert_eq!(texts, vec!["posted by the server's own page".to_string()]);
 }
+
+/// A TCP connection to `addr` from the loopback address `from` (127.0.0.0/8 is all ours).
+fn connect_from(from: &str, addr: &str) -> std::io::Result<std::net::TcpStream> {
+    let target: std::net::SocketAddr = addr.parse().unwrap();
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)?;
+    let local: std::net::SocketAddr = format!("{from}:0").parse().unwrap();
+    socket.bind(&local.into())?;
+    socket.connect(&target.into())?;
+    Ok(socket.into())
+}
+
+fn open_fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count())
+}
+
+/// Finding 1: a stranger's silent and slow connections from one address cannot use up the
+/// server: past `--max-unauthenticated-per-address` they are closed before any TLS work,
+/// and everyone else's handshakes, logins and posts go on at full speed.
+#[actix_rt::test]
+async fn one_address_cannot_exhaust_connections_or_handshakes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = storage_with(&tmp, &["--max-unauthenticated-per-address", "16"]);
+    let pid = server.pid();
+    let before = open_fds(pid);
+    // 300 silent sockets (no ClientHello) and 100 slow login bodies, from 127.0.0.2.
+    let mut hostile = Vec::new();
+    for _ in 0..300 {
+        hostile.push(connect_from("127.0.0.2", &server.addr).expect("connect"));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let during = open_fds(pid);
+    assert!(
+        during < before + 40,
+        "the server holds {} descriptors for one address's 300 silent sockets",
+        during - before
+    );
+    // Most of them were closed at once: reading gives end-of-file or a reset.
+    let closed = hostile
+        .iter_mut()
+        .filter(|s: &&mut std::net::TcpStream| {
+            let mut s: &std::net::TcpStream = s;
+            use std::io::Read;
+            s.set_read_timeout(Some(std::time::Duration::from_millis(50)))
+                .ok();
+            match s.read(&mut [0u8; 16]) {
+                Ok(0) => true,
+                Err(e) => e.kind() == std::io::ErrorKind::ConnectionReset,
+                Ok(_) => false,
+            }
+        })
+        .count();
+    assert!(closed >= 280, "only {closed} of 300 were refused");
+    // Everyone else: fresh connections, handshakes and logins at full speed.
+    let mut times = Vec::new();
+    for _ in 0..10 {
+        let t = std::time::Instant::now();
+        let mut c = server.admin().await;
+        let room = c.create_room("Still here", &[]).await.expect("room");
+        c.send_text(room, "hello").await.expect("post");
+        times.push(t.elapsed());
+    }
+    times.sort();
+    assert!(
+        times[9] < std::time::Duration::from_secs(1),
+        "login + post took up to {:?} beside the hostile sockets",
+        times[9]
+    );
+    // Another address of the same machine is its own budget.
+    let other = connect_from("127.0.0.3", &server.addr).expect("connect");
+    let mut tls = tls_over(other);
+    use std::io::{Read, Write};
+    tls.write_all(&http_request("GET", "/api/v1/status", &[], b""))
+        .unwrap();
+    let mut buf = String::new();
+    let _ = tls.read_to_string(&mut buf);
+    assert!(buf.starts_with("HTTP/1.1 401"), "{buf}");
+    let log = server.log_text();
+    assert_eq!(
+        log.matches("connection refused: this address is at its connection cap")
+            .count(),
+        1,
+        "logged once, not per connection: {log}"
+    );
+    // When the hostile sockets go, the address may connect again.
+    drop(hostile);
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let again = connect_from("127.0.0.2", &server.addr).expect("connect");
+    let mut tls = tls_over(again);
+    tls.write_all(&http_request("GET", "/api/v1/status", &[], b""))
+        .unwrap();
+    let mut buf = String::new();
+    let _ = tls.read_to_string(&mut buf);
+    assert!(buf.starts_with("HTTP/1.1 401"), "{buf}");
+}

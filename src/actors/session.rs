@@ -53,11 +53,8 @@ pub struct ConnSocket {
 }
 
 impl ConnSocket {
-    /// For the `on_connect` hook: the socket of an accepted TLS connection.
-    pub fn of(conn: &dyn std::any::Any) -> Option<ConnSocket> {
-        let tls =
-            conn.downcast_ref::<actix_tls::accept::openssl::TlsStream<actix_rt::net::TcpStream>>()?;
-        let tcp = tls.get_ref();
+    /// For the connection hook: the socket of an accepted connection.
+    pub fn of_tcp(tcp: &actix_rt::net::TcpStream) -> Option<ConnSocket> {
         Some(ConnSocket {
             fd: tcp.as_raw_fd(),
             peer: tcp.peer_addr().ok()?,

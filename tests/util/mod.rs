@@ -133,6 +133,11 @@ impl TestServer {
         }
     }
 
+    /// The server process's id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, |c| c.id())
+    }
+
     pub fn admin_password(&self) -> String {
         std::fs::read_to_string(self.dir.join("initial-admin-password"))
             .expect("initial-admin-password")

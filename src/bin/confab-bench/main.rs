@@ -21,9 +21,11 @@ use futures_util::future::join_all;
 use serde_json::json;
 
 mod files;
+mod hostile;
 mod voice;
 
 use files::{run_attachment, run_history, run_images};
+use hostile::run_hostile;
 use voice::run_voice;
 
 /// Load-test a Confab server over loopback.
@@ -86,6 +88,10 @@ struct Args {
     /// megapixels per image for --images
     #[argh(option, default = "12")]
     image_mp: u32,
+    /// instead of messages: open this many hostile connections from 127.0.0.2 (silent, and
+    /// login bodies sent a byte every 5 s) and time a member's logins and posts meanwhile
+    #[argh(option, default = "0")]
+    hostile: usize,
     /// instead of messages: voice with this many channels (rooms)
     #[argh(option, default = "0")]
     voice_channels: u32,
@@ -188,6 +194,15 @@ fn start_server(args: &Args) -> Server {
     .stderr(Stdio::piped());
     if let Some(w) = args.server_workers {
         cmd.args(["--workers", &w.to_string()]);
+    }
+    if args.hostile == 0 {
+        // Every session of the load comes from 127.0.0.1: no per-address budget.
+        cmd.args([
+            "--max-connections-per-address",
+            "1000000",
+            "--max-unauthenticated-per-address",
+            "1000000",
+        ]);
     }
     if args.voice_channels > 0 {
         // The load generator does not follow key renewals; keep one key for the run.
@@ -378,6 +393,8 @@ fn main() {
     let system = actix_rt::System::new();
     let report = if args.voice_channels > 0 {
         system.block_on(run_voice(args.clone(), &server))
+    } else if args.hostile > 0 {
+        system.block_on(run_hostile(args.hostile, 200, &server))
     } else if args.images > 0 {
         system.block_on(run_images(args.images, args.image_mp, &server))
     } else if args.history_messages > 0 {
