@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 use awc::http::Method;
 use confab::client::Client;
 use confab::voice::packet::{
-    CipherKind, Header, Key, FROM_CLIENT, FROM_SERVER, HEADER_LEN, KIND_PING, KIND_VOICE, TAG_LEN,
+    CipherKind, Header, Key, FROM_CLIENT, FROM_SERVER, HEADER_LEN, KIND_CHALLENGE,
+    KIND_CHALLENGE_RESPONSE, KIND_PING, KIND_VOICE, TAG_LEN,
 };
 use serde_json::{json, Value};
 use util::*;
@@ -745,4 +746,97 @@ async fn idle_channels_stop_and_participants_whose_client_went_away_are_dropped(
         "{}",
         server.log_text()
     );
+}
+
+/// Packets a socket gets within `within`, opened with `key`: (kind, payload).
+fn packets_within(sock: &UdpSocket, key: &Key, within: Duration) -> Vec<(u8, Vec<u8>)> {
+    let deadline = Instant::now() + within;
+    let mut out = Vec::new();
+    let mut buf = [0u8; 2048];
+    while Instant::now() < deadline {
+        let Ok(n) = sock.recv(&mut buf) else {
+            continue;
+        };
+        let mut p = buf[..n].to_vec();
+        if let Some(h) = Header::read(&p) {
+            if key.open(FROM_SERVER, &h, &mut p) {
+                out.push((h.kind, p[HEADER_LEN..p.len() - TAG_LEN].to_vec()));
+            }
+        }
+    }
+    out
+}
+
+/// Finding 4 of the accounts issue: an authenticated ping from an address the participant
+/// did not join from (a forged source: here another loopback address) does not move its
+/// stream there. That address gets one small challenge, rate-limited; the stream goes on
+/// to the validated address, and moves only when the challenge is answered from the new
+/// address (real roaming).
+#[actix_rt::test]
+async fn a_new_address_gets_the_stream_only_after_answering_a_challenge() {
+    let server = TestServer::start();
+    let mut admin = server.admin().await;
+    let (ann, mut ann_c) = server.user(&mut admin, "ann").await;
+    let (ben, mut ben_c) = server.user(&mut admin, "ben").await;
+    let room = admin.create_room("Paths", &[ann, ben]).await.unwrap();
+    let mut a = RawPeer::join(&mut ann_c, &server, room, "aes-256-gcm").await;
+    let mut b = RawPeer::join(&mut ben_c, &server, room, "aes-256-gcm").await;
+    a.hello();
+    b.hello();
+    let before = voice_counters(&mut admin).await;
+    let delta = |after: &Value, name: &str| counter(after, name) - counter(&before, name);
+    // Ben's pings, sealed with his key, arriving from 127.0.0.2 ("the victim").
+    let victim = UdpSocket::bind("127.0.0.2:0").unwrap();
+    victim.connect(b.sock.peer_addr().unwrap()).unwrap();
+    victim
+        .set_read_timeout(Some(Duration::from_millis(50)))
+        .unwrap();
+    for _ in 0..10 {
+        let p = b.packet(KIND_PING, 0, b"over there");
+        victim.send(&p).unwrap();
+    }
+    for seq in 1..=20 {
+        let p = a.packet(KIND_VOICE, seq, b"for ben's own device");
+        a.send(&p);
+    }
+    let at_victim = packets_within(&victim, &b.key, Duration::from_millis(600));
+    assert!(
+        at_victim.iter().all(|(kind, _)| *kind == KIND_CHALLENGE),
+        "only challenges reach an unvalidated address: {at_victim:?}"
+    );
+    assert!(
+        (1..=2).contains(&at_victim.len()),
+        "ten pings from there, {} challenges (one per 200 ms at most)",
+        at_victim.len()
+    );
+    let mut heard = 0;
+    while b.recv_voice_within(Duration::from_millis(300)).is_some() {
+        heard += 1;
+    }
+    assert_eq!(heard, 20, "the stream stays on ben's validated address");
+    let after = voice_counters(&mut admin).await;
+    assert_eq!(delta(&after, "addressChanges"), 0);
+    assert!(delta(&after, "pathChallenges") >= 1);
+    // Real roaming: the challenge is answered from the new address, and the stream follows.
+    let p = b.packet(KIND_PING, 0, b"roamed!!");
+    victim.send(&p).unwrap();
+    let challenge = packets_within(&victim, &b.key, Duration::from_millis(400))
+        .into_iter()
+        .find(|(kind, _)| *kind == KIND_CHALLENGE)
+        .expect("a challenge at the new address")
+        .1;
+    let p = b.packet(KIND_CHALLENGE_RESPONSE, 0, &challenge);
+    victim.send(&p).unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    let p = a.packet(KIND_VOICE, 21, b"after the move");
+    a.send(&p);
+    let got = packets_within(&victim, &b.key, Duration::from_millis(500));
+    assert!(
+        got.iter()
+            .any(|(k, p)| *k == KIND_VOICE && p == b"after the move"),
+        "{got:?}"
+    );
+    let after = voice_counters(&mut admin).await;
+    assert_eq!(delta(&after, "addressChanges"), 1);
+    assert_eq!(delta(&after, "pathsValidated"), 1);
 }

@@ -423,6 +423,8 @@ pub struct Join {
     pub cipher: CipherKind,
     /// Join to listen only, even if allowed to talk.
     pub listen_only: bool,
+    /// The client address of the joining HTTPS request.
+    pub from: Option<std::net::IpAddr>,
 }
 
 impl Handler<Join> for VoiceChannel {
@@ -452,14 +454,18 @@ impl Handler<Join> for VoiceChannel {
         }
         let talk = talk && !msg.listen_only;
         let id = self.router.next_participant_id();
-        let p = Arc::new(Participant::new(
+        let mut participant = Participant::new(
             id,
             msg.user_id,
             self.shared.clone(),
             msg.cipher,
             talk,
             listen,
-        ));
+        );
+        if let Some(ip) = msg.from {
+            participant = participant.joined_from(ip);
+        }
+        let p = Arc::new(participant);
         let (epoch, key) = p
             .current_key()
             .ok_or_else(|| ApiError::Internal("voice key unavailable".into()))?;

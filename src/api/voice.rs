@@ -26,6 +26,7 @@ pub struct JoinBody {
 pub async fn join(
     state: State,
     auth: Authed,
+    req: actix_web::HttpRequest,
     path: web::Path<u64>,
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
@@ -47,10 +48,12 @@ pub async fn join(
             ))
         })?,
     };
+    let from = state.client_ip(&req);
     let join = || Join {
         user_id: auth.id(),
         cipher,
         listen_only: body.listen_only,
+        from: Some(from),
     };
     let channel = state.voice.hub.send(GetChannel(room_id)).await?;
     let info = match channel.send(join()).await? {

@@ -10,8 +10,8 @@ use serde_json::{json, Value};
 
 use super::{Client, ClientError, Incoming};
 use crate::voice::packet::{
-    CipherKind, Header, Key, ReplayWindow, FROM_CLIENT, FROM_SERVER, HEADER_LEN, KIND_PING,
-    KIND_PONG, KIND_VOICE, MAX_PAYLOAD, TAG_LEN,
+    CipherKind, Header, Key, ReplayWindow, FROM_CLIENT, FROM_SERVER, HEADER_LEN, KIND_CHALLENGE,
+    KIND_CHALLENGE_RESPONSE, KIND_PING, KIND_PONG, KIND_VOICE, MAX_PAYLOAD, TAG_LEN,
 };
 
 #[derive(Debug, Clone)]
@@ -197,6 +197,8 @@ pub async fn run(
     let mut on_tcp = socket.is_none();
     let mut last_udp_pong = started;
     let mut switches = 0u32;
+    let mut challenge: Option<Vec<u8>> = None;
+    let mut challenges_answered = 0u32;
     loop {
         let now = Instant::now();
         if now >= stop_at {
@@ -243,7 +245,14 @@ pub async fn run(
             } => {
                 if let Ok(packet) = r {
                     let kind = receive(packet, me, &mut keys, &mut speakers, &mut rtts_us, &mut epochs_seen,
-                            &mut auth_failures, &mut replays, &mut unknown_epoch);
+                            &mut auth_failures, &mut replays, &mut unknown_epoch, &mut challenge);
+                    // A new address of ours (the server did not see us join from it):
+                    // prove we receive there.
+                    if let (Some(token), Some(s)) = (challenge.take(), &socket) {
+                        let packet = seal(KIND_CHALLENGE_RESPONSE, 0, &token, &keys, &mut counter);
+                        let _ = s.send(&packet).await;
+                        challenges_answered += 1;
+                    }
                     if kind == Some(KIND_PONG) {
                         last_udp_pong = Instant::now();
                         if on_tcp {
@@ -257,7 +266,8 @@ pub async fn run(
                 match incoming? {
                     Incoming::Binary(b) => {
                         receive(b.to_vec(), me, &mut keys, &mut speakers, &mut rtts_us,
-                            &mut epochs_seen, &mut auth_failures, &mut replays, &mut unknown_epoch);
+                            &mut epochs_seen, &mut auth_failures, &mut replays, &mut unknown_epoch,
+                            &mut challenge);
                     }
                     Incoming::Event(ev) if ev.event_type == "VoiceKey"
                         && ev.data["participantId"].as_u64() == Some(me as u64) => {
@@ -313,6 +323,7 @@ pub async fn run(
         "cipher": cipher.name(),
         "transport": if on_tcp { "tcp" } else { "udp" },
         "transportSwitches": switches,
+        "challengesAnswered": challenges_answered,
         "sent": sent,
         "received": received,
         "receivedPerSpeaker": per_speaker,
@@ -339,6 +350,7 @@ fn receive(
     auth_failures: &mut u64,
     replays: &mut u64,
     unknown_epoch: &mut u64,
+    challenge: &mut Option<Vec<u8>>,
 ) -> Option<u8> {
     let Some(h) = Header::read(&packet) else {
         *auth_failures += 1;
@@ -370,6 +382,7 @@ fn receive(
     };
     match h.kind {
         KIND_PONG if payload.len() >= 8 => rtts.push(now_us().saturating_sub(u64_at(0))),
+        KIND_CHALLENGE => *challenge = Some(payload.to_vec()),
         KIND_VOICE if payload.len() >= 16 => {
             let sent_at = u64_at(0);
             let seq = u64_at(8);

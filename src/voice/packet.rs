@@ -16,6 +16,10 @@ pub const MAX_PACKET: usize = HEADER_LEN + MAX_PAYLOAD + TAG_LEN;
 pub const KIND_VOICE: u8 = 1;
 pub const KIND_PING: u8 = 2;
 pub const KIND_PONG: u8 = 3;
+/// Server → client, to an address not yet validated: answer with the same payload.
+pub const KIND_CHALLENGE: u8 = 4;
+/// Client → server: the answer to a challenge, from the address it was sent to.
+pub const KIND_CHALLENGE_RESPONSE: u8 = 5;
 
 /// Direction byte of the nonce: keeps the client's and the server's counters apart under
 /// one key.

@@ -16,8 +16,8 @@ use bytes::Bytes;
 
 use super::batch::{enlarge_buffers, RecvBatch, SendBatch};
 use super::packet::{
-    CipherKind, Header, Key, ReplayWindow, FROM_CLIENT, FROM_SERVER, HEADER_LEN, KIND_PING,
-    KIND_PONG, KIND_VOICE, MAX_PACKET, TAG_LEN,
+    CipherKind, Header, Key, ReplayWindow, FROM_CLIENT, FROM_SERVER, HEADER_LEN, KIND_CHALLENGE,
+    KIND_CHALLENGE_RESPONSE, KIND_PING, KIND_PONG, KIND_VOICE, MAX_PACKET, TAG_LEN,
 };
 use crate::model::{RoomId, UserId};
 
@@ -38,6 +38,9 @@ pub struct VoiceStats {
     pub send_failed: AtomicU64,
     pub panics: AtomicU64,
     pub address_changes: AtomicU64,
+    pub path_challenges: AtomicU64,
+    pub paths_validated: AtomicU64,
+    pub unvalidated_address: AtomicU64,
 }
 
 impl VoiceStats {
@@ -58,6 +61,9 @@ impl VoiceStats {
             "sendFailed": g(&self.send_failed),
             "relayPanics": g(&self.panics),
             "addressChanges": g(&self.address_changes),
+            "pathChallenges": g(&self.path_challenges),
+            "pathsValidated": g(&self.paths_validated),
+            "fromUnvalidatedAddress": g(&self.unvalidated_address),
         })
     }
 }
@@ -97,8 +103,24 @@ pub struct KeyState {
     client_has_current: bool,
     /// Server → client counter (strictly increasing for the participant's whole stay).
     tx_counter: u64,
+    /// Where the participant's packets go: a validated address (see [`Probe`]).
     pub route: Option<Route>,
+    /// A new address heard from but not yet validated.
+    probe: Option<Probe>,
 }
+
+/// A challenge out to an address a participant's authenticated packet came from, which is
+/// neither the address its HTTPS join came from nor its WebSocket. The route moves there
+/// only when the answer comes back from there (as QUIC validates a new path): a forged
+/// source address cannot point anyone's stream at a third party.
+struct Probe {
+    route: Route,
+    token: [u8; 16],
+    sent: Instant,
+}
+
+/// Challenges to one participant's new address: at most one per this interval.
+const PROBE_EVERY: Duration = Duration::from_millis(200);
 
 impl KeyState {
     /// The key to seal server → client packets with: the newest one the client is known to
@@ -134,6 +156,9 @@ pub struct Participant {
     /// included), or of the join: a participant silent for long, whose user has no event
     /// session either, is gone.
     pub last_packet_ms: AtomicU64,
+    /// The client address of the HTTPS request that joined: UDP from it is trusted at once
+    /// (that address completed a TLS handshake with us); any other must answer a challenge.
+    pub join_ip: Option<std::net::IpAddr>,
     /// The outbox (see [`Outbox`]) holding sealed packets for this participant not yet
     /// sent (0: none). One at a time, so the participant's counters leave in order.
     pending: AtomicU64,
@@ -454,7 +479,11 @@ impl Router {
             s.malformed.fetch_add(1, Ordering::Relaxed);
             return;
         };
-        if !matches!(header.kind, KIND_VOICE | KIND_PING) || header.speaker != header.participant {
+        if !matches!(
+            header.kind,
+            KIND_VOICE | KIND_PING | KIND_CHALLENGE_RESPONSE
+        ) || header.speaker != header.participant
+        {
             s.malformed.fetch_add(1, Ordering::Relaxed);
             return;
         }
@@ -512,13 +541,64 @@ impl Router {
             sender
                 .last_packet_ms
                 .store(crate::now_ms(), Ordering::Relaxed);
-            // Authenticated: learn or follow the sender's address.
+            // Authenticated: learn or follow the sender's address — at once from the
+            // address that joined or the WebSocket, after a challenge from anywhere else.
+            let trusted = match &route {
+                Route::Ws { .. } => true,
+                Route::Udp(a) => sender.join_ip == Some(canonical_ip(a.ip())),
+            };
             let moved = ks.route.as_ref().map(|r| !r.same(&route)).unwrap_or(true);
-            if moved {
+            if header.kind == KIND_CHALLENGE_RESPONSE {
+                s.received.fetch_add(1, Ordering::Relaxed);
+                let payload = &packet[HEADER_LEN..packet.len() - TAG_LEN];
+                let answered = ks
+                    .probe
+                    .as_ref()
+                    .is_some_and(|p| p.route.same(&route) && p.token[..] == *payload);
+                if answered {
+                    if ks.route.is_some() {
+                        s.address_changes.fetch_add(1, Ordering::Relaxed);
+                    }
+                    ks.route = Some(route);
+                    ks.probe = None;
+                    s.paths_validated.fetch_add(1, Ordering::Relaxed);
+                }
+                return;
+            }
+            if moved && trusted {
                 if ks.route.is_some() {
                     s.address_changes.fetch_add(1, Ordering::Relaxed);
                 }
-                ks.route = Some(route);
+                ks.route = Some(route.clone());
+                ks.probe = None;
+            } else if moved {
+                s.unvalidated_address.fetch_add(1, Ordering::Relaxed);
+                // A ping from a new address is answered with a challenge there (the ping's
+                // claim covers the counter it takes); its pong goes to the validated route.
+                let due = ks.probe.as_ref().is_none_or(|p| {
+                    !p.route.same(&route) || now.duration_since(p.sent) >= PROBE_EVERY
+                });
+                if header.kind == KIND_PING && due {
+                    let mut token = [0u8; 16];
+                    rand::RngCore::fill_bytes(&mut rand::thread_rng(), &mut token);
+                    let (counter, key) = ks.next_sending(now);
+                    let challenge = Header {
+                        kind: KIND_CHALLENGE,
+                        cipher: sender.cipher.id(),
+                        participant: sender.id,
+                        epoch: key.epoch,
+                        counter,
+                        speaker: sender.id,
+                        speaker_seq: 0,
+                    };
+                    self.emit(&route, key, &challenge, &token, out, sends);
+                    ks.probe = Some(Probe {
+                        route: route.clone(),
+                        token,
+                        sent: now,
+                    });
+                    s.path_challenges.fetch_add(1, Ordering::Relaxed);
+                }
             }
             s.received.fetch_add(1, Ordering::Relaxed);
             if header.kind == KIND_PING {
@@ -671,6 +751,14 @@ pub struct Deferred {
     payload: Vec<u8>,
 }
 
+/// IPv4-mapped IPv6 addresses as IPv4 (a dual-stack socket reports those).
+fn canonical_ip(ip: std::net::IpAddr) -> std::net::IpAddr {
+    match ip {
+        std::net::IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, std::net::IpAddr::V4),
+        v4 => v4,
+    }
+}
+
 impl Participant {
     pub fn new(
         id: u32,
@@ -694,13 +782,21 @@ impl Participant {
                 client_has_current: false,
                 tx_counter: 0,
                 route: None,
+                probe: None,
             }),
             channel,
             last_voice_ms: AtomicU64::new(0),
             last_packet_ms: AtomicU64::new(crate::now_ms()),
             talking: AtomicBool::new(false),
             pending: AtomicU64::new(0),
+            join_ip: None,
         }
+    }
+
+    /// The address the join came from (see `join_ip`).
+    pub fn joined_from(mut self, ip: std::net::IpAddr) -> Participant {
+        self.join_ip = Some(canonical_ip(ip));
+        self
     }
 
     /// A new key under the next epoch; the old one stays valid for `grace`. Returns the new

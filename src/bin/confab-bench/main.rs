@@ -92,6 +92,9 @@ struct Args {
     /// login bodies sent a byte every 5 s) and time a member's logins and posts meanwhile
     #[argh(option, default = "0")]
     hostile: usize,
+    /// with --hostile: how many logins and posts the member times (default 200)
+    #[argh(option, default = "200")]
+    hostile_rounds: usize,
     /// instead of messages: voice with this many channels (rooms)
     #[argh(option, default = "0")]
     voice_channels: u32,
@@ -394,7 +397,7 @@ fn main() {
     let report = if args.voice_channels > 0 {
         system.block_on(run_voice(args.clone(), &server))
     } else if args.hostile > 0 {
-        system.block_on(run_hostile(args.hostile, 200, &server))
+        system.block_on(run_hostile(args.hostile, args.hostile_rounds, &server))
     } else if args.images > 0 {
         system.block_on(run_images(args.images, args.image_mp, &server))
     } else if args.history_messages > 0 {
