@@ -120,6 +120,22 @@ pub async fn run(config: ServerConfig) -> Result<(), StartError> {
         _ => return Err(tls::TlsError::HalfPair.into()),
     };
     let acceptor = identity.acceptor()?;
+    let not_after = identity.not_after();
+    if let Some((at, text)) = &not_after {
+        let left = at - (crate::now_ms() / 1000) as i64;
+        if left <= 0 {
+            tracing::warn!(
+                "the TLS certificate {} EXPIRED on {text}: clients that check it will refuse to connect; renew it",
+                identity.source
+            );
+        } else if left < 30 * 86_400 {
+            tracing::warn!(
+                "the TLS certificate {} expires in {} days ({text}); renew it",
+                identity.source,
+                left / 86_400
+            );
+        }
+    }
 
     // Rooms (and voice channels) run on a pool of arbiters, one per core, by room id.
     let arbiters: Vec<actix::ArbiterHandle> = (0..config.room_threads)
@@ -179,6 +195,7 @@ pub async fn run(config: ServerConfig) -> Result<(), StartError> {
             },
         )
         .trusting(config.trusted_proxies.clone())
+        .with_certificate_expiry(not_after.map(|(at, _)| at))
         .allowing_origins(config.allowed_origins.clone()),
     );
     let limits = config.limits.clone();

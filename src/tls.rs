@@ -57,6 +57,16 @@ pub struct TlsIdentity {
 }
 
 impl TlsIdentity {
+    /// When the leaf certificate stops being valid: seconds since the epoch, and as text.
+    pub fn not_after(&self) -> Option<(i64, String)> {
+        let leaf = self.chain.first()?;
+        let d = Asn1Time::from_unix(0).ok()?.diff(leaf.not_after()).ok()?;
+        Some((
+            i64::from(d.days) * 86_400 + i64::from(d.secs),
+            leaf.not_after().to_string(),
+        ))
+    }
+
     /// SHA-256 of the leaf certificate (DER), as colon-separated upper-case hex.
     pub fn fingerprint(&self) -> String {
         self.chain

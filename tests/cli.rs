@@ -554,3 +554,222 @@ fn account_commands_and_one_kept_session() {
     let err = cli.fails("francis", "franks-new-password", &["status"]);
     assert!(err.contains("removed"), "{err}");
 }
+
+/// A certificate signed by `ca` (or self-signed CA when `ca` is `None`), valid from
+/// `from_days` to `to_days` relative to now, for `names` (DNS) and `ips`.
+fn make_cert(
+    ca: Option<(
+        &openssl::x509::X509,
+        &openssl::pkey::PKey<openssl::pkey::Private>,
+    )>,
+    cn: &str,
+    names: &[&str],
+    ips: &[&str],
+    from_days: i64,
+    to_days: i64,
+) -> (
+    openssl::x509::X509,
+    openssl::pkey::PKey<openssl::pkey::Private>,
+) {
+    use openssl::asn1::Asn1Time;
+    use openssl::x509::extension::{BasicConstraints, SubjectAlternativeName};
+    let key = openssl::pkey::PKey::from_ec_key(
+        openssl::ec::EcKey::generate(
+            &openssl::ec::EcGroup::from_curve_name(openssl::nid::Nid::X9_62_PRIME256V1).unwrap(),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let mut name = openssl::x509::X509NameBuilder::new().unwrap();
+    name.append_entry_by_text("CN", cn).unwrap();
+    let name = name.build();
+    let mut b = openssl::x509::X509::builder().unwrap();
+    b.set_version(2).unwrap();
+    let serial = openssl::bn::BigNum::from_u32(rand_serial())
+        .unwrap()
+        .to_asn1_integer()
+        .unwrap();
+    b.set_serial_number(&serial).unwrap();
+    b.set_subject_name(&name).unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    b.set_not_before(&Asn1Time::from_unix(now + from_days * 86_400).unwrap())
+        .unwrap();
+    b.set_not_after(&Asn1Time::from_unix(now + to_days * 86_400).unwrap())
+        .unwrap();
+    b.set_pubkey(&key).unwrap();
+    match ca {
+        None => {
+            b.set_issuer_name(&name).unwrap();
+            b.append_extension(BasicConstraints::new().critical().ca().build().unwrap())
+                .unwrap();
+            b.sign(&key, openssl::hash::MessageDigest::sha256())
+                .unwrap();
+        }
+        Some((ca_cert, ca_key)) => {
+            b.set_issuer_name(ca_cert.subject_name()).unwrap();
+            let mut san = SubjectAlternativeName::new();
+            for n in names {
+                san.dns(n);
+            }
+            for ip in ips {
+                san.ip(ip);
+            }
+            let ext = san.build(&b.x509v3_context(Some(ca_cert), None)).unwrap();
+            b.append_extension(ext).unwrap();
+            b.sign(ca_key, openssl::hash::MessageDigest::sha256())
+                .unwrap();
+        }
+    }
+    (b.build(), key)
+}
+
+fn rand_serial() -> u32 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(std::time::Instant::now().elapsed().as_nanos() as u64);
+    (h.finish() as u32) | 1
+}
+
+fn write_pair(
+    dir: &Path,
+    stem: &str,
+    pair: &(
+        openssl::x509::X509,
+        openssl::pkey::PKey<openssl::pkey::Private>,
+    ),
+) -> (String, String) {
+    let cert = dir.join(format!("{stem}.pem"));
+    let key = dir.join(format!("{stem}.key"));
+    std::fs::write(&cert, pair.0.to_pem().unwrap()).unwrap();
+    std::fs::write(&key, pair.1.private_key_to_pem_pkcs8().unwrap()).unwrap();
+    (cert.to_string_lossy().into(), key.to_string_lossy().into())
+}
+
+/// Finding 8: TLS problems are told in one human line naming the cause; `--system-ca`;
+/// a CA-verified certificate is trusted on first use without a pin (so renewing it is not
+/// a "change"); the server warns about its own expired certificate, in the log and health.
+#[test]
+fn tls_problems_are_explained_and_ca_verified_servers_are_not_pinned() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let ca = make_cert(None, "Confab Test CA", &[], &[], -1, 365);
+    let ca_pem = dir.join("ca.pem");
+    std::fs::write(&ca_pem, ca.0.to_pem().unwrap()).unwrap();
+    let ca_ref = Some((&ca.0, &ca.1));
+    let expired = write_pair(
+        dir,
+        "expired",
+        &make_cert(ca_ref, "old", &["localhost"], &["127.0.0.1"], -30, -2),
+    );
+    let wrong = write_pair(
+        dir,
+        "wrong",
+        &make_cert(ca_ref, "other", &["other.example"], &[], -1, 90),
+    );
+    let good = write_pair(
+        dir,
+        "good",
+        &make_cert(ca_ref, "good", &["localhost"], &["127.0.0.1"], -1, 90),
+    );
+    let renewed = write_pair(
+        dir,
+        "renewed",
+        &make_cert(ca_ref, "good", &["localhost"], &["127.0.0.1"], -1, 90),
+    );
+    let start = |name: &str, pair: &(String, String)| {
+        TestServer::start_in(
+            &dir.join(name),
+            &["--ssl-certificate", &pair.0, "--ssl-private-key", &pair.1],
+        )
+    };
+    let run = |server: &TestServer, env: &[(&str, &str)], args: &[&str]| {
+        let cli = Cli::new(server, dir);
+        let mut c = cli.cmd("admin", &server.admin_password());
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        let out = c.args(args).output().unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+    let ca_file = ca_pem.to_str().unwrap();
+
+    // An expired certificate: the date, in words; and the server says so itself.
+    let old = start("s-expired", &expired);
+    let (ok, err) = run(&old, &[], &["--ca-file", ca_file, "status"]);
+    assert!(!ok && err.contains("expired on"), "{err}");
+    assert!(!err.contains("statem"), "no raw OpenSSL text: {err}");
+    assert!(old.log_text().contains("EXPIRED"), "{}", old.log_text());
+    let health: serde_json::Value = serde_json::from_str(&Cli::new(&old, dir).ok(
+        "admin",
+        &old.admin_password(),
+        &["--insecure", "--json", "health"],
+    ))
+    .unwrap();
+    assert_eq!(health["certificate"]["expired"], true, "{health}");
+    // A name mismatch: the names the certificate has.
+    let other = start("s-wrong", &wrong);
+    let (ok, err) = run(&other, &[], &["--ca-file", ca_file, "status"]);
+    assert!(!ok && err.contains("is for other.example"), "{err}");
+    // An unknown CA, with --system-ca.
+    let server = start("s-good", &good);
+    let (ok, err) = run(
+        &server,
+        &[("SSL_CERT_FILE", "/nonexistent")],
+        &["--system-ca", "status"],
+    );
+    assert!(
+        !ok && err.contains("signed by a CA you have not trusted"),
+        "{err}"
+    );
+    // A missing CA file.
+    let (ok, err) = run(
+        &server,
+        &[],
+        &["--ca-file", "/nonexistent/ca.pem", "status"],
+    );
+    assert!(
+        !ok && err.contains("/nonexistent/ca.pem does not exist"),
+        "{err}"
+    );
+    // The right CA: fine, with --ca-file or as the system's store (SSL_CERT_FILE).
+    assert!(run(&server, &[], &["--ca-file", ca_file, "status"]).0);
+    let system = [("SSL_CERT_FILE", ca_file)];
+    assert!(run(&server, &system, &["--system-ca", "status"]).0);
+    // Trust on first use of a CA-verified server pins nothing, so a renewal is no alarm.
+    let known = dir.join("known_servers");
+    let _ = std::fs::remove_file(&known);
+    let (ok, err) = run(&server, &system, &["status"]);
+    assert!(ok, "{err}");
+    assert!(
+        !known.exists()
+            || !std::fs::read_to_string(&known)
+                .unwrap()
+                .contains(&server.addr)
+    );
+    let mut server = server;
+    server.stop();
+    let renewed_server = TestServer::start_in(
+        &dir.join("s-good"),
+        &[
+            "--ssl-certificate",
+            &renewed.0,
+            "--ssl-private-key",
+            &renewed.1,
+        ],
+    );
+    // As if the old certificate had been pinned at this address: a renewal by the CA the
+    // client trusts is no alarm.
+    std::fs::write(
+        &known,
+        format!("{} {}\n", renewed_server.addr, "AB".repeat(32)),
+    )
+    .unwrap();
+    let (ok, err) = run(&renewed_server, &system, &["status"]);
+    assert!(ok && !err.contains("CHANGED"), "{err}");
+}

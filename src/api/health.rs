@@ -33,6 +33,14 @@ pub async fn server_health(state: State, _auth: Authed) -> Result<HttpResponse, 
         "fsyncs": commits.flushes.load(Ordering::Relaxed),
         "failedWrites": commits.failures.load(Ordering::Relaxed),
         "residentMemoryBytes": resident_memory_bytes(),
+        "certificate": state.certificate_not_after.map(|at| {
+            let left = at - (crate::now_ms() / 1000) as i64;
+            json!({
+                "notAfterUtc": at.saturating_mul(1000),
+                "daysLeft": left.div_euclid(86_400),
+                "expired": left <= 0,
+            })
+        }),
         "voice": {
             "channels": channels,
             "participants": state.voice.router.participant_count(),

@@ -46,6 +46,8 @@ pub struct AppState {
     pub trusted_proxies: Vec<ipnet::IpNet>,
     /// Origins besides the server's own that may use a session cookie (`--allowed-origin`).
     pub allowed_origins: Vec<String>,
+    /// When the server's TLS certificate expires (seconds since the epoch), for health.
+    pub certificate_not_after: Option<i64>,
     /// Bounds concurrent argon2 work (each hash takes ~19 MiB and real CPU).
     pub hash_slots: tokio::sync::Semaphore,
     /// Bounds concurrent thumbnail decoding (memory).
@@ -79,6 +81,7 @@ impl AppState {
             ),
             trusted_proxies: Vec::new(),
             allowed_origins: Vec::new(),
+            certificate_not_after: None,
             store,
             registry,
             limits,
@@ -92,6 +95,12 @@ impl AppState {
     /// Believe `X-Forwarded-For` from these proxies.
     pub fn trusting(mut self, proxies: Vec<ipnet::IpNet>) -> Self {
         self.trusted_proxies = proxies;
+        self
+    }
+
+    /// The TLS certificate's expiry, for `server-health`.
+    pub fn with_certificate_expiry(mut self, not_after: Option<i64>) -> Self {
+        self.certificate_not_after = not_after;
         self
     }
 

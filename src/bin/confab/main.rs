@@ -32,6 +32,11 @@ struct Cli {
     /// accept any certificate (testing only)
     #[argh(switch)]
     insecure: bool,
+    /// trust the server's certificate if it verifies against the system's CA store (a
+    /// certificate from a public CA); without it, such a certificate is trusted too, on
+    /// first use, and not pinned
+    #[argh(switch)]
+    system_ca: bool,
     /// known-servers file for trust on first use (default ~/.config/confab/known_servers)
     #[argh(option)]
     known_servers: Option<PathBuf>,
@@ -585,6 +590,8 @@ impl Ctx {
 async fn connect(cli: &Cli, ctx: &Ctx) -> Result<Client, ClientError> {
     let trust = if let Some(ca) = &cli.ca_file {
         Trust::CaFile(ca.clone())
+    } else if cli.system_ca {
+        Trust::SystemCa
     } else if let Some(fp) = &cli.fingerprint {
         Trust::Fingerprint(fp.clone())
     } else if cli.insecure {
