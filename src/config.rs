@@ -92,6 +92,10 @@ pub struct ServerArgs {
     /// request (default 300)
     #[argh(option, default = "300")]
     pub room_idle_secs: u64,
+    /// every user must turn on two-factor authentication (TOTP): until they do, their
+    /// sessions can only do that (and change their password, log out)
+    #[argh(switch)]
+    pub require_mfa: bool,
     /// a login session ends after this long unused, e.g. 30d, 12h (default 30d)
     #[argh(option, default = "String::from(\"30d\")")]
     pub session_idle: String,
@@ -188,6 +192,8 @@ pub struct Limits {
     pub login_window_secs: u64,
     /// When login sessions end by themselves.
     pub session_lifetime: crate::storage::SessionLifetime,
+    /// Users must enrol in two-factor authentication (`--require-mfa`).
+    pub require_mfa: bool,
 }
 
 impl Default for Limits {
@@ -205,6 +211,7 @@ impl Default for Limits {
                 idle_ms: 30 * 24 * 3600 * 1000,
                 max_ms: 180 * 24 * 3600 * 1000,
             },
+            require_mfa: false,
         }
     }
 }
@@ -311,6 +318,7 @@ impl ServerArgs {
                     idle_ms: duration_ms("--session-idle", &self.session_idle)?,
                     max_ms: duration_ms("--session-max", &self.session_max)?,
                 },
+                require_mfa: self.require_mfa,
                 ..Limits::default()
             },
         })

@@ -773,3 +773,67 @@ fn tls_problems_are_explained_and_ca_verified_servers_are_not_pinned() {
     let (ok, err) = run(&renewed_server, &system, &["status"]);
     assert!(ok && !err.contains("CHANGED"), "{err}");
 }
+
+/// Two-factor authentication from the command line: the code from CONFAB_TOTP_CODE, a
+/// clear error without one, and `confab totp disable` with a recovery code.
+#[actix_rt::test]
+async fn totp_logins_and_disable_from_the_cli() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = TestServer::start();
+    let cli = Cli::new(&server, tmp.path());
+    let mut admin = server.admin().await;
+    let (id, mut gina) = server.user(&mut admin, "gina").await;
+    let v = gina.totp_begin(id).await.expect("begin");
+    let secret = v["secret"].as_str().unwrap().to_string();
+    let code = |at: u64| {
+        use totp_rs::{Algorithm, Secret, TOTP};
+        TOTP::new(
+            Algorithm::SHA1,
+            6,
+            1,
+            30,
+            Secret::Encoded(secret.clone()).to_bytes().unwrap(),
+            None,
+            "g".into(),
+        )
+        .unwrap()
+        .generate(at)
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let recovery = gina.totp_confirm(id, &code(now)).await.expect("confirm");
+    let pw = "gina-password-123";
+    let err = cli.fails("gina", pw, &["status"]);
+    assert!(
+        err.contains("totpCode") && err.contains("CONFAB_TOTP_CODE"),
+        "{err}"
+    );
+    let out = cli
+        .cmd("gina", pw)
+        .env("CONFAB_TOTP_CODE", code(now + 30))
+        .arg("status")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The login is kept: the next command needs no code.
+    cli.ok("gina", pw, &["status"]);
+    let out = cli
+        .cmd("gina", pw)
+        .env("CONFAB_TOTP_CODE", &recovery[0])
+        .args(["totp", "disable"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    cli.ok("gina", pw, &["logout"]);
+    cli.ok("gina", pw, &["status"]);
+}

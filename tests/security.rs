@@ -643,3 +643,157 @@ async fn one_address_cannot_exhaust_connections_or_handshakes() {
     let _ = tls.read_to_string(&mut buf);
     assert!(buf.starts_with("HTTP/1.1 401"), "{buf}");
 }
+
+fn totp_code(secret: &str, at_secs: u64) -> String {
+    use totp_rs::{Algorithm, Secret, TOTP};
+    let bytes = Secret::Encoded(secret.to_string()).to_bytes().unwrap();
+    TOTP::new(Algorithm::SHA1, 6, 1, 30, bytes, None, "x".into())
+        .unwrap()
+        .generate(at_secs)
+}
+
+fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+async fn raw_login(
+    c: &mut confab::client::Client,
+    body: serde_json::Value,
+) -> (u16, serde_json::Value) {
+    c.request_raw(
+        awc::http::Method::POST,
+        "/api/v1/login",
+        Some(body.to_string().into_bytes()),
+    )
+    .await
+    .expect("transport")
+}
+
+/// MFA: TOTP enrolment (otpauth URI, confirmation with a code, recovery codes), logins with
+/// the code as an extra field (a clear 401 for clients that do not send it), codes good
+/// once, recovery codes good once, and `--require-mfa`.
+#[actix_rt::test]
+async fn totp_enrolment_login_recovery_and_requirement() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = storage_with(&tmp, &["--require-mfa"]);
+    let mut admin_plain = server.client();
+    // Required: the administrator's login works, but only enrolment is open to it.
+    admin_plain
+        .login("admin", &server.admin_password())
+        .await
+        .expect("login");
+    let err = admin_plain.rooms().await.unwrap_err();
+    assert_eq!(err.status(), Some(403), "{err}");
+    assert!(err.to_string().contains("two-factor"), "{err}");
+    let id = admin_plain.user_id.unwrap();
+    let (s, v) = admin_plain
+        .request_raw(
+            awc::http::Method::POST,
+            &format!("/api/v1/users/{id}/totp"),
+            Some(b"{}".to_vec()),
+        )
+        .await
+        .unwrap();
+    assert_eq!(s, 200, "{v}");
+    let secret = v["secret"].as_str().unwrap().to_string();
+    let uri = v["otpauthUri"].as_str().unwrap();
+    assert!(uri.starts_with("otpauth://totp/Confab:admin?"), "{uri}");
+    assert!(uri.contains(&format!("secret={secret}")), "{uri}");
+    // A wrong code does not confirm; the right one does, and gives ten recovery codes.
+    let confirm = |code: String| serde_json::json!({ "code": code }).to_string().into_bytes();
+    let (s, _) = admin_plain
+        .request_raw(
+            awc::http::Method::POST,
+            &format!("/api/v1/users/{id}/totp/confirm"),
+            Some(confirm("000000".into())),
+        )
+        .await
+        .unwrap();
+    assert_eq!(s, 400);
+    let now = now_secs();
+    let (s, v) = admin_plain
+        .request_raw(
+            awc::http::Method::POST,
+            &format!("/api/v1/users/{id}/totp/confirm"),
+            Some(confirm(totp_code(&secret, now))),
+        )
+        .await
+        .unwrap();
+    assert_eq!(s, 200, "{v}");
+    let recovery: Vec<String> = serde_json::from_value(v["recoveryCodes"].clone()).unwrap();
+    assert_eq!(recovery.len(), 10);
+    admin_plain
+        .rooms()
+        .await
+        .expect("enrolled: everything is open");
+    // Logins now need the code.
+    let pw = server.admin_password();
+    let mut c = server.client();
+    let (s, v) = raw_login(
+        &mut c,
+        serde_json::json!({ "userName": "admin", "password": pw }),
+    )
+    .await;
+    assert_eq!(s, 401);
+    assert!(v["errorText"].as_str().unwrap().contains("totpCode"), "{v}");
+    let (s, v) = raw_login(
+        &mut c,
+        serde_json::json!({ "userName": "admin", "password": pw, "totpCode": "123456" }),
+    )
+    .await;
+    assert_eq!(s, 401);
+    assert!(
+        v["errorText"]
+            .as_str()
+            .unwrap()
+            .contains("one-time code is invalid"),
+        "{v}"
+    );
+    // The confirmation used this step's code: the next step's code logs in, once.
+    let next = totp_code(&secret, now + 30);
+    let (s, v) = raw_login(
+        &mut c,
+        serde_json::json!({ "userName": "admin", "password": pw, "totpCode": next }),
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    let (s, _) = raw_login(
+        &mut c,
+        serde_json::json!({ "userName": "admin", "password": pw, "totpCode": next }),
+    )
+    .await;
+    assert_eq!(s, 401, "a code is good once");
+    // A recovery code, once.
+    let (s, _) = raw_login(
+        &mut c,
+        serde_json::json!({ "userName": "admin", "password": pw, "totpCode": recovery[0] }),
+    )
+    .await;
+    assert_eq!(s, 200);
+    let (s, _) = raw_login(
+        &mut c,
+        serde_json::json!({ "userName": "admin", "password": pw, "totpCode": recovery[0] }),
+    )
+    .await;
+    assert_eq!(s, 401);
+    // Turning it off takes a code (here a recovery code); the Client's login then works
+    // without one — except that this server requires it again.
+    let body = serde_json::json!({ "code": recovery[1] })
+        .to_string()
+        .into_bytes();
+    let (s, v) = admin_plain
+        .request_raw(
+            awc::http::Method::DELETE,
+            &format!("/api/v1/users/{id}/totp"),
+            Some(body),
+        )
+        .await
+        .unwrap();
+    assert_eq!(s, 200, "{v}");
+    let mut again = server.client();
+    again.login("admin", &pw).await.expect("no code needed");
+    assert_eq!(status_of(again.rooms().await), 403);
+}

@@ -80,6 +80,15 @@ pub fn authenticate(state: &AppState, req: &HttpRequest) -> Result<Authed, ApiEr
     if let Some(ticket) = req.conn_data::<std::sync::Arc<crate::listener::Ticket>>() {
         ticket.authenticated();
     }
+    if state.limits.require_mfa
+        && !user.totp.as_ref().is_some_and(|t| t.enabled)
+        && !enrolment_path(req.path())
+    {
+        return Err(ApiError::Forbidden(format!(
+            "This server requires two-factor authentication: turn it on first (POST /api/v1/users/{}/totp, then .../totp/confirm; confab totp enable)",
+            user.user_id
+        )));
+    }
     match user.status {
         UserStatus::Active => {}
         UserStatus::Suspended => {
@@ -90,6 +99,15 @@ pub fn authenticate(state: &AppState, req: &HttpRequest) -> Result<Authed, ApiEr
         }
     }
     Ok(Authed { user, session_id })
+}
+
+/// What a user who has yet to enrol in required two-factor authentication may do.
+fn enrolment_path(path: &str) -> bool {
+    path == "/api/v1/status"
+        || path == "/api/v1/logout"
+        || path.ends_with("/totp")
+        || path.ends_with("/totp/confirm")
+        || path.ends_with("/password")
 }
 
 impl FromRequest for Authed {

@@ -11,6 +11,7 @@ pub mod error;
 pub mod events;
 pub mod health;
 pub mod messages;
+pub mod mfa;
 pub mod origin;
 pub mod permissions;
 pub mod rooms;
@@ -219,6 +220,9 @@ pub fn configure(cfg: &mut web::ServiceConfig, limits: &Limits, web_root: Option
                 "/users/{userId}/password",
                 web::post().to(account::set_password),
             )
+            .route("/users/{userId}/totp", web::post().to(mfa::begin))
+            .route("/users/{userId}/totp", web::delete().to(mfa::disable))
+            .route("/users/{userId}/totp/confirm", web::post().to(mfa::confirm))
             .route("/users/{userId}", web::patch().to(account::update_profile))
             .route("/users/{userId}", web::delete().to(account::remove_user))
             .route("/sessions", web::get().to(account::sessions))

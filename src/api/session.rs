@@ -7,6 +7,7 @@ use serde_json::json;
 
 use super::auth::{self, Authed, SESSION_COOKIE};
 use super::error::{ApiError, NO_CREDENTIALS};
+use super::mfa::{self, Second};
 use super::throttle::Verdict;
 use super::{ok_json, State};
 use crate::model::UserStatus;
@@ -16,9 +17,14 @@ use crate::model::UserStatus;
 pub struct LoginBody {
     user_name: String,
     password: String,
+    /// The one-time code (or a recovery code) of a user with two-factor authentication.
+    #[serde(default)]
+    totp_code: Option<String>,
 }
 
 const INVALID_LOGIN: &str = "The username or password is invalid.";
+/// For a client that does not know two-factor authentication: what to send.
+pub const MFA_REQUIRED: &str = "This account uses two-factor authentication: send the code from the authenticator app (or a recovery code) as totpCode along with userName and password";
 
 fn session_cookie(value: String) -> Cookie<'static> {
     Cookie::build(SESSION_COOKIE, value)
@@ -38,6 +44,7 @@ pub async fn login(
     let LoginBody {
         user_name,
         password,
+        totp_code,
     } = body.into_inner();
     let user_key = user_name.to_lowercase();
     let addr = state.client_ip(&req);
@@ -75,6 +82,20 @@ pub async fn login(
         }
         UserStatus::DeletionInProgress => {
             return Err(ApiError::Unauthorized("This account was removed.".into()))
+        }
+    }
+    match mfa::check(&user, totp_code.as_deref())? {
+        Second::NotEnrolled => {}
+        Second::Passed(rec) => {
+            mfa::spend(&state, &user, *rec).map_err(|e| ApiError::Unauthorized(e.to_string()))?
+        }
+        Second::Missing => return Err(ApiError::Unauthorized(MFA_REQUIRED.into())),
+        Second::Wrong => {
+            state.login_throttle.failed(&user_key, addr);
+            tracing::info!(target: "confab::audit", user = %user_key, %addr, "login failed: wrong one-time code");
+            return Err(ApiError::Unauthorized(
+                "The one-time code is invalid.".into(),
+            ));
         }
     }
     state.login_throttle.succeeded(&user_key, addr);

@@ -77,6 +77,43 @@ impl Client {
         Self::field(&v, "rooms")
     }
 
+    /// `POST /api/v1/users/{me}/totp`: `{secret, otpauthUri}`.
+    pub async fn totp_begin(&mut self, user_id: u64) -> Result<Value, ClientError> {
+        self.post(&format!("/api/v1/users/{user_id}/totp"), json!({}))
+            .await
+    }
+
+    /// `POST /api/v1/users/{me}/totp/confirm`: the recovery codes.
+    pub async fn totp_confirm(
+        &mut self,
+        user_id: u64,
+        code: &str,
+    ) -> Result<Vec<String>, ClientError> {
+        let v = self
+            .post(
+                &format!("/api/v1/users/{user_id}/totp/confirm"),
+                json!({ "code": code }),
+            )
+            .await?;
+        Self::field(&v, "recoveryCodes")
+    }
+
+    /// `DELETE /api/v1/users/{id}/totp` (with a code, or as an administrator without).
+    pub async fn totp_disable(
+        &mut self,
+        user_id: u64,
+        code: Option<&str>,
+    ) -> Result<(), ClientError> {
+        let body = code.map(|c| json!({ "code": c }));
+        self.call(
+            awc::http::Method::DELETE,
+            &format!("/api/v1/users/{user_id}/totp"),
+            body,
+        )
+        .await
+        .map(|_| ())
+    }
+
     /// Uses an existing login session (e.g. one the CLI kept) instead of logging in.
     pub fn use_session(&mut self, session_id: &str, user_id: Option<u64>) {
         self.credential = Some(Credential::Session(session_id.to_string()));

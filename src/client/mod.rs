@@ -308,12 +308,21 @@ impl Client {
 
     /// `POST /api/v1/login`; later requests carry the session cookie.
     pub async fn login(&mut self, user_name: &str, password: &str) -> Result<u64, ClientError> {
-        let v = self
-            .post(
-                "/api/v1/login",
-                json!({ "userName": user_name, "password": password }),
-            )
-            .await?;
+        self.login_with_code(user_name, password, None).await
+    }
+
+    /// Login with the one-time code of a user with two-factor authentication (extension).
+    pub async fn login_with_code(
+        &mut self,
+        user_name: &str,
+        password: &str,
+        totp_code: Option<&str>,
+    ) -> Result<u64, ClientError> {
+        let mut body = json!({ "userName": user_name, "password": password });
+        if let Some(code) = totp_code {
+            body["totpCode"] = json!(code);
+        }
+        let v = self.post("/api/v1/login", body).await?;
         let user_id: u64 = Self::field(&v, "userId")?;
         let session: String = Self::field(&v, "userSessionId")?;
         self.credential = Some(Credential::Session(session));

@@ -92,6 +92,25 @@ pub struct UserRecord {
     pub last_modified_utc: u64,
     /// argon2id PHC string.
     pub password_hash: String,
+    /// Two-factor authentication (TOTP), when the user enrolled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub totp: Option<TotpRecord>,
+}
+
+/// A user's TOTP (RFC 6238: SHA-1, 6 digits, 30 s) enrolment.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TotpRecord {
+    /// The shared secret, base32.
+    pub secret: String,
+    /// Confirmed with a code: logins need a code from now on.
+    pub enabled: bool,
+    /// SHA-256 (hex) of each unused recovery code.
+    #[serde(default)]
+    pub recovery: Vec<String>,
+    /// The last time step a code was accepted for: a code is good once.
+    #[serde(default)]
+    pub last_step: u64,
 }
 
 impl UserRecord {

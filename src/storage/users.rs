@@ -110,6 +110,7 @@ impl Store {
             created_utc: now,
             last_modified_utc: now,
             password_hash,
+            totp: None,
         };
         let name_key = user_name.to_lowercase();
         let mut unit = WriteUnit::new(Scope::User(user_id));

@@ -49,6 +49,75 @@ pub struct LogoutCmd {
     all: bool,
 }
 
+/// two-factor authentication: `enable` (shows the otpauth URI for an authenticator app,
+/// then asks for a code and prints the recovery codes) or `disable` (asks for a code);
+/// codes come from CONFAB_TOTP_CODE when set
+#[derive(FromArgs)]
+#[argh(subcommand, name = "totp")]
+pub struct TotpCmd {
+    /// enable or disable
+    #[argh(positional)]
+    action: String,
+    /// whose (administrators turning it off for a user who lost their phone)
+    #[argh(option)]
+    of: Option<String>,
+}
+
+fn ask_code() -> Result<String, ClientError> {
+    if let Ok(c) = std::env::var("CONFAB_TOTP_CODE") {
+        return Ok(c);
+    }
+    rpassword::prompt_password("Code from the authenticator app (or a recovery code): ")
+        .map(|c| c.trim().to_string())
+        .map_err(|e| {
+            ClientError::Usage(format!(
+                "cannot ask for the code ({e}): set CONFAB_TOTP_CODE"
+            ))
+        })
+}
+
+pub async fn totp(c: &mut Client, ctx: &Ctx, cmd: &TotpCmd) -> Result<(), ClientError> {
+    let me = c
+        .user_id
+        .ok_or_else(|| ClientError::Usage("totp needs a login, not a Web API token".into()))?;
+    match cmd.action.as_str() {
+        "enable" => {
+            let v = c.totp_begin(me).await?;
+            // Shown before asking: the code comes from the app that scans this.
+            eprintln!(
+                "Add this to your authenticator app (as a QR code, or the secret by hand):\n  {}\n  secret: {}",
+                v["otpauthUri"].as_str().unwrap_or(""),
+                v["secret"].as_str().unwrap_or("")
+            );
+            let codes = c.totp_confirm(me, &ask_code()?).await?;
+            ctx.out(
+                json!({ "enabled": true, "otpauthUri": v["otpauthUri"], "recoveryCodes": codes }),
+                format!(
+                    "two-factor authentication is on. Recovery codes (each works once; keep them safe):\n{}",
+                    codes.join("\n")
+                ),
+            );
+        }
+        "disable" => {
+            let (id, code) = match &cmd.of {
+                Some(u) => (c.resolve_user(u).await?, None),
+                None => (me, Some(ask_code()?)),
+            };
+            c.totp_disable(id, code.as_deref()).await?;
+            ctx.out(
+                json!({ "userId": id, "enabled": false }),
+                format!("two-factor authentication is off for user {id}"),
+            );
+        }
+        other => {
+            return Err(ClientError::Usage(format!(
+                "confab totp {other}: use enable or disable"
+            )))
+        }
+    }
+    Ok(())
+}
+
 /// give a user a new user name (administrators)
 #[derive(FromArgs)]
 #[argh(subcommand, name = "rename-user")]

@@ -89,6 +89,7 @@ enum Command {
     RemoveUser(account::RemoveUserCmd),
     GrantAdmin(account::GrantAdminCmd),
     RevokeAdmin(account::RevokeAdminCmd),
+    Totp(account::TotpCmd),
 }
 
 /// list users
@@ -626,7 +627,26 @@ async fn connect(cli: &Cli, ctx: &Ctx) -> Result<Client, ClientError> {
             )
         })?,
     };
-    let user_id = client.login(&ctx.user, &password).await?;
+    let code = std::env::var("CONFAB_TOTP_CODE").ok();
+    let user_id = match client
+        .login_with_code(&ctx.user, &password, code.as_deref())
+        .await
+    {
+        // Two-factor authentication: ask for the code (if there is a terminal to ask on).
+        Err(ClientError::Api { status: 401, text })
+            if text.contains("totpCode") && code.is_none() =>
+        {
+            let code =
+                rpassword::prompt_password("One-time code: ").map_err(|_| ClientError::Api {
+                    status: 401,
+                    text: format!("{text} (or set CONFAB_TOTP_CODE)"),
+                })?;
+            client
+                .login_with_code(&ctx.user, &password, Some(code.trim()))
+                .await?
+        }
+        other => other?,
+    };
     if let Some(sid) = client.session_id() {
         let saved = Saved {
             session_id: sid.to_string(),
@@ -708,6 +728,7 @@ async fn run(cli: Cli) -> Result<(), ClientError> {
     let out = |v: serde_json::Value, plain: String| ctx.out(v, plain);
     match &cli.command {
         Command::Passwd(cmd) => account::passwd(&mut c, &ctx, cmd).await?,
+        Command::Totp(cmd) => account::totp(&mut c, &ctx, cmd).await?,
         Command::DisplayName(cmd) => account::display_name(&mut c, &ctx, cmd).await?,
         Command::Sessions(cmd) => account::sessions(&mut c, &ctx, cmd).await?,
         Command::Logout(cmd) => account::logout(&mut c, &ctx, cmd).await?,
