@@ -797,3 +797,41 @@ async fn totp_enrolment_login_recovery_and_requirement() {
     again.login("admin", &pw).await.expect("no code needed");
     assert_eq!(status_of(again.rooms().await), 403);
 }
+
+/// Finding 1, bodies: a login body sent a byte a second is cut off once the grace period
+/// is over (its average is far under 1 KiB/s), with an error naming the cause.
+#[test]
+fn a_body_that_trickles_is_cut_off() {
+    use std::io::{Read, Write};
+    let server = TestServer::start();
+    let mut tls = tls_over(connect_from("127.0.0.4", &server.addr).unwrap());
+    tls.get_ref()
+        .set_read_timeout(Some(std::time::Duration::from_millis(900)))
+        .unwrap();
+    let started = std::time::Instant::now();
+    tls.write_all(b"POST /api/v1/login HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: 200\r\n\r\n{")
+        .unwrap();
+    let mut answer = Vec::new();
+    while started.elapsed() < std::time::Duration::from_secs(20) {
+        if tls.write_all(b" ").is_err() {
+            break;
+        }
+        let mut buf = [0u8; 4096];
+        match tls.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => answer.extend_from_slice(&buf[..n]),
+            Err(_) => {}
+        }
+        if answer.windows(4).any(|w| w == b"\r\n\r\n") && answer.ends_with(b"}") {
+            break;
+        }
+    }
+    let text = String::from_utf8_lossy(&answer);
+    let took = started.elapsed();
+    assert!(text.starts_with("HTTP/1.1 400"), "{text}");
+    assert!(text.contains("slower than 1024 bytes/s"), "{text}");
+    assert!(
+        took >= std::time::Duration::from_secs(9) && took < std::time::Duration::from_secs(15),
+        "cut off after {took:?}"
+    );
+}

@@ -7,6 +7,7 @@ pub mod account;
 pub mod attachments;
 pub mod auth;
 pub mod avatar;
+pub mod body_rate;
 pub mod error;
 pub mod events;
 pub mod health;
@@ -171,6 +172,7 @@ pub fn configure(cfg: &mut web::ServiceConfig, limits: &Limits, web_root: Option
     cfg.service(
         web::scope("/api/v1")
             .wrap(actix_web::middleware::from_fn(origin::guard))
+            .wrap(actix_web::middleware::from_fn(body_rate::guard))
             .route("/rooms/{roomId}/messages", web::get().to(messages::history))
             .route("/rooms/{roomId}/messages", web::post().to(messages::post))
             .route("/events", web::get().to(events::events))
