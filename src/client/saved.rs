@@ -62,7 +62,11 @@ impl SavedSessions {
         if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(fail)?;
         }
-        let tmp = self.path.with_extension("tmp");
+        // Per process: two `confab` commands at once must not share a temporary file. (The
+        // later rename wins; a session one of them kept may be lost, and it logs in again.)
+        let tmp = self
+            .path
+            .with_extension(format!("tmp.{}", std::process::id()));
         let mut f = std::fs::OpenOptions::new()
             .write(true)
             .create(true)

@@ -652,7 +652,10 @@ async fn connect(cli: &Cli, ctx: &Ctx) -> Result<Client, ClientError> {
             session_id: sid.to_string(),
             user_id,
         };
-        ctx.saved.put(&ctx.server, &ctx.user, saved)?;
+        // Keeping the session is a convenience: a command does not fail for it.
+        if let Err(e) = ctx.saved.put(&ctx.server, &ctx.user, saved) {
+            eprintln!("confab: {e}");
+        }
     }
     Ok(client)
 }
