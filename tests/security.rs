@@ -835,3 +835,27 @@ fn a_body_that_trickles_is_cut_off() {
         "cut off after {took:?}"
     );
 }
+
+/// Logging out ends that session's event streams at once; the user's other sessions keep
+/// theirs.
+#[actix_rt::test]
+async fn logout_closes_that_sessions_event_streams_only() {
+    let server = TestServer::start();
+    let mut admin = server.admin().await;
+    let (_, mut laptop) = server.user(&mut admin, "hank").await;
+    let mut phone = server.login("hank", "hank-password-123").await;
+    let mut laptop_events = laptop.events().await.expect("events");
+    let mut phone_events = phone.events().await.expect("events");
+    laptop.logout().await.expect("logout");
+    let closed = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+        while let Ok(Some(_)) = laptop_events.next().await {}
+    })
+    .await;
+    assert!(closed.is_ok(), "the logged-out session's stream was closed");
+    // The phone's stream is open: a ping is answered.
+    phone_events
+        .send_text(r#"{"type":"Ping"}"#)
+        .await
+        .expect("send");
+    expect_event(&mut phone_events, "Pong").await;
+}

@@ -138,11 +138,18 @@ async fn reset_password(
         u.password_hash = hash.clone();
         Ok(())
     })?;
-    let ended = state.store.end_sessions_except(id, None)?;
+    // An administrator resetting their own password keeps the session they do it from.
+    let keep = (id == admin.id())
+        .then_some(admin.session_id.as_deref())
+        .flatten();
+    let ended = state.store.end_sessions_except(id, keep)?;
     state.store.durable().await?;
-    state
-        .directory
-        .close_logins(id, None, None, "password reset by an administrator");
+    state.directory.close_logins(
+        id,
+        None,
+        keep.map(crate::actors::session::login_tag),
+        "password reset by an administrator",
+    );
     tracing::info!(target: "confab::audit", by = admin.id(), user_id = id, ended_sessions = ended, "password reset by an administrator");
     let mut body = json!({ "userId": id, "endedSessions": ended });
     if generated {

@@ -132,8 +132,16 @@ pub async fn logout(state: State, req: HttpRequest) -> Result<HttpResponse, ApiE
     let cred =
         auth::credential(&req).ok_or_else(|| ApiError::Unauthorized(NO_CREDENTIALS.into()))?;
     // Safe to call with an expired session: the cookie is cleared either way.
+    let owner = state.store.latest().session(&cred)?.map(|s| s.user_id);
     if state.store.delete_session(&cred)? {
         state.store.durable().await?;
+    }
+    // The session's open event streams end with it.
+    if let Some(user) = owner {
+        let tag = crate::actors::session::login_tag(&cred);
+        state
+            .directory
+            .close_logins(user, Some(tag), None, "logged out");
     }
     let mut resp = ok_json(json!({}));
     let mut gone = session_cookie(String::new());
