@@ -78,6 +78,7 @@ impl Budget {
                 authenticated: AtomicBool::new(true),
             });
         }
+        let ip = budget_key(ip);
         let Ok(mut counts) = self.counts.lock() else {
             return None;
         };
@@ -120,6 +121,19 @@ impl Budget {
     /// Connections refused since start.
     pub fn refused_total(&self) -> u64 {
         self.refused.load(Ordering::Relaxed)
+    }
+}
+
+/// Whose budget an address draws on: an IPv4 address, or an IPv6 /64 — one subscriber's
+/// network usually holds a whole /64, so counting each address apart would let one client
+/// open as many connections as it has addresses.
+fn budget_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => {
+            let s = v6.segments();
+            IpAddr::V6(std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
+        }
+        v4 => v4,
     }
 }
 
@@ -326,4 +340,54 @@ where
                 .and_then(http_service.map_err(|_| ()))
         })?
         .run())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn budget(per_address: usize, unauthenticated: usize) -> Arc<Budget> {
+        Budget::new(BudgetConfig {
+            per_address,
+            unauthenticated_per_address: unauthenticated,
+            handshake_timeout: Duration::from_secs(10),
+            exempt: vec!["10.9.0.0/16".parse().unwrap()],
+        })
+    }
+
+    #[test]
+    fn an_address_gets_its_caps_and_an_ipv6_network_shares_one() {
+        let b = budget(3, 2);
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let t1 = b.admit(ip("192.0.2.1")).expect("first");
+        let _t2 = b.admit(ip("192.0.2.1")).expect("second");
+        assert!(
+            b.admit(ip("192.0.2.1")).is_none(),
+            "two unauthenticated at most"
+        );
+        t1.authenticated();
+        let _t3 = b
+            .admit(ip("192.0.2.1"))
+            .expect("one authenticated: room again");
+        assert!(b.admit(ip("192.0.2.1")).is_none(), "three open at most");
+        assert!(
+            b.admit(ip("192.0.2.2")).is_some(),
+            "another address, another budget"
+        );
+        drop(t1);
+        assert!(
+            b.admit(ip("192.0.2.1")).is_none(),
+            "still two unauthenticated"
+        );
+        // One /64: one budget, whatever the interface ids.
+        let _a = b.admit(ip("2001:db8:1:2::1")).expect("a");
+        let _b = b.admit(ip("2001:db8:1:2:ffff::9")).expect("b");
+        assert!(b.admit(ip("2001:db8:1:2:abcd::7")).is_none());
+        assert!(b.admit(ip("2001:db8:1:3::1")).is_some(), "the next /64");
+        // Proxies are not counted.
+        for _ in 0..10 {
+            std::mem::forget(b.admit(ip("10.9.1.1")).expect("exempt"));
+        }
+        assert_eq!(b.refused_total(), 4);
+    }
 }
