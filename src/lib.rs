@@ -20,6 +20,15 @@ pub mod storage;
 pub mod tls;
 pub mod voice;
 
+/// An address as one client is known by: IPv4-mapped IPv6 addresses (`::ffff:1.2.3.4`, from a
+/// dual-stack socket or a proxy header) as the IPv4 address they are.
+pub fn canonical_ip(ip: std::net::IpAddr) -> std::net::IpAddr {
+    match ip {
+        std::net::IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, std::net::IpAddr::V4),
+        v4 => v4,
+    }
+}
+
 /// Milliseconds since the Unix epoch, UTC: the unit of every timestamp in the API.
 pub fn now_ms() -> u64 {
     std::time::SystemTime::now()

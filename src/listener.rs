@@ -67,10 +67,7 @@ impl Budget {
 
     /// A ticket for a new connection from `ip`, or `None` if that address is at a cap.
     pub fn admit(self: &Arc<Self>, ip: IpAddr) -> Option<Ticket> {
-        let ip = match ip {
-            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-            v4 => v4,
-        };
+        let ip = crate::canonical_ip(ip);
         if self.config.exempt.iter().any(|n| n.contains(&ip)) {
             return Some(Ticket {
                 budget: None,

@@ -8,7 +8,6 @@ use serde_json::json;
 
 use super::auth::{self, Admin, Authed};
 use super::error::ApiError;
-use super::throttle::Verdict;
 use super::users::{generate_password, valid_user_name};
 use super::{ok_json, State};
 use crate::model::{RoomType, UserStatus};
@@ -81,15 +80,7 @@ async fn change_own_password(
     // login.
     let name = auth.user.user_name.to_lowercase();
     let addr = state.client_ip(req);
-    match state.login_throttle.check(&name, addr) {
-        Verdict::Allow => {}
-        Verdict::Delay(d) => tokio::time::sleep(d).await,
-        Verdict::Refuse(wait) => {
-            return Err(ApiError::TooManyRequests(format!(
-                "Too many wrong passwords from your address; try again in {wait} s"
-            )))
-        }
-    }
+    state.login_throttle.gate(&name, addr).await?;
     let hash = auth.user.password_hash.clone();
     let ok = auth::with_hash_slot(state, move || auth::verify_password(&old, &hash)).await?;
     if !ok {
@@ -256,10 +247,7 @@ pub async fn remove_user(
     let ended = state.store.end_sessions_except(id, None)?;
     state.store.revoke_api_token(id)?;
     state.store.durable().await?;
-    let closed = state
-        .directory
-        .close_user(id, actix_ws::CloseCode::Policy, "account removed");
-    state.voice.hub.do_send(crate::actors::voice::Recheck(None));
+    let closed = super::users::cut_off(&state, id, "account removed");
     let mut left = 0;
     for room_id in state.store.rooms_of_user(id)? {
         let Some(room) = state.store.room(room_id)? else {

@@ -11,7 +11,6 @@ use totp_rs::{Algorithm, Secret, TOTP};
 
 use super::auth::{self, Authed};
 use super::error::ApiError;
-use super::throttle::Verdict;
 use super::{ok_json, State};
 use crate::storage::{StorageError, TotpRecord, UserRecord};
 
@@ -202,11 +201,7 @@ pub async fn disable(
     } else {
         let name = auth.user.user_name.to_lowercase();
         let addr = state.client_ip(&req);
-        if let Verdict::Refuse(wait) = state.login_throttle.check(&name, addr) {
-            return Err(ApiError::TooManyRequests(format!(
-                "Too many wrong codes from your address; try again in {wait} s"
-            )));
-        }
+        state.login_throttle.gate(&name, addr).await?;
         match check(&auth.user, code.as_deref())? {
             Second::Passed(_) | Second::NotEnrolled => {}
             Second::Missing => {

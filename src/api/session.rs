@@ -8,7 +8,6 @@ use serde_json::json;
 use super::auth::{self, Authed, SESSION_COOKIE};
 use super::error::{ApiError, NO_CREDENTIALS};
 use super::mfa::{self, Second};
-use super::throttle::Verdict;
 use super::{ok_json, State};
 use crate::model::UserStatus;
 
@@ -48,15 +47,7 @@ pub async fn login(
     } = body.into_inner();
     let user_key = user_name.to_lowercase();
     let addr = state.client_ip(&req);
-    match state.login_throttle.check(&user_key, addr) {
-        Verdict::Allow => {}
-        Verdict::Delay(d) => tokio::time::sleep(d).await,
-        Verdict::Refuse(wait) => {
-            return Err(ApiError::TooManyRequests(format!(
-                "Too many failed logins from your address; try again in {wait} s"
-            )))
-        }
-    }
+    state.login_throttle.gate(&user_key, addr).await?;
     let user = state.store.user_by_name(&user_name)?;
     // Verify against a dummy hash when the user is unknown, so timing does not tell.
     // (The dummy hash is made on the blocking pool too: the first unknown name hashes.)

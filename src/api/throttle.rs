@@ -118,6 +118,22 @@ impl LoginThrottle {
         Verdict::Allow
     }
 
+    /// Before checking a password or code of `user` from `addr`: waits out a delay, or
+    /// refuses (429). Login, a password change and turning off two-factor authentication
+    /// all pass here, and count their failures with [`Self::failed`].
+    pub async fn gate(&self, user: &str, addr: IpAddr) -> Result<(), super::ApiError> {
+        match self.check(user, addr) {
+            Verdict::Allow => Ok(()),
+            Verdict::Delay(d) => {
+                tokio::time::sleep(d).await;
+                Ok(())
+            }
+            Verdict::Refuse(wait) => Err(super::ApiError::TooManyRequests(format!(
+                "Too many failed logins from your address; try again in {wait} s"
+            ))),
+        }
+    }
+
     /// A wrong password (or unknown name) for `user` from `addr`.
     pub fn failed(&self, user: &str, addr: IpAddr) {
         let Ok(mut c) = self.counters.lock() else {
@@ -219,7 +235,11 @@ fn forwarded_client<'a>(
     headers: impl Iterator<Item = &'a actix_web::http::header::HeaderValue>,
     trusted: &[IpNet],
 ) -> IpAddr {
-    let is_trusted = |ip: &IpAddr| trusted.iter().any(|n| n.contains(&canonical(*ip)));
+    let is_trusted = |ip: &IpAddr| {
+        trusted
+            .iter()
+            .any(|n| n.contains(&crate::canonical_ip(*ip)))
+    };
     if !is_trusted(&peer) {
         return peer;
     }
@@ -243,19 +263,11 @@ fn forwarded_client<'a>(
 /// `1.2.3.4`, `1.2.3.4:5678`, `2001:db8::1` or `[2001:db8::1]:443`.
 fn parse_hop(hop: &str) -> Option<IpAddr> {
     if let Ok(ip) = hop.parse::<IpAddr>() {
-        return Some(canonical(ip));
+        return Some(crate::canonical_ip(ip));
     }
     hop.parse::<std::net::SocketAddr>()
         .ok()
-        .map(|a| canonical(a.ip()))
-}
-
-/// IPv4-mapped IPv6 addresses (`::ffff:1.2.3.4`, from a dual-stack socket) as IPv4.
-fn canonical(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-        v4 => v4,
-    }
+        .map(|a| crate::canonical_ip(a.ip()))
 }
 
 #[cfg(test)]

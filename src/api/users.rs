@@ -145,6 +145,16 @@ fn user_not_found(id: u64) -> ApiError {
     ApiError::NotFound(format!("User {id} not found"))
 }
 
+/// After a user's suspension or removal: their event streams close (with `reason`) and they
+/// are dropped from every voice channel at once, keys erased. Answers the streams closed.
+pub fn cut_off(state: &super::AppState, id: u64, reason: &str) -> usize {
+    let closed = state
+        .directory
+        .close_user(id, actix_ws::CloseCode::Policy, reason);
+    state.voice.hub.do_send(crate::actors::voice::Recheck(None));
+    closed
+}
+
 /// `POST /api/v1/users/{userId}/suspend` (extension, administrators): every session and token
 /// of the user stops working at once and their open event streams are closed; login is
 /// refused. Their messages stay. Nothing is deleted.
@@ -165,11 +175,7 @@ pub async fn suspend(
         })?
         .ok_or_else(|| user_not_found(id))?;
     state.store.durable().await?;
-    let closed = state
-        .directory
-        .close_user(id, actix_ws::CloseCode::Policy, "account suspended");
-    // Dropped from every voice channel at once, keys erased.
-    state.voice.hub.do_send(crate::actors::voice::Recheck(None));
+    let closed = cut_off(&state, id, "account suspended");
     Ok(ok_json(
         json!({ "user": user.to_api(), "closedEventStreams": closed }),
     ))

@@ -545,7 +545,7 @@ impl Router {
             // address that joined or the WebSocket, after a challenge from anywhere else.
             let trusted = match &route {
                 Route::Ws { .. } => true,
-                Route::Udp(a) => sender.join_ip == Some(canonical_ip(a.ip())),
+                Route::Udp(a) => sender.join_ip == Some(crate::canonical_ip(a.ip())),
             };
             let moved = ks.route.as_ref().map(|r| !r.same(&route)).unwrap_or(true);
             if header.kind == KIND_CHALLENGE_RESPONSE {
@@ -751,14 +751,6 @@ pub struct Deferred {
     payload: Vec<u8>,
 }
 
-/// IPv4-mapped IPv6 addresses as IPv4 (a dual-stack socket reports those).
-fn canonical_ip(ip: std::net::IpAddr) -> std::net::IpAddr {
-    match ip {
-        std::net::IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, std::net::IpAddr::V4),
-        v4 => v4,
-    }
-}
-
 impl Participant {
     pub fn new(
         id: u32,
@@ -795,7 +787,7 @@ impl Participant {
 
     /// The address the join came from (see `join_ip`).
     pub fn joined_from(mut self, ip: std::net::IpAddr) -> Participant {
-        self.join_ip = Some(canonical_ip(ip));
+        self.join_ip = Some(crate::canonical_ip(ip));
         self
     }
 
