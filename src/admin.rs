@@ -1,9 +1,11 @@
 //! `confab-server admin …` and `confab-server check`: offline work on a stopped server's
-//! storage folder (a lost administrator password, compaction, an integrity check). Each
+//! storage folder (a lost administrator password, compaction, encryption, an integrity
+//! check). Each
 //! takes the folder's lock like the server does, so it refuses clearly while a server runs
 //! on that folder.
 
 use std::path::Path;
+use std::sync::Arc;
 
 use argh::FromArgs;
 
@@ -38,6 +40,18 @@ pub enum AdminAction {
     ResetPassword(ResetPassword),
     CreateAdmin(CreateAdmin),
     Compact(Compact),
+    Encrypt(Encrypt),
+}
+
+/// encrypt a clear storage folder at rest (message texts, names, sessions, attachments):
+/// from then on the server starts only with --encryption-key-file naming the same file
+#[derive(FromArgs, Debug, Clone, PartialEq)]
+#[argh(subcommand, name = "encrypt")]
+pub struct Encrypt {
+    /// the key file: 64 hex digits (`openssl rand -hex 32 > FILE`) or a passphrase of at
+    /// least 12 characters. Without it the folder cannot be read: keep a copy apart
+    #[argh(option)]
+    pub encryption_key_file: Option<std::path::PathBuf>,
 }
 
 /// rewrite the database with only its live records, so deleted messages leave no trace in
@@ -99,8 +113,14 @@ fn password_from(file: &Option<std::path::PathBuf>) -> Result<(String, bool), Ad
     }
 }
 
-/// Runs one offline command; returns the line to print.
-pub fn run(dir: &Path, command: &ServerCommand, cache_bytes: u64) -> Result<String, AdminError> {
+/// Runs one offline command; returns the line to print. `key_file`: the server's
+/// `--encryption-key-file`, for an encrypted folder.
+pub fn run(
+    dir: &Path,
+    command: &ServerCommand,
+    cache_bytes: u64,
+    key_file: Option<&Path>,
+) -> Result<String, AdminError> {
     if !dir.join("db").exists() {
         return Err(AdminError::Usage(format!(
             "{} holds no Confab storage (no db/ inside); give the server's --storage-dir",
@@ -108,8 +128,12 @@ pub fn run(dir: &Path, command: &ServerCommand, cache_bytes: u64) -> Result<Stri
         )));
     }
     let _lock = storage::prepare_folder(dir)?;
+    let key = match key_file {
+        Some(path) => Some(Arc::new(storage::read_key_file(path)?)),
+        None => None,
+    };
     let args = match command {
-        ServerCommand::Check(_) => return check(dir, cache_bytes),
+        ServerCommand::Check(_) => return check(dir, cache_bytes, key.as_deref()),
         ServerCommand::Admin(args) => args,
     };
     match &args.action {
@@ -132,16 +156,38 @@ pub fn run(dir: &Path, command: &ServerCommand, cache_bytes: u64) -> Result<Stri
                 )
             })
         }
-        AdminAction::ResetPassword(r) => {
-            with_store(dir, cache_bytes, |store| reset_password(store, r))
+        AdminAction::Encrypt(e) => {
+            let path = e.encryption_key_file.as_deref().or(key_file).ok_or_else(|| {
+                AdminError::Usage(
+                    "admin encrypt needs --encryption-key-file FILE (make a key with: openssl rand -hex 32 > FILE)".into(),
+                )
+            })?;
+            let key = Arc::new(storage::read_key_file(path)?);
+            let done = storage::encrypt_folder(dir, key, cache_bytes)?;
+            Ok(format!(
+                "encrypted {}: {} records and {} content files sealed; the server now starts only with --encryption-key-file {}",
+                dir.display(),
+                done.records,
+                done.files,
+                path.display()
+            ))
         }
-        AdminAction::CreateAdmin(c) => with_store(dir, cache_bytes, |store| create_admin(store, c)),
+        AdminAction::ResetPassword(r) => {
+            with_store(dir, cache_bytes, key, |store| reset_password(store, r))
+        }
+        AdminAction::CreateAdmin(c) => {
+            with_store(dir, cache_bytes, key, |store| create_admin(store, c))
+        }
     }
 }
 
 /// Prints each problem on stdout; the summary line is the answer.
-fn check(dir: &Path, cache_bytes: u64) -> Result<String, AdminError> {
-    let report = storage::check_folder(dir, cache_bytes)?;
+fn check(
+    dir: &Path,
+    cache_bytes: u64,
+    key: Option<&storage::KeyMaterial>,
+) -> Result<String, AdminError> {
+    let report = storage::check_folder(dir, cache_bytes, key)?;
     if report.problems.is_empty() {
         return Ok(format!("{} is sound: {}", dir.display(), report.summary));
     }
@@ -160,9 +206,17 @@ fn check(dir: &Path, cache_bytes: u64) -> Result<String, AdminError> {
 fn with_store(
     dir: &Path,
     cache_bytes: u64,
+    key: Option<Arc<storage::KeyMaterial>>,
     action: impl FnOnce(&Store) -> Result<String, AdminError>,
 ) -> Result<String, AdminError> {
-    let store = Store::open(dir, cache_bytes)?;
+    let store = Store::open_with(
+        dir,
+        &storage::StoreOptions {
+            cache_bytes,
+            key,
+            ..storage::StoreOptions::default()
+        },
+    )?;
     let line = action(&store)?;
     store.flush()?;
     Ok(line)

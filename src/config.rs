@@ -110,6 +110,10 @@ pub struct ServerArgs {
     /// https://chat.example.com when a proxy rewrites the Host header; repeatable)
     #[argh(option)]
     pub allowed_origin: Vec<String>,
+    /// encrypt the storage folder at rest with the key in this file: 64 hex digits (make
+    /// one with `openssl rand -hex 32`) or a passphrase; needed at every start once used
+    #[argh(option)]
+    pub encryption_key_file: Option<PathBuf>,
     #[argh(subcommand)]
     pub command: Option<crate::admin::ServerCommand>,
 }
@@ -170,6 +174,7 @@ pub struct ServerConfig {
     pub change_log_keep: u64,
     pub trusted_proxies: Vec<ipnet::IpNet>,
     pub allowed_origins: Vec<String>,
+    pub encryption_key_file: Option<PathBuf>,
 }
 
 /// Bounds on what a client may send or make the server hold.
@@ -287,6 +292,7 @@ impl ServerArgs {
         Ok(ServerConfig {
             trusted_proxies,
             allowed_origins,
+            encryption_key_file: self.encryption_key_file.clone(),
             listen: SocketAddr::new(ip, port),
             listen_host: host,
             storage_dir,

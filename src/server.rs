@@ -99,12 +99,17 @@ pub async fn run(config: ServerConfig) -> Result<(), StartError> {
     // after "listening on" must stop the server cleanly, not kill it.
     let signals = ShutdownSignals::install()?;
     let lock = storage::prepare_folder(&config.storage_dir)?;
+    let key = match &config.encryption_key_file {
+        Some(path) => Some(Arc::new(storage::read_key_file(path)?)),
+        None => None,
+    };
     let store = Arc::new(Store::open_with(
         &config.storage_dir,
         &storage::StoreOptions {
             cache_bytes: config.cache_bytes,
             reserve_bytes: config.storage_reserve_bytes,
             commit_interval: config.commit_interval,
+            key,
         },
     )?);
     ensure_admin(&store, &config.storage_dir)?;

@@ -201,3 +201,394 @@ async fn compaction_erases_deleted_text_and_never_grows_the_folder() {
     let (sound, report) = run_check(&dir);
     assert!(sound, "{report}");
 }
+
+/// A PNG of this size, with a pattern the encoder keeps.
+fn png(width: u32, height: u32) -> Vec<u8> {
+    let img = image::RgbImage::from_fn(width, height, |x, y| {
+        image::Rgb([(x % 256) as u8, (y % 256) as u8, 128])
+    });
+    let mut out = std::io::Cursor::new(Vec::new());
+    image::DynamicImage::ImageRgb8(img)
+        .write_to(&mut out, image::ImageFormat::Png)
+        .expect("encode png");
+    out.into_inner()
+}
+
+/// Writes a key file (0600) holding `text`.
+fn key_file(dir: &Path, name: &str, text: &str) -> std::path::PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    path
+}
+
+/// `confab-server --storage-dir DIR [--encryption-key-file K] ARGS…`: success and output.
+fn run_server_command(dir: &Path, key: Option<&Path>, args: &[&str]) -> (bool, String) {
+    let mut cmd = std::process::Command::new(server_bin());
+    cmd.arg("--storage-dir").arg(dir);
+    if let Some(k) = key {
+        cmd.arg("--encryption-key-file").arg(k);
+    }
+    let out = cmd.args(args).output().expect("run confab-server");
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+/// Whether the storage folder shows any of `needles` (through sled's compression too);
+/// the ones it shows.
+fn visible(dir: &Path, needles: &[&[u8]]) -> Vec<String> {
+    needles
+        .iter()
+        .filter(|n| contains_bytes_decoded(dir, n))
+        .map(|n| String::from_utf8_lossy(n).to_string())
+        .collect()
+}
+
+async fn download_all(c: &mut Client, id: u64, name: &str, range: Option<&str>) -> (u16, Vec<u8>) {
+    let mut out = Vec::new();
+    let (status, _, _) = c
+        .download(id, name, range, &mut out)
+        .await
+        .expect("download");
+    (status, out)
+}
+
+#[actix_rt::test]
+async fn an_encrypted_folder_shows_no_text_names_or_files_and_opens_only_with_its_key() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("storage");
+    let key = key_file(
+        tmp.path(),
+        "storage.key",
+        "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08\n",
+    );
+    let key_arg = key.to_str().unwrap();
+    let mut server = TestServer::start_in(&dir, &["--encryption-key-file", key_arg]);
+    assert!(
+        server.log_text().contains("encrypted at rest"),
+        "{}",
+        server.log_text()
+    );
+    let password = server.admin_password();
+    let mut admin = server.admin().await;
+
+    let secret_text = "SEALED-text-4b1d-the-merger-closes-friday";
+    let comment_text = "SEALED-comment-77aa-budget-is-3.2M";
+    let room_name = "SEALED-room-Nightingale-c0de";
+    let user_name = "sealed-user-zebra-91f";
+    let file_marker = "SEALED-file-content-e5e5-quarterly-numbers ";
+    let file_name = "SEALED-filename-payroll-2026.txt";
+    let (user_id, _) = admin
+        .create_user(user_name, Some("a-long-password-1"), false)
+        .await
+        .unwrap();
+    let room = admin.create_room(room_name, &[user_id]).await.unwrap();
+    let message = admin.send_text(room, secret_text).await.unwrap();
+    admin
+        .comment(message.message_id, comment_text)
+        .await
+        .unwrap();
+    let files = tempfile::tempdir().unwrap();
+    let content: Vec<u8> = file_marker.repeat(5000).into_bytes(); // ~215 KiB: 4 chunks
+    let doc = files.path().join(file_name);
+    std::fs::write(&doc, &content).unwrap();
+    let pic = files.path().join("photo.png");
+    let picture = png(300, 200);
+    std::fs::write(&pic, &picture).unwrap();
+    let up = admin
+        .upload(message.message_id, &[doc, pic], true)
+        .await
+        .unwrap();
+    assert!(
+        up[1].has_thumbnail,
+        "images get thumbnails when encrypted too"
+    );
+
+    // Served as stored: whole, in ranges (across chunk borders), thumbnails.
+    assert_eq!(
+        download_all(&mut admin, up[0].attachment_id, file_name, None).await,
+        (200, content.clone())
+    );
+    let (status, part) = download_all(
+        &mut admin,
+        up[0].attachment_id,
+        file_name,
+        Some("bytes=65000-140000"),
+    )
+    .await;
+    assert_eq!((status, &part[..]), (206, &content[65000..=140000]));
+    let (status, tail) = download_all(
+        &mut admin,
+        up[0].attachment_id,
+        file_name,
+        Some("bytes=-10"),
+    )
+    .await;
+    assert_eq!((status, &tail[..]), (206, &content[content.len() - 10..]));
+    assert_eq!(
+        download_all(&mut admin, up[1].attachment_id, "photo.png", None).await,
+        (200, picture.clone())
+    );
+    let (s, thumb) = admin
+        .request_bytes(
+            awc::http::Method::GET,
+            &format!("/api/v1/thumbnails/{}", up[1].attachment_id),
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(s, 200);
+    assert!(
+        image::load_from_memory(&thumb).is_ok(),
+        "a decodable thumbnail"
+    );
+    let expected = texts(&mut admin, room).await;
+    server.stop();
+
+    // Nothing readable in the folder, even through sled's compression; not even the
+    // content's SHA-256 (which would tell that a known file is stored).
+    let sha256 = hex::encode(openssl::sha::sha256(&content));
+    let shown = visible(
+        &dir,
+        &[
+            secret_text.as_bytes(),
+            comment_text.as_bytes(),
+            room_name.as_bytes(),
+            user_name.as_bytes(),
+            file_marker.as_bytes(),
+            file_name.as_bytes(),
+            sha256.as_bytes(),
+            &picture[200..260],
+        ],
+    );
+    assert!(
+        shown.is_empty(),
+        "readable in the storage folder: {shown:?}"
+    );
+    assert!(
+        !files_under(&dir)
+            .iter()
+            .any(|p| p.to_string_lossy().contains(&sha256)),
+        "no file is named by the content's hash"
+    );
+
+    // Without the key, with another key, with a passphrase: a clear refusal, nothing
+    // touched.
+    let storage = dir.to_str().unwrap();
+    let failed = TestServer::start_expect_failure(
+        &["--listen", "127.0.0.1:0", "--storage-dir", storage],
+        None,
+    );
+    assert!(!failed.status.success());
+    assert!(
+        failed.stderr.contains("is encrypted") && failed.stderr.contains("--encryption-key-file"),
+        "{}",
+        failed.stderr
+    );
+    let other = key_file(
+        tmp.path(),
+        "other.key",
+        "0000000000000000000000000000000000000000000000000000000000000001",
+    );
+    let phrase = key_file(tmp.path(), "phrase.key", "correct horse battery staple\n");
+    for wrong in [&other, &phrase] {
+        let failed = TestServer::start_expect_failure(
+            &[
+                "--listen",
+                "127.0.0.1:0",
+                "--storage-dir",
+                storage,
+                "--encryption-key-file",
+                wrong.to_str().unwrap(),
+            ],
+            None,
+        );
+        assert!(!failed.status.success());
+        assert!(
+            failed.stderr.contains("does not open the storage folder"),
+            "{}",
+            failed.stderr
+        );
+    }
+    let short = key_file(tmp.path(), "short.key", "hunter2\n");
+    let failed = TestServer::start_expect_failure(
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--storage-dir",
+            storage,
+            "--encryption-key-file",
+            short.to_str().unwrap(),
+        ],
+        None,
+    );
+    assert!(
+        failed.stderr.contains("at least 12 characters"),
+        "{}",
+        failed.stderr
+    );
+    let missing = tmp.path().join("no-such.key");
+    let failed = TestServer::start_expect_failure(
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--storage-dir",
+            storage,
+            "--encryption-key-file",
+            missing.to_str().unwrap(),
+        ],
+        None,
+    );
+    assert!(
+        failed
+            .stderr
+            .contains("cannot read the encryption key file"),
+        "{}",
+        failed.stderr
+    );
+
+    // The offline check needs the key too, and finds the folder sound with it.
+    let (ok, text) = run_server_command(&dir, None, &["check"]);
+    assert!(!ok && text.contains("is encrypted"), "{text}");
+    let (ok, text) = run_server_command(&dir, Some(&key), &["check"]);
+    assert!(ok, "{text}");
+
+    // With the key: everything is back, and the member can log in by name.
+    let server = TestServer::start_in(&dir, &["--encryption-key-file", key_arg]);
+    let mut admin = server.login("admin", &password).await;
+    assert_eq!(texts(&mut admin, room).await, expected);
+    assert_eq!(
+        download_all(&mut admin, up[0].attachment_id, file_name, None).await,
+        (200, content)
+    );
+    let mut member = server.login(user_name, "a-long-password-1").await;
+    let rooms = member.rooms().await.unwrap();
+    assert!(
+        rooms.iter().any(|r| r.display_name == room_name),
+        "{rooms:?}"
+    );
+}
+
+#[actix_rt::test]
+async fn admin_encrypt_converts_a_clear_folder_offline_with_nothing_lost() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("storage");
+    let mut server = TestServer::start_in(&dir, &[]);
+    let password = server.admin_password();
+    let mut admin = server.admin().await;
+    let secret = "CONVERT-ME-text-61c3-the-safe-code-is-2718";
+    let marker = "CONVERT-ME-file-bytes-9d0e ";
+    let room = admin.create_room("Conversion", &[]).await.unwrap();
+    for i in 0..300 {
+        admin
+            .send_text(room, &format!("message {i}"))
+            .await
+            .unwrap();
+    }
+    let message = admin.send_text(room, secret).await.unwrap();
+    let files = tempfile::tempdir().unwrap();
+    let content = marker.repeat(3000).into_bytes();
+    let doc = files.path().join("ledger.txt");
+    std::fs::write(&doc, &content).unwrap();
+    let pic = files.path().join("chart.png");
+    std::fs::write(&pic, png(400, 300)).unwrap();
+    let up = admin
+        .upload(message.message_id, &[doc, pic], true)
+        .await
+        .unwrap();
+    assert!(up[1].has_thumbnail);
+    let expected = texts(&mut admin, room).await;
+    server.stop();
+    assert_eq!(
+        visible(&dir, &[secret.as_bytes(), marker.as_bytes()]).len(),
+        2,
+        "a clear folder shows both (the search works)"
+    );
+
+    // A key for a folder holding clear data is refused at start, naming the conversion.
+    let key = key_file(
+        tmp.path(),
+        "passphrase",
+        "a passphrase long enough to count\n",
+    );
+    let failed = TestServer::start_expect_failure(
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--storage-dir",
+            dir.to_str().unwrap(),
+            "--encryption-key-file",
+            key.to_str().unwrap(),
+        ],
+        None,
+    );
+    assert!(failed.stderr.contains("admin encrypt"), "{}", failed.stderr);
+
+    let out = std::process::Command::new(server_bin())
+        .arg("--storage-dir")
+        .arg(&dir)
+        .args(["admin", "encrypt", "--encryption-key-file"])
+        .arg(&key)
+        .output()
+        .unwrap();
+    let line = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "{line}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        line.contains("encrypted") && line.contains("content files sealed"),
+        "{line}"
+    );
+    let shown = visible(&dir, &[secret.as_bytes(), marker.as_bytes()]);
+    assert!(
+        shown.is_empty(),
+        "still readable after admin encrypt: {shown:?}"
+    );
+    let (again, text) = run_server_command(
+        &dir,
+        None,
+        &[
+            "admin",
+            "encrypt",
+            "--encryption-key-file",
+            key.to_str().unwrap(),
+        ],
+    );
+    assert!(!again && text.contains("encrypted already"), "{text}");
+
+    let (ok, text) = run_server_command(&dir, Some(&key), &["check"]);
+    assert!(ok, "{text}");
+    let server = TestServer::start_in(&dir, &["--encryption-key-file", key.to_str().unwrap()]);
+    let mut admin = server.login("admin", &password).await;
+    assert_eq!(texts(&mut admin, room).await, expected);
+    assert_eq!(
+        download_all(&mut admin, up[0].attachment_id, "ledger.txt", None).await,
+        (200, content)
+    );
+    let (s, thumb) = admin
+        .request_bytes(
+            awc::http::Method::GET,
+            &format!("/api/v1/thumbnails/{}", up[1].attachment_id),
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(s, 200);
+    assert!(image::load_from_memory(&thumb).is_ok());
+    // New writes are sealed too.
+    let fresh = "CONVERT-ME-after-the-conversion-5a5a";
+    admin.send_text(room, fresh).await.unwrap();
+    drop(admin);
+    let mut server = server;
+    server.stop();
+    assert!(visible(&dir, &[fresh.as_bytes()]).is_empty());
+}

@@ -44,7 +44,12 @@ fn main() {
     };
     if let Some(command) = &parsed.command {
         let dir = config.storage_dir.clone();
-        match confab::admin::run(&dir, command, config.cache_bytes) {
+        match confab::admin::run(
+            &dir,
+            command,
+            config.cache_bytes,
+            config.encryption_key_file.as_deref(),
+        ) {
             Ok(line) => {
                 println!("{line}");
                 return;

@@ -26,6 +26,7 @@ use std::sync::{Arc, Mutex};
 use openssl::sha::{Sha1, Sha256};
 use serde::{Deserialize, Serialize};
 
+use super::seal::{seal_bytes_to, ContentOpener, ContentSealer};
 use super::{
     be, id_at, pair, tables::sync_dir, Applied, Change, IdKind, IdempotencyKey, IdempotentResult,
     MessageRecord, Reader, Result, Scope, StorageError, Store, Table, WriteUnit, EMPTY,
@@ -42,7 +43,8 @@ pub struct AttachmentRecord {
     pub file_size: u64,
     /// SHA-1 of the content, hex (the API's `fileChecksum`).
     pub checksum: String,
-    /// SHA-256 of the content, hex: the name of the content file.
+    /// SHA-256 of the content, hex: the name of the content file (in an encrypted folder a
+    /// keyed hash of it, [`super::seal::Sealer::content_name`]).
     pub content_hash: String,
     pub content_type: String,
     pub created_utc: u64,
@@ -83,12 +85,22 @@ impl AttachmentRecord {
     }
 }
 
-/// Decodes an image with bounded dimensions and allocation.
-fn decode_bounded(path: &Path) -> std::result::Result<image::DynamicImage, String> {
-    let mut reader = image::ImageReader::open(path)
-        .map_err(|e| e.to_string())?
-        .with_guessed_format()
-        .map_err(|e| e.to_string())?;
+/// Decodes an image (stored content) with bounded dimensions and allocation.
+fn decode_bounded(store: &Store, hash: &str) -> std::result::Result<image::DynamicImage, String> {
+    let path = store.content_path(hash);
+    let mut reader = match &store.shared.sealer {
+        Some(sealer) => {
+            let plain = ContentOpener::open(sealer.clone(), &path)
+                .and_then(|mut c| c.read_all(THUMBNAIL_MAX_SOURCE))
+                .map_err(|e| e.to_string())?;
+            image::ImageReader::new(Box::new(std::io::Cursor::new(plain)) as Box<dyn BufReadSeek>)
+        }
+        None => image::ImageReader::new(Box::new(std::io::BufReader::new(
+            File::open(&path).map_err(|e| e.to_string())?,
+        )) as Box<dyn BufReadSeek>),
+    }
+    .with_guessed_format()
+    .map_err(|e| e.to_string())?;
     let mut limits = image::Limits::default();
     limits.max_image_width = Some(12_000);
     limits.max_image_height = Some(12_000);
@@ -97,11 +109,15 @@ fn decode_bounded(path: &Path) -> std::result::Result<image::DynamicImage, Strin
     reader.decode().map_err(|e| e.to_string())
 }
 
+/// What an image is decoded from: stored content as it is, or opened into memory.
+trait BufReadSeek: std::io::BufRead + std::io::Seek {}
+impl<T: std::io::BufRead + std::io::Seek> BufReadSeek for T {}
+
 /// Deletes a file after overwriting its bytes with zeros (and syncing), so deleted content
 /// does not linger in the file's old blocks for someone reading the raw disk. The file is
 /// first renamed aside (atomic), so an upload of the same content right after is not
 /// touched. Blocking: run it off the async threads.
-fn erase_file(path: &Path, aside_dir: &Path) {
+pub(super) fn erase_file(path: &Path, aside_dir: &Path) {
     let aside = aside_dir.join(format!("erase-{}", crate::api::auth::random_hex(8)));
     if let Err(e) = std::fs::create_dir_all(aside_dir).and_then(|_| std::fs::rename(path, &aside)) {
         if e.kind() != std::io::ErrorKind::NotFound {
@@ -164,7 +180,7 @@ pub struct PreparedUpload {
     pub size: u64,
     /// SHA-1, hex.
     pub checksum: String,
-    /// SHA-256, hex.
+    /// The content's name: SHA-256, hex (keyed when the folder is encrypted).
     pub content_hash: String,
     pub has_thumbnail: bool,
     _pin: ContentPin,
@@ -178,6 +194,8 @@ pub struct ContentWriter {
     sha256: Sha256,
     pub size: u64,
     unchecked: u64,
+    /// Seals the content on its way to the file (encrypted folders).
+    seal: Option<ContentSealer>,
 }
 
 /// Free space is checked again after this many bytes of an upload.
@@ -191,9 +209,11 @@ impl ContentWriter {
             store.shared.health.check_space();
         }
         store.shared.health.check_writable()?;
-        self.file
-            .write_all(data)
-            .map_err(|e| upload_error(&self.tmp_path, e))?;
+        match &mut self.seal {
+            Some(sealer) => sealer.write(&mut self.file, data),
+            None => self.file.write_all(data),
+        }
+        .map_err(|e| upload_error(&self.tmp_path, e))?;
         self.sha1.update(data);
         self.sha256.update(data);
         self.size += data.len() as u64;
@@ -214,10 +234,19 @@ impl ContentWriter {
         file_name: &str,
         content_type: &str,
     ) -> Result<PreparedUpload> {
-        let content_hash = hex::encode(self.sha256.finish());
+        let sha256 = hex::encode(self.sha256.finish());
+        let content_hash = match &store.shared.sealer {
+            Some(sealer) => sealer.content_name(&sha256),
+            None => sha256,
+        };
         let checksum = hex::encode(self.sha1.finish());
-        let synced = self.file.sync_all();
-        drop(self.file);
+        let mut file = self.file;
+        let synced = match self.seal {
+            Some(sealer) => sealer.finish(&mut file),
+            None => Ok(()),
+        }
+        .and_then(|_| file.sync_all());
+        drop(file);
         if let Err(e) = synced {
             let _ = std::fs::remove_file(&self.tmp_path);
             return Err(upload_error(&self.tmp_path, e));
@@ -255,7 +284,7 @@ fn make_thumbnail(store: &Store, hash: &str, file_name: &str) -> Result<bool> {
     if thumb.exists() {
         return Ok(true);
     }
-    let image = match decode_bounded(&store.content_path(hash)) {
+    let image = match decode_bounded(store, hash) {
         Ok(image) => image,
         Err(e) => {
             tracing::info!("no thumbnail for {file_name}: {e}");
@@ -268,9 +297,18 @@ fn make_thumbnail(store: &Store, hash: &str, file_name: &str) -> Result<bool> {
     let tmp = dir.join(format!(".{}.tmp", crate::api::auth::random_hex(8)));
     let written = (|| -> std::result::Result<(), String> {
         let mut file = File::create(&tmp).map_err(|e| e.to_string())?;
-        image::codecs::jpeg::JpegEncoder::new_with_quality(&mut file, 80)
-            .encode_image(&small)
-            .map_err(|e| e.to_string())?;
+        match &store.shared.sealer {
+            Some(sealer) => {
+                let mut jpeg = Vec::new();
+                image::codecs::jpeg::JpegEncoder::new_with_quality(&mut jpeg, 80)
+                    .encode_image(&small)
+                    .map_err(|e| e.to_string())?;
+                seal_bytes_to(sealer, &jpeg, &mut file).map_err(|e| e.to_string())?;
+            }
+            None => image::codecs::jpeg::JpegEncoder::new_with_quality(&mut file, 80)
+                .encode_image(&small)
+                .map_err(|e| e.to_string())?,
+        }
         file.sync_all().map_err(|e| e.to_string())?;
         std::fs::rename(&tmp, &thumb).map_err(|e| e.to_string())
     })();
@@ -327,7 +365,14 @@ impl Reader {
 }
 
 impl Store {
-    /// Where content with this SHA-256 (hex) lives.
+    /// Stored content opened for reading, when the folder is encrypted (`None`: the file
+    /// at [`Store::content_path`] holds the content as it is).
+    pub fn sealed_content(&self, path: &Path) -> Option<std::io::Result<ContentOpener>> {
+        let sealer = self.shared.sealer.clone()?;
+        Some(ContentOpener::open(sealer, path))
+    }
+
+    /// Where content with this hash (an attachment's `content_hash`) lives.
     pub fn content_path(&self, hash: &str) -> PathBuf {
         self.content_dir.join(&hash[..2.min(hash.len())]).join(hash)
     }
@@ -357,6 +402,7 @@ impl Store {
             sha256: Sha256::new(),
             size: 0,
             unchecked: 0,
+            seal: self.shared.sealer.clone().map(ContentSealer::new),
         })
     }
 

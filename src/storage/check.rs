@@ -28,6 +28,8 @@ pub struct CheckReport {
 
 struct Checker<'a> {
     t: &'a Trees,
+    /// The keys of an encrypted folder: sealed records are opened, name keys blinded.
+    sealer: Option<&'a super::seal::Sealer>,
     /// Writes of journaled units, as a replay at the next start would make them.
     journal: super::journal::JournalView,
     problems: Vec<String>,
@@ -67,7 +69,22 @@ impl Checker<'_> {
                 None => out.remove(k),
             };
         }
-        out.into_iter().map(|(k, v)| (IVec::from(k), v)).collect()
+        let Some(sealer) = self.sealer.filter(|_| super::seal::sealed_table(t)) else {
+            return out.into_iter().map(|(k, v)| (IVec::from(k), v)).collect();
+        };
+        let mut opened = Vec::with_capacity(out.len());
+        for (k, v) in out {
+            match sealer.open(t, &k, &v) {
+                Ok(plain) => opened.push((IVec::from(k), IVec::from(plain))),
+                Err(e) => self.problem(t, &k, e),
+            }
+        }
+        opened
+    }
+
+    /// The key a name-keyed index holds for `name`.
+    fn name_key(&self, t: Table, name: &str) -> Vec<u8> {
+        super::seal::blind(self.sealer, t, name.as_bytes()).into_owned()
     }
 
     /// Every record of a table, decoded, by id; undecodable ones are reported.
@@ -144,10 +161,16 @@ impl Checker<'_> {
 }
 
 /// Checks the database in `<dir>/db` (the caller holds the folder's lock).
-pub fn check_folder(dir: &Path, cache_bytes: u64) -> Result<CheckReport> {
+pub fn check_folder(
+    dir: &Path,
+    cache_bytes: u64,
+    key: Option<&super::KeyMaterial>,
+) -> Result<CheckReport> {
     let trees = Trees::open(&dir.join("db"), cache_bytes)?;
+    let sealer = super::seal::unlock_existing(&trees, dir, key)?;
     let mut c = Checker {
         t: &trees,
+        sealer: sealer.as_ref(),
         journal: trees.journal_view()?,
         problems: Vec::new(),
     };
@@ -196,7 +219,9 @@ pub fn check_folder(dir: &Path, cache_bytes: u64) -> Result<CheckReport> {
     for (k, v) in &names {
         let id = id_at(v, 0).unwrap_or(0);
         match users.get(&id) {
-            Some(u) if u.user_name.to_lowercase().as_bytes() == k.as_ref() => {
+            Some(u)
+                if c.name_key(Table::UsernameUserid, &u.user_name.to_lowercase()) == k.as_ref() =>
+            {
                 named.insert(id);
             }
             Some(u) => c.problem(
@@ -355,12 +380,11 @@ pub fn check_folder(dir: &Path, cache_bytes: u64) -> Result<CheckReport> {
     let codes: Vec<(IVec, IVec)> = c.entries(Table::JoincodeRoomid);
     for (k, v) in &codes {
         let room = id_at(v, 0).unwrap_or(0);
-        if rooms
+        let code_key = rooms
             .get(&room)
             .and_then(|r| r.join_code.as_deref())
-            .map(str::as_bytes)
-            != Some(k.as_ref())
-        {
+            .map(|code| c.name_key(Table::JoincodeRoomid, code));
+        if code_key.as_deref() != Some(k.as_ref()) {
             c.problem(
                 Table::JoincodeRoomid,
                 k,

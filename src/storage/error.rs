@@ -50,6 +50,9 @@ pub enum StorageError {
     /// The write would pass a limit (an attachment quota).
     #[error("{0}")]
     TooLarge(String),
+    /// The storage key is missing, wrong, or unreadable (encryption at rest).
+    #[error("{0}")]
+    Key(String),
     /// A compare-and-swap lost to a concurrent writer (retried by `apply_cas`).
     #[error("the record changed concurrently")]
     Stale,

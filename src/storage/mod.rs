@@ -24,6 +24,7 @@ mod changes;
 mod check;
 mod commit;
 mod compact;
+mod encrypt;
 mod error;
 mod health;
 mod idempotency;
@@ -32,6 +33,7 @@ mod messages;
 mod overlay;
 mod permissions;
 mod rooms;
+pub mod seal;
 mod sessions;
 mod tables;
 mod unit;
@@ -58,11 +60,13 @@ pub use changes::Change;
 pub use check::{check_folder, CheckReport};
 pub use commit::{CommitStats, GroupCommit, COMMIT_DEADLINE, DEFAULT_COMMIT_INTERVAL};
 pub use compact::{compact, Compaction};
+pub use encrypt::{encrypt_folder, Encryption};
 pub use error::StorageError;
 pub use health::{Fault, DEFAULT_RESERVE_BYTES};
 pub use idempotency::{IdempotencyKey, IdempotentResult};
 pub use messages::{new_message_view, NewPost};
 pub use permissions::PermissionLayer;
+pub use seal::{read_key_file, KeyMaterial};
 pub use sessions::{session_key, SessionLifetime, TOUCH_EVERY_MS};
 pub use tables::Table;
 pub use unit::{Applied, IdKind, Scope, WriteUnit};
@@ -340,11 +344,34 @@ pub(crate) struct Shared {
     /// members' effective permissions and drop the cache when this moves.
     permissions_version: AtomicU64,
     stats: CommitStats,
+    /// The keys of an encrypted folder ([`seal`]).
+    sealer: Option<Arc<seal::Sealer>>,
     /// Next id per [`IdKind`].
     ids: [AtomicU64; 4],
 }
 
 impl Shared {
+    /// The key `t` stores for `key` (a keyed hash for name-keyed indexes when encrypted).
+    fn blind<'a>(&self, t: Table, key: &'a [u8]) -> std::borrow::Cow<'a, [u8]> {
+        seal::blind(self.sealer.as_deref(), t, key)
+    }
+
+    /// A stored value as its writer gave it: opened when the table is sealed.
+    fn reveal(&self, t: Table, key: &[u8], raw: IVec) -> Result<IVec> {
+        match &self.sealer {
+            Some(s) if seal::sealed_table(t) => Ok(IVec::from(s.open(t, key, &raw)?)),
+            _ => Ok(raw),
+        }
+    }
+
+    /// A value as it is stored: sealed when the table is.
+    fn conceal(&self, t: Table, key: &[u8], plain: Vec<u8>) -> Vec<u8> {
+        match &self.sealer {
+            Some(s) if seal::sealed_table(t) => s.seal(t, key, &plain),
+            _ => plain,
+        }
+    }
+
     fn apply_state(&self) -> MutexGuard<'_, ApplyState> {
         self.apply.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -389,6 +416,11 @@ impl Shared {
         drop(old);
         let trees = Trees::open(&self.dir.join("db"), self.cache_bytes)?;
         trees.replay_journal()?;
+        if seal::is_encrypted(&trees)? != self.sealer.is_some() {
+            return Err(StorageError::Unavailable(
+                "the reopened database is not the one opened at start".into(),
+            ));
+        }
         let loaded = load_state(&trees)?;
         self.overlay.clear();
         for kind in IdKind::ALL {
@@ -479,7 +511,13 @@ fn load_state(trees: &Trees) -> Result<LoadedState> {
 }
 
 /// Checks the schema version and brings an older folder up to this one.
-fn migrate(trees: &Trees, dir: &Path) -> Result<()> {
+fn migrate(trees: &Trees, dir: &Path, sealer: Option<&seal::Sealer>) -> Result<()> {
+    let open = |t: Table, k: &[u8], v: &[u8]| -> Result<Vec<u8>> {
+        match sealer {
+            Some(s) => s.open(t, k, v),
+            None => Ok(v.to_vec()),
+        }
+    };
     let meta = &trees[Table::Meta];
     let found = match meta.get("schema_version")? {
         Some(v) => u32::from_be_bytes(<[u8; 4]>::try_from(v.as_ref()).map_err(|_| {
@@ -508,7 +546,7 @@ fn migrate(trees: &Trees, dir: &Path) -> Result<()> {
         }
         for kv in trees[Table::UseridUser].iter() {
             let (k, v) = kv?;
-            if decode::<UserRecord>("user", &v)?.is_admin {
+            if decode::<UserRecord>("user", &open(Table::UseridUser, &k, &v)?)?.is_admin {
                 trees[Table::UseridAdmin].insert(k, &[])?;
             }
         }
@@ -516,13 +554,17 @@ fn migrate(trees: &Trees, dir: &Path) -> Result<()> {
     // Version 2: index each user's sessions and the rooms new users join.
     for kv in trees[Table::SessionhashSession].iter() {
         let (k, v) = kv?;
-        let session = decode::<SessionRecord>("session", &v)?;
+        let session =
+            decode::<SessionRecord>("session", &open(Table::SessionhashSession, &k, &v)?)?;
         trees[Table::UseridSessionhash]
             .insert(users::session_index_key(session.user_id, &k), &[])?;
     }
     for kv in trees[Table::RoomidRoom].iter() {
         let (k, v) = kv?;
-        if rooms::joins_new_users(&decode::<RoomRecord>("room", &v)?) {
+        if rooms::joins_new_users(&decode::<RoomRecord>(
+            "room",
+            &open(Table::RoomidRoom, &k, &v)?,
+        )?) {
             trees[Table::AutoaddRoomid].insert(k, &[])?;
         }
     }
@@ -545,15 +587,18 @@ pub struct Reader {
 
 impl Reader {
     pub(crate) fn get(&self, t: Table, key: impl AsRef<[u8]>) -> Result<Option<IVec>> {
-        let key = key.as_ref();
-        let value = self.shared.trees()?[t].get(key)?;
-        if self.latest {
-            return Ok(value);
-        }
-        Ok(match self.shared.overlay.get(t, key) {
-            Some(durable) => durable,
-            None => value,
-        })
+        let shared = &self.shared;
+        let key = shared.blind(t, key.as_ref());
+        let value = shared.trees()?[t].get(&key)?;
+        let value = if self.latest {
+            value
+        } else {
+            match shared.overlay.get(t, &key) {
+                Some(durable) => durable,
+                None => value,
+            }
+        };
+        value.map(|v| shared.reveal(t, &key, v)).transpose()
     }
 
     pub(crate) fn contains(&self, t: Table, key: impl AsRef<[u8]>) -> Result<bool> {
@@ -569,8 +614,31 @@ impl Reader {
         self.get(t, key)?.map(|v| decode(what, &v)).transpose()
     }
 
-    /// Up to `limit` entries between the bounds, ascending (descending with `reverse`).
+    /// Up to `limit` entries between the bounds, ascending (descending with `reverse`);
+    /// values opened when the table is sealed.
     pub(crate) fn scan(
+        &self,
+        t: Table,
+        lo: Bound<&[u8]>,
+        hi: Bound<&[u8]>,
+        reverse: bool,
+        limit: usize,
+    ) -> Result<Vec<(IVec, IVec)>> {
+        let items = self.scan_stored(t, lo, hi, reverse, limit)?;
+        if self.shared.sealer.is_none() || !seal::sealed_table(t) {
+            return Ok(items);
+        }
+        items
+            .into_iter()
+            .map(|(k, v)| {
+                let v = self.shared.reveal(t, &k, v)?;
+                Ok((k, v))
+            })
+            .collect()
+    }
+
+    /// [`Reader::scan`] of the values as stored.
+    fn scan_stored(
         &self,
         t: Table,
         lo: Bound<&[u8]>,
@@ -669,6 +737,8 @@ pub struct StoreOptions {
     /// the next commit (one flush and `fdatasync` costs about 225 µs of CPU here, so
     /// spacing them cuts the cost per write); an isolated write is never held back.
     pub commit_interval: Duration,
+    /// The key file's contents, for an encrypted folder (or a new one to encrypt).
+    pub key: Option<Arc<KeyMaterial>>,
 }
 
 impl Default for StoreOptions {
@@ -677,6 +747,7 @@ impl Default for StoreOptions {
             cache_bytes: 64 << 20,
             reserve_bytes: DEFAULT_RESERVE_BYTES,
             commit_interval: commit::DEFAULT_COMMIT_INTERVAL,
+            key: None,
         }
     }
 }
@@ -759,7 +830,8 @@ impl Store {
         if replayed > 0 {
             tracing::info!("completed {replayed} write(s) interrupted by a crash");
         }
-        migrate(&trees, dir)?;
+        let sealer = seal::unlock(&trees, dir, options.key.as_deref())?.map(Arc::new);
+        migrate(&trees, dir, sealer.as_deref())?;
         let loaded = load_state(&trees)?;
         let identity = FolderIdentity::of(&[
             dir.to_path_buf(),
@@ -782,6 +854,7 @@ impl Store {
             generation: AtomicU64::new(0),
             permissions_version: AtomicU64::new(0),
             stats: CommitStats::default(),
+            sealer,
             ids: loaded.hw.map(AtomicU64::new),
         });
         let commit = GroupCommit::start(shared.clone(), options.commit_interval)?;

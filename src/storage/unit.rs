@@ -229,12 +229,13 @@ impl Store {
         for check in checks {
             match check {
                 Check::Absent(t, key, text) => {
-                    if trees[t].contains_key(&key)? {
+                    if trees[t].contains_key(shared.blind(t, &key))? {
                         return Err(StorageError::Conflict(text));
                     }
                 }
                 Check::Unchanged(t, key, expected) => {
-                    if trees[t].get(&key)? != expected {
+                    // Compared as the writer sees it (sealing is randomised).
+                    if latest.get(t, &key)? != expected {
                         return Err(StorageError::Stale);
                     }
                 }
@@ -242,27 +243,32 @@ impl Store {
             }
         }
         let mut writes = Vec::with_capacity(ops.len() + changes.len() + 2);
+        let stored_key = |t: Table, key: Vec<u8>| match shared.blind(t, &key) {
+            std::borrow::Cow::Owned(blinded) => blinded,
+            std::borrow::Cow::Borrowed(_) => key,
+        };
         for op in ops {
             writes.push(match op {
                 Op::Put(table, key, value) => Write {
                     table,
-                    key,
+                    key: stored_key(table, key),
                     value: Some(value),
                     fresh: false,
                 },
                 Op::PutNew(table, key, value) => Write {
                     table,
-                    key,
+                    key: stored_key(table, key),
                     value: Some(value),
                     fresh: true,
                 },
                 Op::Remove(table, key) => Write {
                     table,
-                    key,
+                    key: stored_key(table, key),
                     value: None,
                     fresh: false,
                 },
                 Op::Update(table, key, f) => {
+                    let key = stored_key(table, key);
                     // An earlier write of this unit to the key counts as its current value.
                     let pending = writes
                         .iter()
@@ -271,7 +277,12 @@ impl Store {
                         .map(|w| w.value.clone());
                     let value = match pending {
                         Some(v) => f(v.as_deref()),
-                        None => f(trees[table].get(&key)?.as_deref()),
+                        None => {
+                            let current = trees[table].get(&key)?;
+                            let current =
+                                current.map(|v| shared.reveal(table, &key, v)).transpose()?;
+                            f(current.as_deref())
+                        }
                     };
                     Write {
                         table,
@@ -312,6 +323,13 @@ impl Store {
                 unit: state.applied,
                 change_seqs,
             });
+        }
+        if shared.sealer.is_some() {
+            for w in &mut writes {
+                if let Some(v) = w.value.take() {
+                    w.value = Some(shared.conceal(w.table, &w.key, v));
+                }
+            }
         }
         let number = state.applied + 1;
         // The durable view must hide these writes from the moment sled shows them.

@@ -114,6 +114,10 @@ struct Args {
     /// (0, the default: block in poll, so each packet wakes a receiver thread)
     #[argh(option, default = "0")]
     voice_sweep_us: u64,
+    /// start the fresh server with its storage encrypted at rest (a random key), to
+    /// measure what sealing costs
+    #[argh(switch)]
+    encrypted: bool,
 }
 
 fn epoch() -> Instant {
@@ -197,6 +201,22 @@ fn start_server(args: &Args) -> Server {
     .stderr(Stdio::piped());
     if let Some(w) = args.server_workers {
         cmd.args(["--workers", &w.to_string()]);
+    }
+    if args.encrypted {
+        let mut key = [0u8; 32];
+        if let Err(e) = openssl::rand::rand_bytes(&mut key) {
+            eprintln!("confab-bench: no random key: {e}");
+            std::process::exit(1);
+        }
+        // Inside the run's folder, so it goes with it.
+        let key_path = dir.join("bench.key");
+        let written =
+            std::fs::create_dir_all(&dir).and_then(|_| std::fs::write(&key_path, hex::encode(key)));
+        if let Err(e) = written {
+            eprintln!("confab-bench: cannot write {}: {e}", key_path.display());
+            std::process::exit(1);
+        }
+        cmd.arg("--encryption-key-file").arg(&key_path);
     }
     if args.hostile == 0 {
         // Every session of the load comes from 127.0.0.1: no per-address budget.
