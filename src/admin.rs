@@ -113,6 +113,40 @@ fn password_from(file: &Option<std::path::PathBuf>) -> Result<(String, bool), Ad
     }
 }
 
+/// Offline commands started by root act as the storage folder's owner (when that is
+/// another user): the files they create or rewrite stay the service's, so the next start as
+/// the service user works. Answers the uid switched to, if any.
+pub fn become_folder_owner(dir: &Path) -> Result<Option<u32>, AdminError> {
+    use std::os::unix::fs::MetadataExt;
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return Ok(None);
+    }
+    let Ok(meta) = std::fs::metadata(dir) else {
+        return Ok(None);
+    };
+    let (uid, gid) = (meta.uid(), meta.gid());
+    if uid == 0 {
+        return Ok(None);
+    }
+    // SAFETY: plain credential calls; groups first, then the group, then the user (after
+    // which the others would be refused).
+    let switched = unsafe {
+        libc::setgroups(0, std::ptr::null()) == 0
+            && libc::setgid(gid) == 0
+            && libc::setuid(uid) == 0
+    };
+    if !switched {
+        return Err(AdminError::Usage(format!(
+            "cannot act as the owner of {} (uid {uid}): {}; run it as that user, e.g. sudo -u '#{uid}' confab-server --storage-dir {} …",
+            dir.display(),
+            std::io::Error::last_os_error(),
+            dir.display()
+        )));
+    }
+    Ok(Some(uid))
+}
+
 /// Runs one offline command; returns the line to print. `key_file`: the server's
 /// `--encryption-key-file`, for an encrypted folder.
 pub fn run(

@@ -9,7 +9,8 @@ use argh::FromArgs;
 /// Confab: a self-hosted team messenger server (HTTPS + WebSocket on TCP, voice on UDP, one port).
 #[derive(FromArgs, Debug, Clone)]
 pub struct ServerArgs {
-    /// address to listen on, HOST:PORT (default 0.0.0.0:7777)
+    /// address to listen on, HOST:PORT (default [::]:7777: IPv6 and IPv4, or 0.0.0.0:7777
+    /// where the machine has no IPv6)
     #[argh(option)]
     pub listen: Option<String>,
     /// host to listen on (seed-compatible; combined with --listen-port)
@@ -33,9 +34,13 @@ pub struct ServerArgs {
     /// PEM private key for --ssl-certificate (may be encrypted)
     #[argh(option)]
     pub ssl_private_key: Option<PathBuf>,
-    /// password of an encrypted --ssl-private-key
+    /// password of an encrypted --ssl-private-key (visible in `ps`: prefer
+    /// --ssl-private-key-password-file)
     #[argh(option)]
     pub ssl_private_key_password: Option<String>,
+    /// file holding the password of an encrypted --ssl-private-key (its first line)
+    #[argh(option)]
+    pub ssl_private_key_password_file: Option<PathBuf>,
     /// serve this folder of static files at / (e.g. a built web client)
     #[argh(option)]
     pub web_root: Option<PathBuf>,
@@ -114,8 +119,41 @@ pub struct ServerArgs {
     /// one with `openssl rand -hex 32`) or a passphrase; needed at every start once used
     #[argh(option)]
     pub encryption_key_file: Option<PathBuf>,
+    /// print the version (and the storage schema it writes) and exit
+    #[argh(switch)]
+    pub version: bool,
     #[argh(subcommand)]
     pub command: Option<crate::admin::ServerCommand>,
+}
+
+/// `confab-server 0.1.0 (storage schema 3)`.
+pub fn version_line(binary: &str) -> String {
+    format!(
+        "{binary} {} (storage schema {})",
+        env!("CARGO_PKG_VERSION"),
+        crate::storage::SCHEMA_VERSION
+    )
+}
+
+/// Checks `--log-level`: comma-separated levels (`error`, `warn`, `info`, `debug`,
+/// `trace`, `off`) or `TARGET=LEVEL` directives. A typo is an error rather than a filter
+/// that silences the server (tracing would read `verbose` as a target name).
+pub fn check_log_level(value: &str) -> Result<(), String> {
+    const LEVELS: [&str; 6] = ["error", "warn", "info", "debug", "trace", "off"];
+    let level_ok = |l: &str| LEVELS.contains(&l.trim().to_ascii_lowercase().as_str());
+    for directive in value.split(',') {
+        let ok = match directive.split_once('=') {
+            Some((target, level)) => !target.trim().is_empty() && level_ok(level),
+            None => level_ok(directive),
+        };
+        if !ok {
+            return Err(format!(
+                "--log-level: '{directive}' is not a level (error, warn, info, debug, trace, off) \
+                 or TARGET=LEVEL (e.g. info,confab::audit=debug)"
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// A duration flag (`30d`, `12h`, `90s`) in milliseconds, at least one second.
@@ -152,6 +190,8 @@ pub fn normalize_help_flags(args: impl IntoIterator<Item = String>) -> Vec<Strin
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
     pub listen: SocketAddr,
+    /// Where to listen when `listen` cannot be bound for want of IPv6 (the default only).
+    pub listen_fallback: Option<SocketAddr>,
     pub listen_host: String,
     pub storage_dir: PathBuf,
     pub tls_cert: Option<PathBuf>,
@@ -223,7 +263,8 @@ impl Default for Limits {
 
 impl ServerArgs {
     pub fn resolve(&self) -> Result<ServerConfig, String> {
-        let (mut host, mut port) = ("0.0.0.0".to_string(), 7777u16);
+        let (mut host, mut port) = ("::".to_string(), 7777u16);
+        let default_host = self.listen.is_none() && self.listen_host.is_none();
         if let Some(l) = &self.listen {
             let (h, p) = l
                 .rsplit_once(':')
@@ -251,6 +292,49 @@ impl ServerArgs {
                     .map(|a| a.ip())
                     .ok_or_else(|| format!("cannot resolve listen host '{host}'"))?
             }
+        };
+        if self.listen.is_some() && (self.listen_host.is_some() || self.listen_port.is_some()) {
+            let other = if self.listen_port.is_some() {
+                "--listen-port"
+            } else {
+                "--listen-host"
+            };
+            return Err(format!(
+                "--listen and {other} both say where to listen: give --listen HOST:PORT, or \
+                 --listen-host and --listen-port"
+            ));
+        }
+        if self.storage_dir.is_some() && self.database_dir.is_some() {
+            return Err(
+                "--storage-dir and --database-dir name the same folder: give one of them".into(),
+            );
+        }
+        let tls_key_password = match (
+            &self.ssl_private_key_password,
+            &self.ssl_private_key_password_file,
+        ) {
+            (Some(_), Some(_)) => {
+                return Err(
+                    "--ssl-private-key-password and --ssl-private-key-password-file \
+                            both give the key's password: give one of them"
+                        .into(),
+                )
+            }
+            (Some(p), None) => Some(p.clone()),
+            (None, Some(file)) => Some(
+                std::fs::read_to_string(file)
+                    .map_err(|e| {
+                        format!(
+                            "--ssl-private-key-password-file: cannot read {}: {e}",
+                            file.display()
+                        )
+                    })?
+                    .lines()
+                    .next()
+                    .unwrap_or("")
+                    .to_string(),
+            ),
+            (None, None) => None,
         };
         if self.ssl_certificate.is_some() != self.ssl_private_key.is_some() {
             return Err("--ssl-certificate and --ssl-private-key must be given together".into());
@@ -295,10 +379,13 @@ impl ServerArgs {
             encryption_key_file: self.encryption_key_file.clone(),
             listen: SocketAddr::new(ip, port),
             listen_host: host,
+            // The default listens on both families; a machine without IPv6 gets IPv4.
+            listen_fallback: default_host
+                .then(|| SocketAddr::new(std::net::Ipv4Addr::UNSPECIFIED.into(), port)),
             storage_dir,
             tls_cert: self.ssl_certificate.clone(),
             tls_key: self.ssl_private_key.clone(),
-            tls_key_password: self.ssl_private_key_password.clone(),
+            tls_key_password,
             web_root: self.web_root.clone(),
             cache_bytes: self.cache_mb.max(1) * 1024 * 1024,
             storage_reserve_bytes: self.storage_reserve_mb * 1024 * 1024,

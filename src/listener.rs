@@ -240,6 +240,57 @@ impl ActixStream for Budgeted {
     }
 }
 
+/// What a plain `http://` request to the HTTPS port gets, instead of a reset connection.
+const PLAIN_HTTP_ANSWER: &str = "This port speaks HTTPS only: use https:// instead of http://\n";
+
+/// Waits (up to the handshake timeout) for the connection's first byte. A TLS connection
+/// starts with a handshake record (0x16); one starting with a letter is a plain HTTP
+/// request, which is answered 400 with a sentence saying to use `https://`, and closed.
+/// Answers whether that happened (or the client went away first).
+async fn plain_http_answered(tcp: &TcpStream, timeout: Duration) -> bool {
+    let mut first = [0u8; 1];
+    match tokio::time::timeout(timeout, tcp.peek(&mut first)).await {
+        Ok(Ok(1)) if first[0].is_ascii_uppercase() => {}
+        Ok(Ok(1)) => return false,
+        // Closed, failed or silent: nothing to serve.
+        _ => return true,
+    }
+    // Read the request head (what has arrived), so closing does not reset the connection
+    // before the answer is read.
+    let mut head = [0u8; 8192];
+    let _ = tokio::time::timeout(Duration::from_millis(200), async {
+        loop {
+            tcp.readable().await?;
+            match tcp.try_read(&mut head) {
+                Ok(n) if n < head.len() => return Ok::<(), io::Error>(()),
+                Ok(_) => continue,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(e) => return Err(e),
+            }
+        }
+    })
+    .await;
+    let answer = format!(
+        "HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain; charset=utf-8\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{PLAIN_HTTP_ANSWER}",
+        PLAIN_HTTP_ANSWER.len()
+    );
+    let _ = tokio::time::timeout(Duration::from_secs(2), async {
+        let mut rest = answer.as_bytes();
+        while !rest.is_empty() {
+            tcp.writable().await?;
+            match tcp.try_write(rest) {
+                Ok(n) => rest = &rest[n..],
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        socket2::SockRef::from(tcp).shutdown(std::net::Shutdown::Write)
+    })
+    .await;
+    true
+}
+
 /// What the HTTP side is built with.
 pub struct HttpSettings {
     pub workers: usize,
@@ -300,7 +351,13 @@ where
                         }
                     });
                 // Refused: the socket is dropped (closed) here, before any TLS work.
-                async move { admitted.ok_or(()) }
+                async move {
+                    let conn = admitted.ok_or(())?;
+                    if plain_http_answered(&conn.tcp, handshake_timeout).await {
+                        return Err(());
+                    }
+                    Ok(conn)
+                }
             });
             let http_service = HttpService::<TlsStream<Budgeted>, _, _, _, _>::build()
                 .client_request_timeout(http.request_head_timeout)

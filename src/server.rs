@@ -42,6 +42,10 @@ fn bind_tcp(addr: std::net::SocketAddr) -> std::io::Result<std::net::TcpListener
         Some(socket2::Protocol::TCP),
     )?;
     socket.set_reuse_address(true)?;
+    if addr.is_ipv6() && addr.ip().is_unspecified() {
+        // `[::]` takes IPv4 clients too (as ::ffff:a.b.c.d), whatever the system default.
+        socket.set_only_v6(false)?;
+    }
     socket.bind(&addr.into())?;
     socket.listen(4096)?;
     Ok(socket.into())
@@ -60,8 +64,9 @@ fn ensure_admin(store: &Store, dir: &Path) -> Result<(), StartError> {
     let path = dir.join("initial-admin-password");
     write_secret(&path, &format!("{password}\n"))
         .map_err(|e| StartError::Other(format!("cannot write {}: {e}", path.display())))?;
+    // The password itself stays out of the log (logs are kept and shipped elsewhere).
     tracing::info!(
-        "created the administrator 'admin' with password {password} (also in {})",
+        "created the administrator 'admin'; its password is in {} (readable only by this user)",
         path.display()
     );
     Ok(())
@@ -93,12 +98,30 @@ fn host_name() -> Option<String> {
         .filter(|s| !s.is_empty())
 }
 
+/// Warns (once, at start) when the storage folder can be read by other users: it holds
+/// every message (in clear unless encrypted at rest) and the password hashes.
+fn warn_if_shared(dir: &std::path::Path) {
+    use std::os::unix::fs::PermissionsExt;
+    if let Ok(meta) = std::fs::metadata(dir) {
+        let mode = meta.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            tracing::warn!(
+                "the storage folder {} is open to other users (mode {mode:03o}): run chmod 700 {}",
+                dir.display(),
+                dir.display()
+            );
+        }
+    }
+}
+
 /// Runs the server until a signal stops it. Must be called inside an actix system.
 pub async fn run(config: ServerConfig) -> Result<(), StartError> {
     // Take over SIGINT/SIGTERM before anything is announced: a signal that arrives right
     // after "listening on" must stop the server cleanly, not kill it.
-    let signals = ShutdownSignals::install()?;
+    let mut signals = ShutdownSignals::install()?;
+    tracing::info!("{}", crate::config::version_line("confab-server"));
     let lock = storage::prepare_folder(&config.storage_dir)?;
+    warn_if_shared(&config.storage_dir);
     let key = match &config.encryption_key_file {
         Some(path) => Some(Arc::new(storage::read_key_file(path)?)),
         None => None,
@@ -114,17 +137,21 @@ pub async fn run(config: ServerConfig) -> Result<(), StartError> {
     )?);
     ensure_admin(&store, &config.storage_dir)?;
 
-    let identity = match (&config.tls_cert, &config.tls_key) {
-        (Some(cert), Some(key)) => tls::load(cert, key, config.tls_key_password.as_deref())?,
-        (None, None) => {
-            let mut hosts = vec!["localhost".to_string(), "127.0.0.1".into(), "::1".into()];
-            hosts.extend(host_name());
-            hosts.push(config.listen_host.clone());
-            tls::load_or_generate(&config.storage_dir, &hosts)?
+    let load_identity = {
+        let config = config.clone();
+        move || match (&config.tls_cert, &config.tls_key) {
+            (Some(cert), Some(key)) => tls::load(cert, key, config.tls_key_password.as_deref()),
+            (None, None) => {
+                let mut hosts = vec!["localhost".to_string(), "127.0.0.1".into(), "::1".into()];
+                hosts.extend(host_name());
+                hosts.push(config.listen_host.clone());
+                tls::load_or_generate(&config.storage_dir, &hosts)
+            }
+            _ => Err(tls::TlsError::HalfPair),
         }
-        _ => return Err(tls::TlsError::HalfPair.into()),
     };
-    let acceptor = identity.acceptor()?;
+    let identity = load_identity()?;
+    let (acceptor, live_certificate) = tls::LiveCertificate::start(&identity)?;
     let not_after = identity.not_after();
     if let Some((at, text)) = &not_after {
         let left = at - (crate::now_ms() / 1000) as i64;
@@ -187,6 +214,9 @@ pub async fn run(config: ServerConfig) -> Result<(), StartError> {
         hub: rotation_hub,
         period,
     });
+    let certificate_expiry = Arc::new(std::sync::atomic::AtomicI64::new(
+        not_after.as_ref().map_or(i64::MIN, |(at, _)| *at),
+    ));
     let state = web::Data::new(
         AppState::new(
             store.clone(),
@@ -200,7 +230,7 @@ pub async fn run(config: ServerConfig) -> Result<(), StartError> {
             },
         )
         .trusting(config.trusted_proxies.clone())
-        .with_certificate_expiry(not_after.map(|(at, _)| at))
+        .with_certificate_expiry(certificate_expiry.clone())
         .allowing_origins(config.allowed_origins.clone()),
     );
     let limits = config.limits.clone();
@@ -210,7 +240,14 @@ pub async fn run(config: ServerConfig) -> Result<(), StartError> {
         addr: config.listen.to_string(),
         source,
     };
-    let lst = bind_tcp(config.listen).map_err(bind_error)?;
+    let lst = match (bind_tcp(config.listen), config.listen_fallback) {
+        (Ok(lst), _) => lst,
+        (Err(e), Some(fallback)) if e.raw_os_error() == Some(libc::EAFNOSUPPORT) => {
+            tracing::info!("no IPv6 on this machine: listening on IPv4 only");
+            bind_tcp(fallback).map_err(bind_error)?
+        }
+        (Err(e), _) => return Err(bind_error(e)),
+    };
     let addrs = vec![lst.local_addr().map_err(bind_error)?];
     let budget = crate::listener::Budget::new(crate::listener::BudgetConfig {
         per_address: config.max_connections_per_address,
@@ -220,7 +257,7 @@ pub async fn run(config: ServerConfig) -> Result<(), StartError> {
     });
     let server = crate::listener::serve(
         lst,
-        acceptor.build(),
+        acceptor,
         budget,
         crate::listener::HttpSettings {
             workers: config.workers,
@@ -257,9 +294,49 @@ pub async fn run(config: ServerConfig) -> Result<(), StartError> {
         identity.fingerprint()
     );
     let handle = server.handle();
+    // systemd (Type=notify): up now. Without NOTIFY_SOCKET this does nothing.
+    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
+
+    // SIGHUP: new handshakes get the certificate and key as the files hold them now.
+    let hangups = signals.hangups();
+    actix_rt::spawn(async move {
+        let Some(mut hangups) = hangups else { return };
+        while hangups.recv().await.is_some() {
+            let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Reloading]);
+            let loaded = actix_rt::task::spawn_blocking({
+                let load_identity = load_identity.clone();
+                move || load_identity()
+            })
+            .await;
+            match loaded {
+                Ok(Ok(identity)) => match live_certificate.replace(&identity) {
+                    Ok(()) => {
+                        certificate_expiry.store(
+                            live_certificate.not_after.load(std::sync::atomic::Ordering::Acquire),
+                            std::sync::atomic::Ordering::Release,
+                        );
+                        tracing::info!(
+                            "SIGHUP: TLS certificate {} reloaded, SHA-256 fingerprint {}",
+                            identity.source,
+                            identity.fingerprint()
+                        );
+                    }
+                    Err(e) => tracing::error!(
+                        "SIGHUP: the certificate was NOT reloaded ({e}); still serving the previous one"
+                    ),
+                },
+                Ok(Err(e)) => tracing::error!(
+                    "SIGHUP: the certificate was NOT reloaded ({e}); still serving the previous one"
+                ),
+                Err(e) => tracing::error!("SIGHUP: reload failed: {e}"),
+            }
+            let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
+        }
+    });
 
     actix_rt::spawn(async move {
         signals.wait().await;
+        let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
         tracing::info!("shutting down: closing event streams");
         let closed = directory.close_all(actix_ws::CloseCode::Away, "server shutting down");
         tracing::info!("closed {closed} event stream(s)");
@@ -321,9 +398,12 @@ fn flush_with_deadline(store: Arc<Store>) -> Result<(), StorageError> {
 }
 
 /// SIGTERM and SIGINT, registered with the runtime (which replaces their default action).
+/// The signals the server handles, taken over at start: SIGTERM and SIGINT stop it,
+/// SIGHUP reloads (instead of killing it, the default).
 struct ShutdownSignals {
     term: tokio::signal::unix::Signal,
     int: tokio::signal::unix::Signal,
+    hup: Option<tokio::signal::unix::Signal>,
 }
 
 impl ShutdownSignals {
@@ -333,7 +413,13 @@ impl ShutdownSignals {
         Ok(ShutdownSignals {
             term: signal(SignalKind::terminate()).map_err(err)?,
             int: signal(SignalKind::interrupt()).map_err(err)?,
+            hup: Some(signal(SignalKind::hangup()).map_err(err)?),
         })
+    }
+
+    /// The SIGHUP stream (taken once, at start).
+    fn hangups(&mut self) -> Option<tokio::signal::unix::Signal> {
+        self.hup.take()
     }
 
     async fn wait(mut self) {

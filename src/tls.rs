@@ -94,6 +94,56 @@ impl TlsIdentity {
     }
 }
 
+/// The certificate new handshakes get, replaceable while the server runs (SIGHUP): the
+/// listener's acceptor switches each new connection to the current context in its
+/// ClientHello callback, so connections already open keep theirs and nothing restarts.
+pub struct LiveCertificate {
+    current: arc_swap::ArcSwap<openssl::ssl::SslContext>,
+    /// 0 until the first reload: until then the acceptor's own context is the current one.
+    generation: std::sync::atomic::AtomicU64,
+    /// The leaf's expiry (seconds since the epoch; `i64::MIN`: unknown), for health.
+    pub not_after: std::sync::atomic::AtomicI64,
+}
+
+impl LiveCertificate {
+    /// The acceptor for `identity`, and the handle that later replaces its certificate.
+    pub fn start(
+        identity: &TlsIdentity,
+    ) -> Result<(SslAcceptor, std::sync::Arc<LiveCertificate>), TlsError> {
+        use std::sync::atomic::Ordering;
+        let first = identity.acceptor()?.build();
+        let live = std::sync::Arc::new(LiveCertificate {
+            current: arc_swap::ArcSwap::from_pointee(first.context().to_owned()),
+            generation: std::sync::atomic::AtomicU64::new(0),
+            not_after: std::sync::atomic::AtomicI64::new(
+                identity.not_after().map_or(i64::MIN, |(at, _)| at),
+            ),
+        });
+        let mut builder = identity.acceptor()?;
+        let switch = live.clone();
+        builder.set_client_hello_callback(move |ssl, _alert| {
+            if switch.generation.load(Ordering::Acquire) > 0 {
+                ssl.set_ssl_context(&switch.current.load())?;
+            }
+            Ok(openssl::ssl::ClientHelloResponse::SUCCESS)
+        });
+        Ok((builder.build(), live))
+    }
+
+    /// New handshakes get `identity` from now on.
+    pub fn replace(&self, identity: &TlsIdentity) -> Result<(), TlsError> {
+        use std::sync::atomic::Ordering;
+        let context = identity.acceptor()?.build().into_context();
+        self.current.store(std::sync::Arc::new(context));
+        self.not_after.store(
+            identity.not_after().map_or(i64::MIN, |(at, _)| at),
+            Ordering::Release,
+        );
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        Ok(())
+    }
+}
+
 pub fn fingerprint_hex(digest: &[u8]) -> String {
     digest
         .iter()

@@ -107,8 +107,9 @@ async fn restart_keeps_history_certificate_and_admin() {
         0o600
     );
     assert!(
-        server.log_text().contains(&password),
-        "the initial password is logged once"
+        !server.log_text().contains(&password)
+            && server.log_text().contains("initial-admin-password"),
+        "the initial password is in its file, which the log names, and not in the log"
     );
     let mut admin = server.admin().await;
     let room = admin.create_room("Durable", &[]).await.unwrap();
@@ -280,6 +281,8 @@ async fn custom_certificate_with_encrypted_key() {
     make_ca_and_cert(tmp.path(), "QWERTY");
     let p = |f: &str| tmp.path().join(f).to_string_lossy().to_string();
     let storage = tmp.path().join("storage");
+    // The password from a file, not the command line (where `ps` shows it).
+    std::fs::write(tmp.path().join("keypass"), "QWERTY\n").unwrap();
     let server = TestServer::start_in(
         &storage,
         &[
@@ -288,8 +291,8 @@ async fn custom_certificate_with_encrypted_key() {
             &p("cert.pem"),
             "--ssl-private-key",
             &p("key.pem"),
-            "--ssl-private-key-password",
-            "QWERTY",
+            "--ssl-private-key-password-file",
+            &p("keypass"),
         ],
     );
     assert!(
@@ -379,8 +382,15 @@ async fn custom_certificate_with_encrypted_key() {
             "{}",
             failed.stderr
         );
+        // Informational lines (the version, recovery) aside: one clear line.
         assert!(
-            failed.stderr.trim().lines().count() <= 2,
+            failed
+                .stderr
+                .trim()
+                .lines()
+                .filter(|l| !l.contains(" INFO "))
+                .count()
+                <= 1,
             "one clear line:\n{}",
             failed.stderr
         );
@@ -582,4 +592,505 @@ fn sigterm_right_after_start_is_a_clean_stop() {
         let status = server.stop();
         assert!(status.success(), "exit {status:?}:\n{}", server.log_text());
     }
+}
+
+#[test]
+fn version_and_log_level_are_checked_before_anything_starts() {
+    for bin in [SERVER_BIN, CLI_BIN] {
+        let out = std::process::Command::new(bin)
+            .arg("--version")
+            .output()
+            .expect("run --version");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{bin}: {text}");
+        assert!(
+            text.contains(env!("CARGO_PKG_VERSION")) && text.contains("storage schema"),
+            "{bin}: {text}"
+        );
+    }
+    // A typo used to be read as a target name and silenced the server entirely.
+    let tmp = tempfile::tempdir().unwrap();
+    let storage = tmp.path().join("storage");
+    let failed = TestServer::start_expect_failure(
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--storage-dir",
+            storage.to_str().unwrap(),
+            "--log-level",
+            "verbose",
+        ],
+        None,
+    );
+    assert_eq!(failed.status.code(), Some(2), "{}", failed.stderr);
+    assert!(
+        failed.stderr.contains("--log-level: 'verbose'"),
+        "{}",
+        failed.stderr
+    );
+    assert!(!storage.exists(), "nothing was created");
+    let server = TestServer::start_in(&storage, &["--log-level", "warn,confab=info"]);
+    assert!(
+        server
+            .log_text()
+            .contains(&format!("confab-server {}", env!("CARGO_PKG_VERSION"))),
+        "{}",
+        server.log_text()
+    );
+}
+
+#[actix_rt::test]
+async fn probes_need_no_login_and_readyz_follows_the_storage() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("storage");
+    let server = TestServer::start_in(&dir, &[]);
+    let get = |path: &str| raw_https(&server.addr, &http_request("GET", path, &[], b""));
+    let live = get("/healthz");
+    assert!(live.starts_with("HTTP/1.1 200"), "{live}");
+    assert_eq!(body_json(&live), serde_json::json!({ "status": "live" }));
+    assert!(
+        !server.log_text().contains(&server.admin_password()),
+        "the first password is in its file, not in the log"
+    );
+    let ready = get("/readyz");
+    assert!(ready.starts_with("HTTP/1.1 200"), "{ready}");
+    assert_eq!(body_json(&ready), serde_json::json!({ "status": "ready" }));
+
+    let mut admin = server.admin().await;
+    let health = admin.server_health().await.unwrap();
+    assert_eq!(health["schemaVersion"], 3, "{health}");
+    assert!(
+        health["freeDiskBytes"].as_u64().unwrap_or(0) > 0,
+        "{health}"
+    );
+
+    // The folder taken away under the server: not ready (still live), with no detail.
+    std::fs::remove_dir_all(&dir).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let unready = loop {
+        let r = get("/readyz");
+        if r.starts_with("HTTP/1.1 503") || std::time::Instant::now() > deadline {
+            break r;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(unready.starts_with("HTTP/1.1 503"), "{unready}");
+    assert_eq!(
+        body_json(&unready),
+        serde_json::json!({ "status": "unready" })
+    );
+    assert!(get("/healthz").starts_with("HTTP/1.1 200"));
+}
+
+#[actix_rt::test]
+async fn the_storage_folder_is_private_whatever_the_umask() {
+    use std::os::unix::fs::PermissionsExt;
+    // The usual umask, which left the database world-readable.
+    // SAFETY: umask only sets the process's file-creation mask.
+    unsafe { libc::umask(0o022) };
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("storage");
+    let mut server = TestServer::start_in(&dir, &[]);
+    let mut admin = server.admin().await;
+    let room = admin.create_room("Private", &[]).await.unwrap();
+    let m = admin.send_text(room, "on disk").await.unwrap();
+    let file = tmp.path().join("notes.txt");
+    std::fs::write(&file, b"attached").unwrap();
+    admin.upload(m.message_id, &[file], true).await.unwrap();
+    server.stop();
+    let mut checked = 0;
+    let mut paths = files_under(&dir);
+    paths.push(dir.clone());
+    paths.push(dir.join("db"));
+    paths.push(dir.join("attachments"));
+    for p in paths {
+        let mode = std::fs::metadata(&p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode & 0o077, 0, "{} is mode {mode:03o}", p.display());
+        checked += 1;
+    }
+    assert!(checked > 5);
+
+    // A folder opened up by hand: the next start says so.
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let server = TestServer::start_in(&dir, &[]);
+    assert!(
+        server.log_text().contains("open to other users (mode 755)"),
+        "{}",
+        server.log_text()
+    );
+}
+
+#[test]
+fn options_that_contradict_each_other_are_refused_naming_both() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("storage");
+    let dir = dir.to_str().unwrap();
+    let cases: [(&[&str], &str); 3] = [
+        (
+            &[
+                "--listen",
+                "127.0.0.1:7000",
+                "--listen-port",
+                "7001",
+                "--storage-dir",
+                dir,
+            ],
+            "--listen and --listen-port",
+        ),
+        (
+            &[
+                "--listen",
+                "127.0.0.1:0",
+                "--storage-dir",
+                dir,
+                "--database-dir",
+                dir,
+            ],
+            "--storage-dir and --database-dir",
+        ),
+        (
+            &[
+                "--listen",
+                "127.0.0.1:0",
+                "--storage-dir",
+                dir,
+                "--ssl-private-key-password",
+                "x",
+                "--ssl-private-key-password-file",
+                "/dev/null",
+            ],
+            "--ssl-private-key-password and --ssl-private-key-password-file",
+        ),
+    ];
+    for (args, names) in cases {
+        let out = std::process::Command::new(SERVER_BIN)
+            .args(args)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains(names), "{args:?}: {err}");
+    }
+    assert!(!tmp.path().join("storage").exists(), "nothing was created");
+}
+
+#[test]
+fn plain_http_to_the_https_port_is_told_to_use_https() {
+    let server = TestServer::start();
+    let mut tcp = std::net::TcpStream::connect(&server.addr).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    use std::io::{Read, Write};
+    tcp.write_all(b"GET /api/v1/status HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .unwrap();
+    let mut answer = String::new();
+    tcp.read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    assert!(answer.contains("use https://"), "{answer}");
+    // HTTPS on the same port is unaffected.
+    let ok = raw_https(&server.addr, &http_request("GET", "/healthz", &[], b""));
+    assert!(ok.starts_with("HTTP/1.1 200"), "{ok}");
+}
+
+#[actix_rt::test]
+async fn offline_commands_run_by_root_leave_the_folder_to_its_owner() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    if !is_root() {
+        eprintln!("skipped: switching users needs root");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let dir = tmp.path().join("storage");
+    let mut server = TestServer::start_in(&dir, &[]);
+    let mut admin = server.admin().await;
+    let room = admin.create_room("Owned", &[]).await.unwrap();
+    admin.send_text(room, "kept").await.unwrap();
+    server.stop();
+    // The service user owns the folder (here: nobody).
+    let nobody = 65534;
+    let mut all = files_under(&dir);
+    all.push(dir.clone());
+    for p in walk_dirs(&dir) {
+        all.push(p);
+    }
+    for p in &all {
+        std::os::unix::fs::chown(p, Some(nobody), Some(nobody)).unwrap();
+    }
+    for args in [
+        &["admin", "reset-password", "admin"][..],
+        &["admin", "compact"][..],
+        &["check"][..],
+    ] {
+        let out = std::process::Command::new(SERVER_BIN)
+            .arg("--storage-dir")
+            .arg(&dir)
+            .args(args)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{args:?}: {err}");
+        assert!(err.contains("acting as uid 65534"), "{args:?}: {err}");
+    }
+    let mut after = files_under(&dir);
+    after.extend(walk_dirs(&dir));
+    for p in after {
+        let owner = std::fs::metadata(&p).unwrap().uid();
+        assert_eq!(owner, nobody, "{} is owned by {owner}", p.display());
+    }
+}
+
+/// Every folder below `dir`.
+fn walk_dirs(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(walk_dirs(&p));
+            out.push(p);
+        }
+    }
+    out
+}
+
+/// SHA-256 of the certificate the server at `addr` presents to a new connection.
+fn served_certificate(addr: &str) -> Vec<u8> {
+    let tcp = std::net::TcpStream::connect(addr).unwrap();
+    let tls = tls_over(tcp);
+    let cert = tls.ssl().peer_certificate().expect("a certificate");
+    cert.digest(MessageDigest::sha256()).unwrap().to_vec()
+}
+
+fn leaf_of(pem_path: &Path) -> Vec<u8> {
+    let pem = std::fs::read(pem_path).unwrap();
+    X509::from_pem(&pem)
+        .unwrap()
+        .digest(MessageDigest::sha256())
+        .unwrap()
+        .to_vec()
+}
+
+#[actix_rt::test]
+async fn sighup_reloads_the_certificate_without_a_restart() {
+    let tmp = tempfile::tempdir().unwrap();
+    make_ca_and_cert(tmp.path(), "QWERTY");
+    let renewed = tempfile::tempdir().unwrap();
+    make_ca_and_cert(renewed.path(), "QWERTY");
+    let p = |f: &str| tmp.path().join(f).to_string_lossy().to_string();
+    let storage = tmp.path().join("storage");
+    let mut server = TestServer::start_in(
+        &storage,
+        &[
+            "--ssl-certificate",
+            &p("cert.pem"),
+            "--ssl-private-key",
+            &p("key.pem"),
+            "--ssl-private-key-password",
+            "QWERTY",
+        ],
+    );
+    let first = leaf_of(&tmp.path().join("cert.pem"));
+    assert_eq!(served_certificate(&server.addr), first);
+    // A connection open across the reload.
+    let mut open = server.admin().await;
+    let room = open.create_room("Across the reload", &[]).await.unwrap();
+
+    let wait_for_log = |server: &TestServer, text: &str, count: usize| {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while server.log_text().matches(text).count() < count {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no '{text}' in:\n{}",
+                server.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    // Renewal: the files are replaced, then SIGHUP.
+    for f in ["cert.pem", "key.pem"] {
+        std::fs::copy(renewed.path().join(f), tmp.path().join(f)).unwrap();
+    }
+    // SAFETY: kill sends a signal to our own child.
+    unsafe { libc::kill(server.pid() as i32, libc::SIGHUP) };
+    wait_for_log(&server, "reloaded, SHA-256 fingerprint", 1);
+    let second = leaf_of(&renewed.path().join("cert.pem"));
+    assert_ne!(first, second);
+    assert_eq!(
+        served_certificate(&server.addr),
+        second,
+        "new handshakes get the new one"
+    );
+    assert!(
+        server.child.as_mut().unwrap().try_wait().unwrap().is_none(),
+        "SIGHUP does not stop the server"
+    );
+    open.send_text(room, "still talking").await.unwrap();
+
+    // A broken renewal keeps the certificate that works.
+    std::fs::write(tmp.path().join("cert.pem"), b"not a certificate").unwrap();
+    // SAFETY: as above.
+    unsafe { libc::kill(server.pid() as i32, libc::SIGHUP) };
+    wait_for_log(&server, "was NOT reloaded", 1);
+    assert_eq!(served_certificate(&server.addr), second);
+    assert_eq!(server.stop().code(), Some(0), "{}", server.log_text());
+}
+
+#[test]
+fn the_systemd_unit_is_hardened_and_rated_ok() {
+    let unit = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/confab-server.service");
+    let text = std::fs::read_to_string(&unit).unwrap();
+    for line in [
+        "Type=notify",
+        "UMask=0077",
+        "ProtectSystem=strict",
+        "ProtectHome=yes",
+        "NoNewPrivileges=yes",
+        "CapabilityBoundingSet=",
+        "SystemCallFilter=@system-service",
+        "ExecReload=/bin/kill -HUP $MAINPID",
+        "Restart=on-failure",
+    ] {
+        assert!(
+            text.lines().any(|l| l.trim() == line),
+            "the unit lacks {line}"
+        );
+    }
+    let Ok(out) = std::process::Command::new("systemd-analyze")
+        .args(["security", "--offline=yes"])
+        .arg(&unit)
+        .output()
+    else {
+        eprintln!("skipped the rating: no systemd-analyze here");
+        return;
+    };
+    let report = String::from_utf8_lossy(&out.stdout);
+    let level: f64 = report
+        .lines()
+        .find_map(|l| {
+            l.split("Overall exposure level for confab-server.service:")
+                .nth(1)
+        })
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| {
+            panic!(
+                "no rating in:\n{report}{}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        });
+    assert!(level <= 2.5, "exposure {level}:\n{report}");
+}
+
+#[test]
+fn the_server_tells_systemd_when_it_is_ready_reloading_and_stopping() {
+    let tmp = tempfile::tempdir().unwrap();
+    let socket_path = tmp.path().join("notify.sock");
+    let socket = std::os::unix::net::UnixDatagram::bind(&socket_path).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let mut child = std::process::Command::new(SERVER_BIN)
+        .args(["--listen", "127.0.0.1:0", "--storage-dir"])
+        .arg(tmp.path().join("storage"))
+        .env("NOTIFY_SOCKET", &socket_path)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let next = || {
+        let mut buf = [0u8; 256];
+        let n = socket.recv(&mut buf).expect("a notification");
+        String::from_utf8_lossy(&buf[..n]).to_string()
+    };
+    assert!(next().contains("READY=1"));
+    // SAFETY: signals to our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGHUP) };
+    assert!(next().contains("RELOADING=1"));
+    assert!(next().contains("READY=1"));
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    assert!(next().contains("STOPPING=1"));
+    assert_eq!(
+        wait_timeout(&mut child, Duration::from_secs(20)).code(),
+        Some(0)
+    );
+}
+
+#[test]
+fn by_default_the_server_listens_on_ipv6_and_ipv4() {
+    use std::io::BufRead;
+    let tmp = tempfile::tempdir().unwrap();
+    let mut child = std::process::Command::new(SERVER_BIN)
+        .args(["--listen-port", "0", "--storage-dir"])
+        .arg(tmp.path().join("storage"))
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    // Read the log to its end (a closed pipe would fail the server's writes).
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if let Some(rest) = line.split("listening on https://").nth(1) {
+                let _ = tx.send(rest.split_whitespace().next().unwrap_or("").to_string());
+            }
+        }
+    });
+    let addr = rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("a listening line");
+    assert!(addr.starts_with("[::]:"), "{addr}");
+    let port: u16 = addr
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .unwrap();
+    for addr in [format!("127.0.0.1:{port}"), format!("[::1]:{port}")] {
+        let answer = raw_https(&addr, &http_request("GET", "/healthz", &[], b""));
+        assert!(answer.starts_with("HTTP/1.1 200"), "{addr}: {answer}");
+    }
+    // SAFETY: a signal to our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    assert_eq!(
+        wait_timeout(&mut child, Duration::from_secs(20)).code(),
+        Some(0)
+    );
+}
+
+#[test]
+fn a_closed_log_pipe_neither_stops_the_server_nor_its_clean_shutdown() {
+    use std::io::BufRead;
+    let tmp = tempfile::tempdir().unwrap();
+    let mut child = std::process::Command::new(SERVER_BIN)
+        .args(["--listen", "127.0.0.1:0", "--storage-dir"])
+        .arg(tmp.path().join("storage"))
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut addr = None;
+    {
+        let mut lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
+        for line in lines.by_ref().map_while(Result::ok) {
+            if let Some(rest) = line.split("listening on https://").nth(1) {
+                addr = rest.split_whitespace().next().map(str::to_string);
+            }
+            if line.contains("fingerprint") {
+                break;
+            }
+        }
+        // The reading end goes here, like a log collector that died.
+    }
+    let addr = addr.expect("a listening line");
+    // Every request now logs into the closed pipe; the server goes on.
+    for _ in 0..3 {
+        let answer = raw_https(&addr, &http_request("GET", "/healthz", &[], b""));
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    }
+    // SAFETY: a signal to our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    assert_eq!(
+        wait_timeout(&mut child, Duration::from_secs(20)).code(),
+        Some(0),
+        "stopped cleanly although its log pipe is gone"
+    );
 }

@@ -1,4 +1,6 @@
-//! `GET /api/v1/server-health`: is the server up, and how busy is it.
+//! `GET /api/v1/server-health`: is the server up, and how busy is it; `GET /healthz` and
+//! `GET /readyz`: the same question for load balancers and uptime probes, without a login
+//! and without any data in the answer.
 
 use actix_web::HttpResponse;
 use serde_json::json;
@@ -8,6 +10,20 @@ use super::auth::Authed;
 use super::error::ApiError;
 use super::{ok_json, State};
 use crate::actors::registry::GetStats;
+
+/// `GET /healthz`: the server answers (liveness). No login.
+pub async fn healthz() -> HttpResponse {
+    HttpResponse::Ok().json(json!({ "status": "live" }))
+}
+
+/// `GET /readyz`: the server can take writes (no storage fault: disk space above the
+/// reserve, device working, folder in place). No login; 503 when not.
+pub async fn readyz(state: State) -> HttpResponse {
+    match state.store.fault() {
+        None => HttpResponse::Ok().json(json!({ "status": "ready" })),
+        Some(_) => HttpResponse::ServiceUnavailable().json(json!({ "status": "unready" })),
+    }
+}
 
 pub async fn server_health(state: State, _auth: Authed) -> Result<HttpResponse, ApiError> {
     let stats = state.registry.send(GetStats).await?;
@@ -23,6 +39,8 @@ pub async fn server_health(state: State, _auth: Authed) -> Result<HttpResponse, 
         "status": if fault.is_some() { "Unhealthy" } else { "Healthy" },
         "reason": fault,
         "serverVersion": env!("CARGO_PKG_VERSION"),
+        "schemaVersion": crate::storage::SCHEMA_VERSION,
+        "freeDiskBytes": state.store.free_disk_bytes(),
         "uptimeSeconds": state.started.elapsed().as_secs(),
         "connectedSessions": connected.connected_sessions,
         "connectedUsers": connected.connected_users,
@@ -33,7 +51,9 @@ pub async fn server_health(state: State, _auth: Authed) -> Result<HttpResponse, 
         "fsyncs": commits.flushes.load(Ordering::Relaxed),
         "failedWrites": commits.failures.load(Ordering::Relaxed),
         "residentMemoryBytes": resident_memory_bytes(),
-        "certificate": state.certificate_not_after.map(|at| {
+        "certificate": Some(state.certificate_not_after.load(Ordering::Acquire))
+            .filter(|&at| at != i64::MIN)
+            .map(|at| {
             let left = at - (crate::now_ms() / 1000) as i64;
             json!({
                 "notAfterUtc": at.saturating_mul(1000),

@@ -48,8 +48,9 @@ pub struct AppState {
     pub trusted_proxies: Vec<ipnet::IpNet>,
     /// Origins besides the server's own that may use a session cookie (`--allowed-origin`).
     pub allowed_origins: Vec<String>,
-    /// When the server's TLS certificate expires (seconds since the epoch), for health.
-    pub certificate_not_after: Option<i64>,
+    /// When the server's TLS certificate expires (seconds since the epoch; `i64::MIN`:
+    /// unknown), for health; moves when SIGHUP reloads the certificate.
+    pub certificate_not_after: Arc<std::sync::atomic::AtomicI64>,
     /// Bounds concurrent argon2 work (each hash takes ~19 MiB and real CPU).
     pub hash_slots: tokio::sync::Semaphore,
     /// Bounds concurrent thumbnail decoding (memory).
@@ -83,7 +84,7 @@ impl AppState {
             ),
             trusted_proxies: Vec::new(),
             allowed_origins: Vec::new(),
-            certificate_not_after: None,
+            certificate_not_after: Arc::new(std::sync::atomic::AtomicI64::new(i64::MIN)),
             store,
             registry,
             limits,
@@ -101,7 +102,7 @@ impl AppState {
     }
 
     /// The TLS certificate's expiry, for `server-health`.
-    pub fn with_certificate_expiry(mut self, not_after: Option<i64>) -> Self {
+    pub fn with_certificate_expiry(mut self, not_after: Arc<std::sync::atomic::AtomicI64>) -> Self {
         self.certificate_not_after = not_after;
         self
     }
@@ -168,6 +169,8 @@ pub fn configure(cfg: &mut web::ServiceConfig, limits: &Limits, web_root: Option
         ApiError::BadRequest(format!("Invalid query parameters: {err}")).into()
     });
     cfg.app_data(json).app_data(path).app_data(query);
+    cfg.route("/healthz", web::get().to(health::healthz))
+        .route("/readyz", web::get().to(health::readyz));
     // Routes are matched in order (each with a regex): the busiest come first.
     cfg.service(
         web::scope("/api/v1")

@@ -930,6 +930,11 @@ impl Store {
         self.shared.make_durable()
     }
 
+    /// Free bytes on the storage folder's disk (`None` when it cannot be asked).
+    pub fn free_disk_bytes(&self) -> Option<u64> {
+        health::free_bytes(&self.shared.dir)
+    }
+
     /// Database plus attachment content.
     pub fn size_on_disk(&self) -> u64 {
         let db = self

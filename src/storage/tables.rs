@@ -198,18 +198,33 @@ pub(crate) fn open_db(db_path: &Path, cache_bytes: u64) -> Result<sled::Db> {
     } else {
         cache_bytes
     };
-    sled::Config::new()
+    let config = sled::Config::new()
         .path(db_path)
         .cache_capacity(capacity)
         .flush_every_ms(Some(1000))
         .use_compression(compressed)
         // zstd's fastest level: the log is written on every commit.
-        .compression_factor(1)
-        .open()
-        .map_err(|source| StorageError::Open {
-            path: db_path.to_path_buf(),
-            source,
-        })
+        .compression_factor(1);
+    // The folder's own lock (`confab.lock`) keeps other processes out, so a held sled lock
+    // is this process's previous handle, whose threads let go a moment after it was
+    // dropped (seen under load when a database is closed and opened again at once).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
+    loop {
+        match config.open() {
+            Err(sled::Error::Io(e))
+                if e.to_string().contains("could not acquire lock")
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            result => {
+                return result.map_err(|source| StorageError::Open {
+                    path: db_path.to_path_buf(),
+                    source,
+                })
+            }
+        }
+    }
 }
 
 /// How much the cache bound is scaled down for a compressed database (see `open_db`).

@@ -301,6 +301,10 @@ impl Router {
                 Some(socket2::Protocol::UDP),
             )?;
             socket.set_reuse_port(true)?;
+            if local.is_ipv6() && local.ip().is_unspecified() {
+                // Like the TCP listener on `[::]`: IPv4 clients too.
+                socket.set_only_v6(false)?;
+            }
             socket.bind(&local.into())?;
             let socket: UdpSocket = socket.into();
             socket.set_read_timeout(Some(Duration::from_millis(250)))?;

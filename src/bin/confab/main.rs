@@ -39,6 +39,11 @@ pub fn read_secret(path: &PathBuf) -> String {
 fn main() {
     let args: Vec<String> = confab::config::normalize_help_flags(std::env::args());
     let strs: Vec<&str> = args.iter().map(String::as_str).collect();
+    if strs.get(1) == Some(&"--version") {
+        // Before parsing: argh would first ask for a subcommand.
+        println!("{}", confab::config::version_line("confab"));
+        return;
+    }
     let cli = match Cli::from_args(
         &[strs.first().copied().unwrap_or("confab")],
         strs.get(1..).unwrap_or(&[]),
