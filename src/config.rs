@@ -44,9 +44,16 @@ pub struct ServerArgs {
     /// serve this folder of static files at / (e.g. a built web client)
     #[argh(option)]
     pub web_root: Option<PathBuf>,
-    /// log level: error, warn, info, debug or trace (default info)
+    /// log level: error, warn, info, debug or trace, or TARGET=LEVEL lists such as
+    /// info,confab::access=off (default info)
     #[argh(option, default = "String::from(\"info\")")]
     pub log_level: String,
+    /// log lines as text (default) or json
+    #[argh(option, default = "String::from(\"text\")")]
+    pub log_format: String,
+    /// write the log to this file instead of standard error; SIGHUP reopens it (logrotate)
+    #[argh(option)]
+    pub log_file: Option<PathBuf>,
     /// sled page cache in MiB (default 64)
     #[argh(option, default = "64")]
     pub cache_mb: u64,
@@ -119,6 +126,10 @@ pub struct ServerArgs {
     /// one with `openssl rand -hex 32`) or a passphrase; needed at every start once used
     #[argh(option)]
     pub encryption_key_file: Option<PathBuf>,
+    /// read options from this TOML file (keys are these flags without the dashes);
+    /// CONFAB_<OPTION> variables override it, and flags override both (also CONFAB_CONFIG)
+    #[argh(option)]
+    pub config: Option<PathBuf>,
     /// print the version (and the storage schema it writes) and exit
     #[argh(switch)]
     pub version: bool,

@@ -268,6 +268,7 @@ pub async fn run(config: ServerConfig) -> Result<(), StartError> {
             App::new()
                 .app_data(state.clone())
                 .wrap(middleware::DefaultHeaders::new().add(("X-Content-Type-Options", "nosniff")))
+                .wrap(middleware::from_fn(api::access_log::log))
                 .configure(|cfg| api::configure(cfg, &limits, web_root.clone()))
         },
     )
@@ -303,6 +304,11 @@ pub async fn run(config: ServerConfig) -> Result<(), StartError> {
         let Some(mut hangups) = hangups else { return };
         while hangups.recv().await.is_some() {
             let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Reloading]);
+            // `--log-file` under its name again (logrotate moved the old one away).
+            match crate::logging::reopen() {
+                Ok(()) => tracing::info!("SIGHUP: log reopened"),
+                Err(e) => tracing::error!("SIGHUP: cannot reopen the log file: {e}"),
+            }
             let loaded = actix_rt::task::spawn_blocking({
                 let load_identity = load_identity.clone();
                 move || load_identity()

@@ -1094,3 +1094,254 @@ fn a_closed_log_pipe_neither_stops_the_server_nor_its_clean_shutdown() {
         "stopped cleanly although its log pipe is gone"
     );
 }
+
+/// The JSON lines of a log file so far (each must be JSON).
+fn json_lines(path: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect()
+}
+
+fn wait_for_json_line(path: &Path, what: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(v) = json_lines(path).into_iter().find(|v| what(v)) {
+            return v;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no such line in {}:\n{}",
+            path.display(),
+            std::fs::read_to_string(path).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[actix_rt::test]
+async fn json_log_in_a_file_reopened_on_sighup_with_an_access_log() {
+    let tmp = tempfile::tempdir().unwrap();
+    let log = tmp.path().join("confab.log");
+    let storage = tmp.path().join("storage");
+    let mut child = std::process::Command::new(SERVER_BIN)
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--log-format",
+            "json",
+            "--log-file",
+        ])
+        .arg(&log)
+        .arg("--storage-dir")
+        .arg(&storage)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let message = |v: &serde_json::Value| v["message"].as_str().unwrap_or("").to_string();
+    let listening = wait_for_json_line(&log, |v| message(v).contains("listening on https://"));
+    let addr = message(&listening)
+        .split("listening on https://")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .unwrap()
+        .to_string();
+    let fingerprint = message(&wait_for_json_line(&log, |v| {
+        message(v).contains("fingerprint")
+    }))
+    .rsplit(' ')
+    .next()
+    .unwrap()
+    .to_string();
+    assert_eq!(listening["level"], "INFO");
+
+    // Access lines: method, path without the query, status, client, and the user once
+    // authenticated.
+    let probe = raw_https(
+        &addr,
+        &http_request("GET", "/healthz?token=SECRET-IN-QUERY", &[], b""),
+    );
+    assert!(probe.starts_with("HTTP/1.1 200"), "{probe}");
+    let line = wait_for_json_line(&log, |v| {
+        v["target"] == "confab::access" && v["path"] == "/healthz"
+    });
+    assert_eq!(line["method"], "GET");
+    assert_eq!(line["status"], 200);
+    assert_eq!(line["client"], "127.0.0.1");
+    assert!(line["ms"].as_f64().is_some(), "{line}");
+    let password = std::fs::read_to_string(storage.join("initial-admin-password")).unwrap();
+    let mut admin = Client::new(&addr, Trust::Fingerprint(fingerprint)).unwrap();
+    admin.login("admin", password.trim()).await.unwrap();
+    admin.status().await.unwrap();
+    let line = wait_for_json_line(&log, |v| {
+        v["target"] == "confab::access" && v["path"] == "/api/v1/status"
+    });
+    assert_eq!(line["user"], 1, "{line}");
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        !text.contains("SECRET-IN-QUERY"),
+        "the query string is never logged"
+    );
+    assert!(!text.contains(password.trim()), "nor a password");
+    let audit = wait_for_json_line(&log, |v| {
+        v["target"] == "confab::audit" && message(v) == "login"
+    });
+    assert_eq!(audit["user_id"], 1, "{audit}");
+    let (id, _) = admin.create_user("audited", None, false).await.unwrap();
+    admin.suspend(id).await.unwrap();
+    for what in ["user created", "user suspended"] {
+        let line = wait_for_json_line(&log, |v| {
+            v["target"] == "confab::audit" && message(v) == what
+        });
+        assert_eq!(
+            (line["by"].as_u64(), line["user_id"].as_u64()),
+            (Some(1), Some(id)),
+            "{line}"
+        );
+    }
+
+    // logrotate: the file is moved away, SIGHUP, and the log goes on under its name.
+    let rotated = tmp.path().join("confab.log.1");
+    std::fs::rename(&log, &rotated).unwrap();
+    // SAFETY: signals to our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGHUP) };
+    wait_for_json_line(&log, |v| message(v).contains("log reopened"));
+    admin.status().await.unwrap();
+    wait_for_json_line(&log, |v| {
+        v["target"] == "confab::access" && v["path"] == "/api/v1/status"
+    });
+    assert!(json_lines(&rotated)
+        .iter()
+        .all(|v| !message(v).contains("log reopened")));
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    assert_eq!(
+        wait_timeout(&mut child, Duration::from_secs(20)).code(),
+        Some(0)
+    );
+    wait_for_json_line(&log, |v| message(v).contains("stopped; storage flushed"));
+
+    // A format that does not exist is refused.
+    let out = std::process::Command::new(SERVER_BIN)
+        .args(["--log-format", "xml", "--storage-dir"])
+        .arg(&storage)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--log-format: 'xml'"));
+}
+
+#[test]
+fn a_config_file_and_confab_variables_set_options_under_the_command_line() {
+    let tmp = tempfile::tempdir().unwrap();
+    let page = |name: &str| {
+        let dir = tmp.path().join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("index.html"), format!("page from the {name}")).unwrap();
+        dir.to_string_lossy().to_string()
+    };
+    let (from_file, from_env, from_flag) = (page("file"), page("environment"), page("flag"));
+    let config = tmp.path().join("confab.toml");
+    std::fs::write(
+        &config,
+        format!("web_root = \"{from_file}\"\ntrusted-proxy = [\"10.0.0.0/8\"]\nsession-idle = \"12h\"\nrequire-mfa = false\n"),
+    )
+    .unwrap();
+    let config_arg = config.to_str().unwrap();
+    let served = |server: &TestServer| {
+        let answer = raw_https(&server.addr, &http_request("GET", "/", &[], b""));
+        answer.split("\r\n\r\n").nth(1).unwrap_or("").to_string()
+    };
+    let storage = tmp.path().join("storage");
+    let server = TestServer::start_in(&storage, &["--config", config_arg]);
+    assert_eq!(served(&server), "page from the file");
+    drop(server);
+    let env = [
+        ("CONFAB_WEB_ROOT", from_env.as_str()),
+        ("CONFAB_PASSWORD", "the client's, ignored"),
+    ];
+    let server = TestServer::start_in_env(&storage, &["--config", config_arg], &env);
+    assert_eq!(served(&server), "page from the environment");
+    drop(server);
+    let server = TestServer::start_in_env(
+        &storage,
+        &["--config", config_arg, "--web-root", &from_flag],
+        &env,
+    );
+    assert_eq!(served(&server), "page from the flag");
+    drop(server);
+    // CONFAB_CONFIG names the file too.
+    let server = TestServer::start_in_env(&storage, &[], &[("CONFAB_CONFIG", config_arg)]);
+    assert_eq!(served(&server), "page from the file");
+    drop(server);
+
+    // Mistakes stop the start with a line naming them.
+    let storage_s = storage.to_str().unwrap();
+    let bad = tmp.path().join("bad.toml");
+    for (text, expected) in [
+        ("web-rot = \"/srv\"\n", "unknown option 'web-rot'"),
+        ("require-mfa = \"yes\"\n", "'require-mfa' is true or false"),
+        ("listen = [1, 2]\n", "must be a string or a whole number"),
+        (
+            "listen = \"127.0.0.1:0\"\nlisten-port = 9\n",
+            "--listen and --listen-port",
+        ),
+        ("not toml at all\n", "bad.toml"),
+    ] {
+        std::fs::write(&bad, text).unwrap();
+        let out = std::process::Command::new(SERVER_BIN)
+            .args([
+                "--storage-dir",
+                storage_s,
+                "--config",
+                bad.to_str().unwrap(),
+            ])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{text}: {err}");
+        assert!(err.contains(expected), "{text}: {err}");
+    }
+    let out = std::process::Command::new(SERVER_BIN)
+        .args(["--storage-dir", storage_s, "--version"])
+        .env("CONFAB_REQUIRE_MFA", "maybe")
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stderr).contains("CONFAB_REQUIRE_MFA: 'maybe'"));
+
+    // The shipped example: every option in it, uncommented, is one the server knows.
+    let shipped =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("config/confab.toml"))
+            .unwrap();
+    let mut seen = std::collections::BTreeSet::new();
+    let uncommented: String = shipped
+        .lines()
+        .filter_map(|l| l.strip_prefix("# "))
+        .filter(|l| {
+            let key = l.split(" = ").next().unwrap_or("");
+            !key.is_empty()
+                && l.contains(" = ")
+                && key.chars().all(|c| c.is_ascii_lowercase() || c == '-')
+                && seen.insert(key.to_string())
+        })
+        // Alternatives: the two-part listen address and the password on the command line.
+        .filter(|l| {
+            !l.starts_with("listen-host")
+                && !l.starts_with("listen-port")
+                && !l.starts_with("database-dir")
+        })
+        .map(|l| format!("{l}\n"))
+        .collect();
+    assert!(seen.len() > 30, "{seen:?}");
+    let all = tmp.path().join("all.toml");
+    std::fs::write(&all, &uncommented).unwrap();
+    let out = std::process::Command::new(SERVER_BIN)
+        .args(["--config", all.to_str().unwrap(), "--version"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{uncommented}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -76,6 +76,7 @@ pub fn authenticate(state: &AppState, req: &HttpRequest) -> Result<Authed, ApiEr
         .store
         .user(user_id)?
         .ok_or_else(|| ApiError::Unauthorized(BAD_CREDENTIALS.into()))?;
+    actix_web::HttpMessage::extensions_mut(req).insert(super::access_log::AccessUser(user.user_id));
     // The connection is no longer a stranger's (see `listener`).
     if let Some(ticket) = req.conn_data::<std::sync::Arc<crate::listener::Ticket>>() {
         ticket.authenticated();

@@ -3,6 +3,7 @@
 //! Handlers are small; they authenticate, validate, then read from storage or send the
 //! write to the room's actor.
 
+pub mod access_log;
 pub mod account;
 pub mod attachments;
 pub mod auth;

@@ -56,7 +56,7 @@ pub async fn set_global(
     })?;
     state.store.durable().await?;
     state.voice.hub.do_send(Recheck(None));
-    tracing::info!(by = admin.0.id(), "global permissions changed");
+    tracing::info!(target: "confab::audit", by = admin.0.id(), "global permissions changed");
     Ok(ok_json(json!({ "permissions": permissions })))
 }
 
@@ -174,6 +174,7 @@ pub async fn set_room(
         )
         .await?;
     state.voice.hub.do_send(Recheck(Some(room_id)));
+    tracing::info!(target: "confab::audit", by = auth.id(), room_id, user_id = ?user_id, "room permissions changed");
     Ok(ok_json(json!({
         "roomId": room_id,
         "userId": user_id,

@@ -170,6 +170,7 @@ pub async fn create(
         }
         Err(e) => return Err(e),
     }
+    tracing::info!(target: "confab::audit", by = auth.id(), room_id, ?room_type, members = all.len(), "room created");
     room_answer(&state, &auth, room_id)
 }
 
@@ -242,6 +243,7 @@ pub async fn add_member(
             },
         )
         .await?;
+    tracing::info!(target: "confab::audit", by = auth.id(), room_id, user_id = body.user_id, "member added");
     Ok(ok_json(
         json!({ "roomId": room_id, "userId": body.user_id }),
     ))
@@ -278,6 +280,7 @@ async fn remove_from_room(
         )
         .await?;
     state.voice.hub.do_send(Recheck(Some(room_id)));
+    tracing::info!(target: "confab::audit", by = auth.id(), room_id, user_id, "member removed");
     Ok(())
 }
 

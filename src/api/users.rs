@@ -134,6 +134,7 @@ pub async fn create(
             )
             .await?;
     }
+    tracing::info!(target: "confab::audit", by = admin.0.id(), user_id = user.user_id, user = %user.user_name, is_admin = user.is_admin, "user created");
     let mut body = json!({ "userId": user.user_id, "user": user.to_api() });
     if generated {
         body["password"] = json!(password);
@@ -176,6 +177,7 @@ pub async fn suspend(
         .ok_or_else(|| user_not_found(id))?;
     state.store.durable().await?;
     let closed = cut_off(&state, id, "account suspended");
+    tracing::info!(target: "confab::audit", by = admin.0.id(), user_id = id, "user suspended");
     Ok(ok_json(
         json!({ "user": user.to_api(), "closedEventStreams": closed }),
     ))
@@ -184,7 +186,7 @@ pub async fn suspend(
 /// `POST /api/v1/users/{userId}/reactivate` (extension, administrators): everything works again.
 pub async fn reactivate(
     state: State,
-    _admin: Admin,
+    admin: Admin,
     path: web::Path<u64>,
 ) -> Result<HttpResponse, ApiError> {
     let id = path.into_inner();
@@ -201,6 +203,7 @@ pub async fn reactivate(
         })?
         .ok_or_else(|| user_not_found(id))?;
     state.store.durable().await?;
+    tracing::info!(target: "confab::audit", by = admin.0.id(), user_id = id, "user reactivated");
     Ok(ok_json(json!({ "user": user.to_api() })))
 }
 
@@ -214,7 +217,7 @@ pub struct AdminBody {
 /// administrator. The last administrator cannot be unmade.
 pub async fn set_admin(
     state: State,
-    _admin: Admin,
+    admin: Admin,
     path: web::Path<u64>,
     body: web::Json<AdminBody>,
 ) -> Result<HttpResponse, ApiError> {
@@ -229,5 +232,6 @@ pub async fn set_admin(
         })?
         .ok_or_else(|| user_not_found(id))?;
     state.store.durable().await?;
+    tracing::info!(target: "confab::audit", by = admin.0.id(), user_id = id, is_admin, "administrator right changed");
     Ok(ok_json(json!({ "user": user.to_api() })))
 }

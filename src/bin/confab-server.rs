@@ -8,22 +8,36 @@ fn main() {
     // SAFETY: umask only sets the process's file-creation mask.
     unsafe { libc::umask(0o077) };
     confab::tune_allocator();
-    let args: Vec<String> = normalize_help_flags(std::env::args());
+    let mut args: Vec<String> = normalize_help_flags(std::env::args());
+    let cmd = if args.is_empty() {
+        "confab-server".to_string()
+    } else {
+        args.remove(0)
+    };
+    // `--config FILE` and CONFAB_<OPTION> variables, under the command line.
+    let env: Vec<(String, String)> = std::env::vars()
+        .filter(|(k, _)| k.starts_with("CONFAB_"))
+        .collect();
+    let args = match confab::config_file::merge(&args, &env) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("confab-server: {e}");
+            std::process::exit(2);
+        }
+    };
     let strs: Vec<&str> = args.iter().map(String::as_str).collect();
-    let cmd = strs.first().copied().unwrap_or("confab-server");
-    let parsed =
-        match <ServerArgs as argh::FromArgs>::from_args(&[cmd], strs.get(1..).unwrap_or(&[])) {
-            Ok(a) => a,
-            Err(early) => {
-                let ok = early.status.is_ok();
-                if ok {
-                    println!("{}", early.output);
-                    std::process::exit(0);
-                }
-                eprintln!("{}", early.output);
-                std::process::exit(2);
+    let parsed = match <ServerArgs as argh::FromArgs>::from_args(&[cmd.as_str()], &strs) {
+        Ok(a) => a,
+        Err(early) => {
+            let ok = early.status.is_ok();
+            if ok {
+                println!("{}", early.output);
+                std::process::exit(0);
             }
-        };
+            eprintln!("{}", early.output);
+            std::process::exit(2);
+        }
+    };
     if parsed.version {
         println!("{}", confab::config::version_line("confab-server"));
         return;
@@ -32,25 +46,16 @@ fn main() {
         eprintln!("confab-server: {e}");
         std::process::exit(2);
     }
-    // sled's own lines are off unless asked for: Confab reports storage faults itself, once
-    // per change, where sled repeats them every second.
-    let level = if parsed.log_level.contains("sled") {
-        parsed.log_level.clone()
-    } else {
-        format!("{},sled=off", parsed.log_level)
-    };
-    let filter = tracing_subscriber::EnvFilter::try_new(&level)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sled=off"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        // A closed standard error (the reading end of a pipe gone) must not matter: by
-        // default tracing reports a failed write with `eprintln!`, which panics there and
-        // took the shutdown task down with it (SIGTERM then never stopped the server).
-        .log_internal_errors(false)
-        .with_target(false)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    let logged = parsed
+        .log_format
+        .parse::<confab::logging::LogFormat>()
+        .and_then(|format| {
+            confab::logging::init(&parsed.log_level, format, parsed.log_file.as_deref())
+        });
+    if let Err(e) = logged {
+        eprintln!("confab-server: {e}");
+        std::process::exit(2);
+    }
     let config = match parsed.resolve() {
         Ok(c) => c,
         Err(e) => {

@@ -47,10 +47,16 @@ impl TestServer {
 
     /// A server on `dir` with extra arguments; panics if it does not come up.
     pub fn start_in(dir: &Path, extra: &[&str]) -> TestServer {
+        Self::start_in_env(dir, extra, &[])
+    }
+
+    /// [`TestServer::start_in`] with environment variables set for the server.
+    pub fn start_in_env(dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> TestServer {
         let mut cmd = Command::new(server_bin());
         cmd.args(["--listen", "127.0.0.1:0", "--storage-dir"])
             .arg(dir)
             .args(extra)
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())

@@ -193,7 +193,7 @@ fn start_server(args: &Args) -> Server {
         "--listen",
         "127.0.0.1:0",
         "--log-level",
-        "warn,confab=info",
+        "warn,confab=info,confab::access=off",
         "--storage-dir",
     ])
     .arg(&dir)
