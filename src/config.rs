@@ -126,6 +126,10 @@ pub struct ServerArgs {
     /// one with `openssl rand -hex 32`) or a passphrase; needed at every start once used
     #[argh(option)]
     pub encryption_key_file: Option<PathBuf>,
+    /// serve Prometheus metrics at http://ADDR/metrics (plain HTTP: give a loopback or
+    /// private address, e.g. 127.0.0.1:9477)
+    #[argh(option)]
+    pub metrics_listen: Option<String>,
     /// read options from this TOML file (keys are these flags without the dashes);
     /// CONFAB_<OPTION> variables override it, and flags override both (also CONFAB_CONFIG)
     #[argh(option)]
@@ -226,6 +230,7 @@ pub struct ServerConfig {
     pub trusted_proxies: Vec<ipnet::IpNet>,
     pub allowed_origins: Vec<String>,
     pub encryption_key_file: Option<PathBuf>,
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 /// Bounds on what a client may send or make the server hold.
@@ -388,6 +393,12 @@ impl ServerArgs {
             trusted_proxies,
             allowed_origins,
             encryption_key_file: self.encryption_key_file.clone(),
+            metrics_listen: match &self.metrics_listen {
+                Some(a) => Some(a.trim().parse().map_err(|_| {
+                    format!("--metrics-listen: '{a}' is not an address like 127.0.0.1:9477")
+                })?),
+                None => None,
+            },
             listen: SocketAddr::new(ip, port),
             listen_host: host,
             // The default listens on both families; a machine without IPv6 gets IPv4.

@@ -16,6 +16,7 @@ pub mod config;
 pub mod config_file;
 pub mod listener;
 pub mod logging;
+pub mod metrics;
 pub mod model;
 pub mod server;
 pub mod storage;

@@ -115,6 +115,14 @@ impl Budget {
         }
     }
 
+    /// Connections open now (reverse proxies' not counted).
+    pub fn open_total(&self) -> u64 {
+        self.counts
+            .lock()
+            .map(|c| c.values().map(|n| n.open as u64).sum())
+            .unwrap_or(0)
+    }
+
     /// Connections refused since start.
     pub fn refused_total(&self) -> u64 {
         self.refused.load(Ordering::Relaxed)

@@ -114,6 +114,36 @@ fn warn_if_shared(dir: &std::path::Path) {
     }
 }
 
+/// The Prometheus listener (`--metrics-listen`): plain HTTP, one route, one worker.
+fn start_metrics(
+    addr: std::net::SocketAddr,
+    state: web::Data<api::AppState>,
+    budget: Arc<crate::listener::Budget>,
+) -> Result<actix_web::dev::ServerHandle, StartError> {
+    let source = web::Data::new(api::health::MetricsSource {
+        state,
+        budget,
+        metrics: crate::metrics::Metrics::new(),
+    });
+    let server = actix_web::HttpServer::new(move || {
+        App::new()
+            .app_data(source.clone())
+            .route("/metrics", web::get().to(api::health::metrics))
+    })
+    .workers(1)
+    .disable_signals()
+    .bind(addr)
+    .map_err(|source| StartError::Bind {
+        addr: format!("{addr} (--metrics-listen)"),
+        source,
+    })?
+    .run();
+    let handle = server.handle();
+    actix_rt::spawn(server);
+    tracing::info!("metrics on http://{addr}/metrics");
+    Ok(handle)
+}
+
 /// Runs the server until a signal stops it. Must be called inside an actix system.
 pub async fn run(config: ServerConfig) -> Result<(), StartError> {
     // Take over SIGINT/SIGTERM before anything is announced: a signal that arrives right
@@ -255,6 +285,10 @@ pub async fn run(config: ServerConfig) -> Result<(), StartError> {
         handshake_timeout: Duration::from_secs(10),
         exempt: config.trusted_proxies.clone(),
     });
+    let metrics_server = match config.metrics_listen {
+        Some(addr) => Some(start_metrics(addr, state.clone(), budget.clone())?),
+        None => None,
+    };
     let server = crate::listener::serve(
         lst,
         acceptor,
@@ -348,6 +382,9 @@ pub async fn run(config: ServerConfig) -> Result<(), StartError> {
         tracing::info!("closed {closed} event stream(s)");
         // Give the writers a moment to put the close frames on the wire.
         tokio::time::sleep(Duration::from_millis(200)).await;
+        if let Some(metrics) = &metrics_server {
+            metrics.stop(false).await;
+        }
         handle.stop(true).await;
     });
 

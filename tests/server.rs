@@ -1345,3 +1345,80 @@ fn a_config_file_and_confab_variables_set_options_under_the_command_line() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// A plain-HTTP GET: the whole answer.
+fn plain_get(addr: &str, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut tcp = std::net::TcpStream::connect(addr).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        tcp,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut out = String::new();
+    let _ = tcp.read_to_string(&mut out);
+    out
+}
+
+/// The value of an OpenMetrics sample line `name value`.
+fn sample(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name).and_then(|r| r.strip_prefix(' ')))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no sample {name} in:\n{text}"))
+}
+
+#[actix_rt::test]
+async fn prometheus_metrics_on_their_own_listener() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let metrics_addr = format!("127.0.0.1:{port}");
+    let tmp = tempfile::tempdir().unwrap();
+    let server = TestServer::start_in(
+        &tmp.path().join("storage"),
+        &["--metrics-listen", &metrics_addr],
+    );
+    let mut admin = server.admin().await;
+    let room = admin.create_room("Measured", &[]).await.unwrap();
+    for i in 0..3 {
+        admin
+            .send_text(room, &format!("counted {i}"))
+            .await
+            .unwrap();
+    }
+    let answer = plain_get(&metrics_addr, "/metrics");
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.contains("application/openmetrics-text"), "{answer}");
+    let body = answer.split("\r\n\r\n").nth(1).unwrap_or("");
+    assert!(body.trim_end().ends_with("# EOF"), "{body}");
+    assert!(sample(body, "confab_messages_posted_total") >= 3.0);
+    assert!(
+        sample(body, "confab_fsync_seconds_count") >= 3.0,
+        "each post waited for a commit"
+    );
+    assert!(sample(body, "confab_durable_writes_total") >= 3.0);
+    assert!(
+        sample(body, "confab_connections") >= 1.0,
+        "the admin's connection"
+    );
+    assert!(sample(body, "confab_rooms_active") >= 1.0);
+    assert!(sample(body, "confab_storage_free_bytes") > 0.0);
+    for name in [
+        "confab_event_sessions",
+        "confab_voice_packets_relayed_total",
+        "confab_event_clients_dropped_total",
+    ] {
+        sample(body, name);
+    }
+    assert!(
+        body.contains("confab_fsync_seconds_bucket{le="),
+        "a histogram"
+    );
+    // Not on the public port.
+    let public = raw_https(&server.addr, &http_request("GET", "/metrics", &[], b""));
+    assert!(public.starts_with("HTTP/1.1 404"), "{public}");
+}

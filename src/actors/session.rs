@@ -354,6 +354,7 @@ impl EventSession {
             session = self.id,
             "event client too slow: outbound queue full, disconnecting"
         );
+        crate::metrics::EVENT_CLIENTS_DROPPED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.queue.reset();
         self.closing = None;
         ctx.stop();

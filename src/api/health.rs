@@ -11,6 +11,59 @@ use super::error::ApiError;
 use super::{ok_json, State};
 use crate::actors::registry::GetStats;
 
+/// What `/metrics` reads (see [`crate::metrics`]).
+pub struct MetricsSource {
+    pub state: State,
+    pub budget: std::sync::Arc<crate::listener::Budget>,
+    pub metrics: std::sync::Arc<crate::metrics::Metrics>,
+}
+
+/// `GET /metrics` on `--metrics-listen`: Prometheus (OpenMetrics) text.
+pub async fn metrics(source: actix_web::web::Data<MetricsSource>) -> HttpResponse {
+    let state = &source.state;
+    let rooms = state
+        .registry
+        .send(GetStats)
+        .await
+        .map_or(0, |s| s.active_rooms as u64);
+    let connected = state.directory.stats();
+    let commits = state.store.commit_stats();
+    let voice = &state.voice.router.stats;
+    let g = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+    let dropped = [
+        &voice.oversized,
+        &voice.malformed,
+        &voice.unknown_participant,
+        &voice.expired_epoch,
+        &voice.replayed,
+        &voice.auth_failed,
+        &voice.not_allowed,
+        &voice.no_route,
+        &voice.send_failed,
+    ]
+    .into_iter()
+    .map(g)
+    .sum();
+    let now = crate::metrics::Snapshot {
+        connections: source.budget.open_total(),
+        sessions: connected.connected_sessions as u64,
+        users_connected: connected.connected_users as u64,
+        rooms_active: rooms,
+        voice_participants: state.voice.router.participant_count() as u64,
+        durable_writes: g(&commits.requests),
+        fsyncs: g(&commits.flushes),
+        failed_writes: g(&commits.failures),
+        voice_received: g(&voice.received),
+        voice_delivered: g(&voice.delivered),
+        voice_dropped: dropped,
+        resident_memory_bytes: resident_memory_bytes(),
+        free_disk_bytes: state.store.free_disk_bytes().unwrap_or(0),
+    };
+    HttpResponse::Ok()
+        .content_type("application/openmetrics-text; version=1.0.0; charset=utf-8")
+        .body(source.metrics.render(&now))
+}
+
 /// `GET /healthz`: the server answers (liveness). No login.
 pub async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(json!({ "status": "live" }))

@@ -144,6 +144,7 @@ async fn post_through_room(
             },
         )
         .await?;
+    crate::metrics::MESSAGES_POSTED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     Ok(ok_json(
         json!({ "messageId": message.message_id, "message": message }),
     ))

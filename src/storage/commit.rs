@@ -136,11 +136,13 @@ impl Shared {
         self.stats
             .flush_started_ms
             .store(crate::now_ms(), Ordering::SeqCst);
+        let flush_started = std::time::Instant::now();
         let synced = trees
             .db
             .flush()
             .map_err(StorageError::Db)
             .and_then(|_| trees.sync_to_device());
+        crate::metrics::observe_fsync(flush_started.elapsed());
         self.stats.flush_started_ms.store(0, Ordering::SeqCst);
         self.health.clear_if(|f| matches!(f, Fault::Stalled(_)));
         if let Err(e) = synced {
