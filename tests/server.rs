@@ -1422,3 +1422,78 @@ async fn prometheus_metrics_on_their_own_listener() {
     let public = raw_https(&server.addr, &http_request("GET", "/metrics", &[], b""));
     assert!(public.starts_with("HTTP/1.1 404"), "{public}");
 }
+
+#[test]
+fn install_systemd_lays_out_binaries_unit_settings_and_a_private_folder() {
+    use std::os::unix::fs::PermissionsExt;
+    let root = tempfile::tempdir().unwrap();
+    let bins = Path::new(SERVER_BIN).parent().unwrap();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/install-systemd");
+    let run = || {
+        std::process::Command::new(&script)
+            .arg("--root")
+            .arg(root.path())
+            .arg("--bin-dir")
+            .arg(bins)
+            .output()
+            .unwrap()
+    };
+    let out = run();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mode = |p: &str| {
+        std::fs::metadata(root.path().join(p))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777
+    };
+    assert_eq!(mode("usr/local/bin/confab-server"), 0o755);
+    assert_eq!(mode("usr/local/bin/confab"), 0o755);
+    assert_eq!(mode("var/lib/confab"), 0o700);
+    let unit =
+        std::fs::read_to_string(root.path().join("etc/systemd/system/confab-server.service"))
+            .unwrap();
+    let shipped = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("config/confab-server.service"),
+    )
+    .unwrap();
+    assert_eq!(unit, shipped);
+    // The unit's settings file is there and the installed server accepts it.
+    assert!(unit.contains("--config /etc/confab/confab.toml"));
+    let settings = root.path().join("etc/confab/confab.toml");
+    let check = std::process::Command::new(root.path().join("usr/local/bin/confab-server"))
+        .arg("--config")
+        .arg(&settings)
+        .arg("--version")
+        .output()
+        .unwrap();
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+    // Settings an operator edited survive a second run.
+    std::fs::write(&settings, "quota-mb = 100\n").unwrap();
+    let again = run();
+    assert!(again.status.success());
+    assert!(String::from_utf8_lossy(&again.stdout).contains("keeping the existing"));
+    assert_eq!(
+        std::fs::read_to_string(&settings).unwrap(),
+        "quota-mb = 100\n"
+    );
+    // Without binaries it says what to do.
+    let empty = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(&script)
+        .arg("--root")
+        .arg(root.path())
+        .arg("--bin-dir")
+        .arg(empty.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cargo build --release"));
+}
