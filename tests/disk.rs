@@ -202,18 +202,6 @@ async fn compaction_erases_deleted_text_and_never_grows_the_folder() {
     assert!(sound, "{report}");
 }
 
-/// A PNG of this size, with a pattern the encoder keeps.
-fn png(width: u32, height: u32) -> Vec<u8> {
-    let img = image::RgbImage::from_fn(width, height, |x, y| {
-        image::Rgb([(x % 256) as u8, (y % 256) as u8, 128])
-    });
-    let mut out = std::io::Cursor::new(Vec::new());
-    image::DynamicImage::ImageRgb8(img)
-        .write_to(&mut out, image::ImageFormat::Png)
-        .expect("encode png");
-    out.into_inner()
-}
-
 /// Writes a key file (0600) holding `text`.
 fn key_file(dir: &Path, name: &str, text: &str) -> std::path::PathBuf {
     use std::os::unix::fs::PermissionsExt;
@@ -249,6 +237,18 @@ fn visible(dir: &Path, needles: &[&[u8]]) -> Vec<String> {
         .filter(|n| contains_bytes_decoded(dir, n))
         .map(|n| String::from_utf8_lossy(n).to_string())
         .collect()
+}
+
+async fn thumbnail(c: &mut Client, id: u64) -> (u16, Vec<u8>) {
+    let (status, bytes) = c
+        .request_bytes(
+            awc::http::Method::GET,
+            &format!("/api/v1/thumbnails/{id}"),
+            None,
+        )
+        .await
+        .expect("thumbnail");
+    (status, bytes.to_vec())
 }
 
 async fn download_all(c: &mut Client, id: u64, name: &str, range: Option<&str>) -> (u16, Vec<u8>) {
@@ -336,14 +336,7 @@ async fn an_encrypted_folder_shows_no_text_names_or_files_and_opens_only_with_it
         download_all(&mut admin, up[1].attachment_id, "photo.png", None).await,
         (200, picture.clone())
     );
-    let (s, thumb) = admin
-        .request_bytes(
-            awc::http::Method::GET,
-            &format!("/api/v1/thumbnails/{}", up[1].attachment_id),
-            None,
-        )
-        .await
-        .unwrap();
+    let (s, thumb) = thumbnail(&mut admin, up[1].attachment_id).await;
     assert_eq!(s, 200);
     assert!(
         image::load_from_memory(&thumb).is_ok(),
@@ -574,14 +567,7 @@ async fn admin_encrypt_converts_a_clear_folder_offline_with_nothing_lost() {
         download_all(&mut admin, up[0].attachment_id, "ledger.txt", None).await,
         (200, content)
     );
-    let (s, thumb) = admin
-        .request_bytes(
-            awc::http::Method::GET,
-            &format!("/api/v1/thumbnails/{}", up[1].attachment_id),
-            None,
-        )
-        .await
-        .unwrap();
+    let (s, thumb) = thumbnail(&mut admin, up[1].attachment_id).await;
     assert_eq!(s, 200);
     assert!(image::load_from_memory(&thumb).is_ok());
     // New writes are sealed too.
