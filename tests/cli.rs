@@ -837,3 +837,139 @@ async fn totp_logins_and_disable_from_the_cli() {
     cli.ok("gina", pw, &["logout"]);
     cli.ok("gina", pw, &["status"]);
 }
+
+/// The shell lines of the README's "With the `confab` command-line client" block, without
+/// their comments.
+fn readme_quick_start() -> Vec<String> {
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+    let section = readme
+        .split("### With the `confab` command-line client")
+        .nth(1)
+        .expect("the section");
+    let block = section
+        .split("```sh\n")
+        .nth(1)
+        .and_then(|b| b.split("\n```").next())
+        .expect("its code block");
+    block
+        .lines()
+        .map(|l| l.split("  #").next().unwrap_or("").trim().to_string())
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .collect()
+}
+
+#[test]
+fn the_readme_quick_start_works_as_written() {
+    let server = TestServer::start();
+    let work = tempfile::tempdir().unwrap();
+    // The README runs in the folder the server was started in: `confab-data` is its storage.
+    std::os::unix::fs::symlink(&server.dir, work.path().join("confab-data")).unwrap();
+    let home = work.path().join("home");
+    std::fs::create_dir_all(&home).unwrap();
+    let bins = Path::new(CLI_BIN).parent().unwrap().to_path_buf();
+    let mut env: Vec<(String, String)> = vec![
+        ("HOME".into(), home.to_string_lossy().into()),
+        // A fresh shell: the binaries come on PATH only through the README's own line.
+        ("PATH".into(), "/usr/bin:/bin".into()),
+        // No terminal to type the new password into.
+        ("CONFAB_NEW_PASSWORD".into(), "a-new-admin-password".into()),
+    ];
+    let lines = readme_quick_start();
+    assert!(lines.iter().any(|l| l.contains("passwd")), "{lines:?}");
+    let mut alice_password = String::new();
+    for line in &lines {
+        if line.starts_with("cargo build") {
+            continue; // built already: these are the binaries on PATH
+        }
+        if let Some(assign) = line.strip_prefix("export ") {
+            let (name, value) = assign.split_once('=').unwrap();
+            let value = match name {
+                // The test's server listens on a port of its own.
+                "CONFAB_SERVER" => server.addr.clone(),
+                // `$PWD/target/release` of the checkout: where this build's binaries are.
+                "PATH" => {
+                    let before = env
+                        .iter()
+                        .rev()
+                        .find(|(k, _)| k == "PATH")
+                        .map(|(_, v)| v.clone())
+                        .unwrap_or_default();
+                    value
+                        .trim_matches('"')
+                        .replace("$PWD/target/release", &bins.to_string_lossy())
+                        .replace("$PATH", &before)
+                }
+                _ => value.trim_matches('"').to_string(),
+            };
+            env.push((name.to_string(), value));
+            continue;
+        }
+        let line = line.replace("ALICES-PASSWORD", &alice_password);
+        let mut cmd = Command::new("sh");
+        cmd.arg("-c")
+            .arg(&line)
+            .current_dir(work.path())
+            .env_clear()
+            .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .stdin(Stdio::null());
+        if line.ends_with(" follow") {
+            // Runs until stopped: it must show the next message as a JSON line.
+            let mut follow = cmd
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap();
+            let mut ready = String::new();
+            BufReader::new(follow.stderr.take().unwrap())
+                .read_line(&mut ready)
+                .unwrap();
+            assert!(ready.contains("following"), "{line}: {ready}");
+            let send = Command::new("sh")
+                .arg("-c")
+                .arg("confab send General 'after the quick start'")
+                .current_dir(work.path())
+                .env_clear()
+                .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+                .output()
+                .unwrap();
+            assert!(
+                send.status.success(),
+                "{}",
+                String::from_utf8_lossy(&send.stderr)
+            );
+            let mut event = String::new();
+            BufReader::new(follow.stdout.take().unwrap())
+                .read_line(&mut event)
+                .unwrap();
+            let _ = follow.kill();
+            let _ = follow.wait();
+            let event: Value = serde_json::from_str(&event)
+                .unwrap_or_else(|e| panic!("{line}: not a JSON line ({e}): {event}"));
+            assert!(
+                event.to_string().contains("after the quick start"),
+                "{event}"
+            );
+            continue;
+        }
+        let out = cmd.output().unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+        assert!(
+            out.status.success(),
+            "{line}: {stdout}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        if line.starts_with("confab create-user alice") {
+            alice_password = stdout
+                .lines()
+                .find_map(|l| l.strip_prefix("password: "))
+                .expect("a generated password")
+                .trim()
+                .to_string();
+        }
+        if line.starts_with("confab history") {
+            assert!(stdout.contains("Hello, team"), "{stdout}");
+        }
+    }
+    assert!(!alice_password.is_empty());
+}
