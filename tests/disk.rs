@@ -229,6 +229,24 @@ fn run_server_command(dir: &Path, key: Option<&Path>, args: &[&str]) -> (bool, S
     )
 }
 
+/// Starts the server on `dir` with `key` (or no key file), expecting a refusal; its stderr.
+fn refused_start(dir: &Path, key: Option<&Path>) -> String {
+    let mut args = vec![
+        "--listen".to_string(),
+        "127.0.0.1:0".into(),
+        "--storage-dir".into(),
+        dir.to_string_lossy().into(),
+    ];
+    if let Some(k) = key {
+        args.push("--encryption-key-file".into());
+        args.push(k.to_string_lossy().into());
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let failed = TestServer::start_expect_failure(&args, None);
+    assert!(!failed.status.success(), "{args:?} should fail");
+    failed.stderr
+}
+
 /// Whether the storage folder shows any of `needles` (through sled's compression too);
 /// the ones it shows.
 fn visible(dir: &Path, needles: &[&[u8]]) -> Vec<String> {
@@ -374,16 +392,10 @@ async fn an_encrypted_folder_shows_no_text_names_or_files_and_opens_only_with_it
 
     // Without the key, with another key, with a passphrase: a clear refusal, nothing
     // touched.
-    let storage = dir.to_str().unwrap();
-    let failed = TestServer::start_expect_failure(
-        &["--listen", "127.0.0.1:0", "--storage-dir", storage],
-        None,
-    );
-    assert!(!failed.status.success());
+    let stderr = refused_start(&dir, None);
     assert!(
-        failed.stderr.contains("is encrypted") && failed.stderr.contains("--encryption-key-file"),
-        "{}",
-        failed.stderr
+        stderr.contains("is encrypted") && stderr.contains("--encryption-key-file"),
+        "{stderr}"
     );
     let other = key_file(
         tmp.path(),
@@ -392,59 +404,19 @@ async fn an_encrypted_folder_shows_no_text_names_or_files_and_opens_only_with_it
     );
     let phrase = key_file(tmp.path(), "phrase.key", "correct horse battery staple\n");
     for wrong in [&other, &phrase] {
-        let failed = TestServer::start_expect_failure(
-            &[
-                "--listen",
-                "127.0.0.1:0",
-                "--storage-dir",
-                storage,
-                "--encryption-key-file",
-                wrong.to_str().unwrap(),
-            ],
-            None,
-        );
-        assert!(!failed.status.success());
+        let stderr = refused_start(&dir, Some(wrong));
         assert!(
-            failed.stderr.contains("does not open the storage folder"),
-            "{}",
-            failed.stderr
+            stderr.contains("does not open the storage folder"),
+            "{stderr}"
         );
     }
     let short = key_file(tmp.path(), "short.key", "hunter2\n");
-    let failed = TestServer::start_expect_failure(
-        &[
-            "--listen",
-            "127.0.0.1:0",
-            "--storage-dir",
-            storage,
-            "--encryption-key-file",
-            short.to_str().unwrap(),
-        ],
-        None,
-    );
+    let stderr = refused_start(&dir, Some(&short));
+    assert!(stderr.contains("at least 12 characters"), "{stderr}");
+    let stderr = refused_start(&dir, Some(&tmp.path().join("no-such.key")));
     assert!(
-        failed.stderr.contains("at least 12 characters"),
-        "{}",
-        failed.stderr
-    );
-    let missing = tmp.path().join("no-such.key");
-    let failed = TestServer::start_expect_failure(
-        &[
-            "--listen",
-            "127.0.0.1:0",
-            "--storage-dir",
-            storage,
-            "--encryption-key-file",
-            missing.to_str().unwrap(),
-        ],
-        None,
-    );
-    assert!(
-        failed
-            .stderr
-            .contains("cannot read the encryption key file"),
-        "{}",
-        failed.stderr
+        stderr.contains("cannot read the encryption key file"),
+        "{stderr}"
     );
 
     // The offline check needs the key too, and finds the folder sound with it.
@@ -511,18 +483,8 @@ async fn admin_encrypt_converts_a_clear_folder_offline_with_nothing_lost() {
         "passphrase",
         "a passphrase long enough to count\n",
     );
-    let failed = TestServer::start_expect_failure(
-        &[
-            "--listen",
-            "127.0.0.1:0",
-            "--storage-dir",
-            dir.to_str().unwrap(),
-            "--encryption-key-file",
-            key.to_str().unwrap(),
-        ],
-        None,
-    );
-    assert!(failed.stderr.contains("admin encrypt"), "{}", failed.stderr);
+    let stderr = refused_start(&dir, Some(&key));
+    assert!(stderr.contains("admin encrypt"), "{stderr}");
 
     let out = std::process::Command::new(server_bin())
         .arg("--storage-dir")

@@ -578,11 +578,18 @@ impl ContentOpener {
         }
         let mut prefix = [0u8; PREFIX];
         prefix.copy_from_slice(&head[5..]);
-        let body = size - CONTENT_HEADER as u64;
+        let truncated = || std::io::Error::other("sealed content file is truncated");
+        let body = size
+            .checked_sub(CONTENT_HEADER as u64)
+            .ok_or_else(truncated)?;
         let chunks = body.div_ceil(SEALED_CHUNK as u64).max(1);
-        let len = body
-            .checked_sub(TAG as u64 * chunks)
-            .ok_or_else(|| std::io::Error::other("sealed content file is truncated"))?;
+        // Every chunk, the last included, holds at least its tag: then `len` counts the
+        // plain bytes and every chunk's offset lies inside it.
+        let last = body - (chunks - 1) * SEALED_CHUNK as u64;
+        if last < TAG as u64 {
+            return Err(truncated());
+        }
+        let len = body - TAG as u64 * chunks;
         Ok(ContentOpener {
             sealer,
             file,
@@ -787,6 +794,11 @@ mod tests {
                 assert_eq!(got, &plain[a as usize..b as usize]);
             }
             if size > CHUNK {
+                // A last chunk cut shorter than its tag: refused at open, not read past.
+                let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+                f.set_len(CONTENT_HEADER as u64 + SEALED_CHUNK as u64 + 5)
+                    .unwrap();
+                assert!(ContentOpener::open(s.clone(), &path).is_err());
                 // Cut at a chunk boundary: the new last chunk was not sealed as the last.
                 let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
                 f.set_len(CONTENT_HEADER as u64 + SEALED_CHUNK as u64)
