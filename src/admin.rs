@@ -41,6 +41,38 @@ pub enum AdminAction {
     CreateAdmin(CreateAdmin),
     Compact(Compact),
     Encrypt(Encrypt),
+    Backup(Backup),
+    Restore(Restore),
+    Export(Export),
+}
+
+/// write a backup archive of a stopped server's folder (records, attachments, the
+/// self-signed certificate); a running server's is made with `confab backup`
+#[derive(FromArgs, Debug, Clone, PartialEq)]
+#[argh(subcommand, name = "backup")]
+pub struct Backup {
+    /// the archive to write (a tar file; replaced only once complete)
+    #[argh(option)]
+    pub out: std::path::PathBuf,
+}
+
+/// make the storage folder (new or empty) from a backup archive, then check it
+#[derive(FromArgs, Debug, Clone, PartialEq)]
+#[argh(subcommand, name = "restore")]
+pub struct Restore {
+    /// the archive (`-` reads it from standard input)
+    #[argh(positional)]
+    pub file: std::path::PathBuf,
+}
+
+/// write everything the folder holds as JSON lines (every record, opened; every content
+/// file by its SHA-256): to compare two folders, or to take the data elsewhere
+#[derive(FromArgs, Debug, Clone, PartialEq)]
+#[argh(subcommand, name = "export")]
+pub struct Export {
+    /// where to write it (default: standard output)
+    #[argh(option)]
+    pub out: Option<std::path::PathBuf>,
 }
 
 /// encrypt a clear storage folder at rest (message texts, names, sessions, attachments):
@@ -155,6 +187,12 @@ pub fn run(
     cache_bytes: u64,
     key_file: Option<&Path>,
 ) -> Result<String, AdminError> {
+    if let ServerCommand::Admin(AdminArgs {
+        action: AdminAction::Restore(r),
+    }) = command
+    {
+        return restore(dir, r, cache_bytes, key_file);
+    }
     if !dir.join("db").exists() {
         return Err(AdminError::Usage(format!(
             "{} holds no Confab storage (no db/ inside); give the server's --storage-dir",
@@ -206,6 +244,55 @@ pub fn run(
                 path.display()
             ))
         }
+        AdminAction::Backup(b) => {
+            let m = storage::backup::backup_stopped_folder(dir, &b.out, cache_bytes)?;
+            Ok(format!(
+                "backup of {} written to {}: {} records, {} attachment files ({} bytes), schema {}{}",
+                dir.display(),
+                b.out.display(),
+                m.records,
+                m.content_files,
+                m.content_bytes,
+                m.schema_version,
+                if m.encrypted { ", encrypted at rest (restoring needs the same key file)" } else { "" }
+            ))
+        }
+        AdminAction::Export(x) => {
+            let done = match &x.out {
+                Some(path) => {
+                    let file = std::fs::File::create(path).map_err(|e| {
+                        AdminError::Usage(format!("cannot create {}: {e}", path.display()))
+                    })?;
+                    storage::export_folder(
+                        dir,
+                        cache_bytes,
+                        key.as_deref(),
+                        std::io::BufWriter::new(file),
+                    )?
+                }
+                None => storage::export_folder(
+                    dir,
+                    cache_bytes,
+                    key.as_deref(),
+                    std::io::BufWriter::new(std::io::stdout().lock()),
+                )?,
+            };
+            let summary = format!(
+                "exported {}: {} records, {} content files",
+                dir.display(),
+                done.records,
+                done.content_files
+            );
+            if x.out.is_none() {
+                // Standard output holds the export alone.
+                eprintln!("{summary}");
+                return Ok(String::new());
+            }
+            Ok(summary)
+        }
+        AdminAction::Restore(_) => Err(AdminError::Usage(
+            "restore runs before a folder is opened".into(),
+        )),
         AdminAction::ResetPassword(r) => {
             with_store(dir, cache_bytes, key, |store| reset_password(store, r))
         }
@@ -213,6 +300,49 @@ pub fn run(
             with_store(dir, cache_bytes, key, |store| create_admin(store, c))
         }
     }
+}
+
+/// `admin restore`: the folder made from the archive, then checked like `check` does.
+fn restore(
+    dir: &Path,
+    r: &Restore,
+    cache_bytes: u64,
+    key_file: Option<&Path>,
+) -> Result<String, AdminError> {
+    let restored = if r.file.as_os_str() == "-" {
+        storage::backup::restore(std::io::stdin().lock(), dir)?
+    } else {
+        let file = std::fs::File::open(&r.file)
+            .map_err(|e| AdminError::Usage(format!("cannot open {}: {e}", r.file.display())))?;
+        storage::backup::restore(std::io::BufReader::new(file), dir)?
+    };
+    let m = &restored.manifest;
+    let made = format!(
+        "restored {} from a backup of Confab {} (schema {}): {} records, {} files",
+        dir.display(),
+        m.confab_version,
+        m.schema_version,
+        m.records,
+        restored.files
+    );
+    if m.encrypted && key_file.is_none() {
+        return Ok(format!(
+            "{made}; encrypted at rest: start the server (and check it) with the folder's --encryption-key-file"
+        ));
+    }
+    if m.schema_version < storage::SCHEMA_VERSION {
+        return Ok(format!(
+            "{made}; the server upgrades it to schema {} at its first start",
+            storage::SCHEMA_VERSION
+        ));
+    }
+    let _lock = storage::prepare_folder(dir)?;
+    let key = match key_file {
+        Some(path) => Some(storage::read_key_file(path)?),
+        None => None,
+    };
+    let checked = check(dir, cache_bytes, key.as_ref())?;
+    Ok(format!("{made}; {checked}"))
 }
 
 /// Prints each problem on stdout; the summary line is the answer.

@@ -141,11 +141,13 @@ pub struct ServerArgs {
     pub command: Option<crate::admin::ServerCommand>,
 }
 
+/// This build's version (recorded in the storage folders it writes and in backups).
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
 /// `confab-server 0.1.0 (storage schema 3)`.
 pub fn version_line(binary: &str) -> String {
     format!(
-        "{binary} {} (storage schema {})",
-        env!("CARGO_PKG_VERSION"),
+        "{binary} {VERSION} (storage schema {})",
         crate::storage::SCHEMA_VERSION
     )
 }

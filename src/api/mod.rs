@@ -8,6 +8,7 @@ pub mod account;
 pub mod attachments;
 pub mod auth;
 pub mod avatar;
+pub mod backup;
 pub mod body_rate;
 pub mod error;
 pub mod events;
@@ -207,6 +208,7 @@ pub fn configure(cfg: &mut web::ServiceConfig, limits: &Limits, web_root: Option
             .route("/logout", web::post().to(session::logout))
             .route("/web-api-token", web::post().to(session::create_token))
             .route("/server-health", web::get().to(health::server_health))
+            .route("/backup", web::get().to(backup::backup))
             .route("/users", web::get().to(users::list))
             .route("/users", web::post().to(users::create))
             .route(

@@ -83,7 +83,9 @@ fn main() {
             config.encryption_key_file.as_deref(),
         ) {
             Ok(line) => {
-                println!("{line}");
+                if !line.is_empty() {
+                    println!("{line}");
+                }
                 return;
             }
             Err(confab::admin::AdminError::Problems(summary)) => {

@@ -19,11 +19,13 @@ pub enum StorageError {
     InUse { path: PathBuf, lock: PathBuf },
     #[error("cannot open the database in {path}: {source}")]
     Open { path: PathBuf, source: sled::Error },
-    #[error("the storage folder {path} holds schema version {found}, newer than this server understands ({supported}). Upgrade Confab.")]
+    #[error("the storage folder {path} was written by Confab {written_by} (schema version {found}); this is Confab {} (schema version {supported} at most). Nothing was changed: run Confab {written_by} or newer on it.", env!("CARGO_PKG_VERSION"))]
     SchemaTooNew {
         path: PathBuf,
         found: u32,
         supported: u32,
+        /// The Confab version that last wrote the folder ("unknown" before it was recorded).
+        written_by: String,
     },
     #[error("database error: {0}")]
     Db(#[from] sled::Error),

@@ -20,12 +20,14 @@
 //!   and converts a folder made before compression once, at open.
 
 pub mod attachments;
+pub mod backup;
 mod changes;
 mod check;
 mod commit;
 mod compact;
 mod encrypt;
 mod error;
+mod export;
 mod health;
 mod idempotency;
 mod journal;
@@ -63,6 +65,7 @@ pub use commit::{CommitStats, GroupCommit, COMMIT_DEADLINE, DEFAULT_COMMIT_INTER
 pub use compact::{compact, Compaction};
 pub use encrypt::{encrypt_folder, Encryption};
 pub use error::StorageError;
+pub use export::{export_folder, Exported};
 pub use health::{Fault, DEFAULT_RESERVE_BYTES};
 pub use idempotency::{IdempotencyKey, IdempotentResult};
 pub use messages::{new_message_view, NewPost};
@@ -279,8 +282,10 @@ pub struct FolderLock {
     pub path: PathBuf,
 }
 
-/// Creates `dir` if needed, checks it is writable and takes its lock.
+/// Creates `dir` if needed, checks it is writable and takes its lock. A folder written by
+/// a newer Confab is refused first, with nothing in it touched (not even the lock file).
 pub fn prepare_folder(dir: &Path) -> Result<FolderLock> {
+    migrate::refuse_newer(dir)?;
     std::fs::create_dir_all(dir).map_err(|e| StorageError::create_dir(dir, e))?;
     let probe = dir.join(".write-test");
     let probe_result = OpenOptions::new()
@@ -696,6 +701,16 @@ impl Store {
     pub fn open_with(dir: &Path, options: &StoreOptions) -> Result<Store> {
         let (cache_bytes, reserve) = (options.cache_bytes, options.reserve_bytes);
         let db_path = dir.join("db");
+        if dir.join(backup::RESTORE_MARKER).exists() {
+            return Err(StorageError::Unavailable(format!(
+                "a restore into {} did not finish ({} is there): remove the folder and run the restore again",
+                dir.display(),
+                backup::RESTORE_MARKER
+            )));
+        }
+        // A folder from a newer Confab is refused before anything in it is opened.
+        migrate::refuse_newer(dir)?;
+        backup::remove_stale_staging(dir);
         let old_path = dir.join("db.old");
         if !db_path.exists() && old_path.exists() {
             // A compaction stopped between its renames: the old database is whole.
@@ -724,6 +739,7 @@ impl Store {
         }
         let sealer = seal::unlock(&trees, dir, options.key.as_deref())?.map(Arc::new);
         migrate(&trees, dir, sealer.as_deref())?;
+        migrate::write_folder_file(dir)?;
         let loaded = load_state(&trees)?;
         let identity = FolderIdentity::of(&[
             dir.to_path_buf(),
@@ -790,6 +806,16 @@ impl Store {
     /// records read (a room's actor for its room), which must build on its own writes.
     pub fn latest(&self) -> &Reader {
         &self.latest
+    }
+
+    /// Stages a consistent snapshot of the folder for a backup archive
+    /// ([`backup::Snapshot::write_archive`]). Writers wait while the records are copied
+    /// and the content files linked (no longer: the archive is written from the copy).
+    pub fn snapshot(&self) -> Result<backup::Snapshot> {
+        self.shared.health.check_writable()?;
+        let _state = self.shared.apply_state();
+        let trees = self.shared.trees()?;
+        backup::stage(&trees, &self.shared.dir, self.shared.sealer.is_some())
     }
 
     /// Resolves once every unit applied before the call is on the device (group commit).

@@ -2,6 +2,8 @@
 //! loopback port with a temporary storage folder, log in over real TLS, talk raw bytes.
 #![allow(dead_code)]
 
+pub mod team;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};

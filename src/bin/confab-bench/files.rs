@@ -19,32 +19,8 @@ pub(super) async fn run_history(n: u64, posters: usize, server: &Server) -> serd
     let storage = |h: serde_json::Value| h["storageBytes"].as_u64().unwrap_or(0);
     let disk_before = storage(admin.server_health().await.unwrap_or_default());
     let start = Instant::now();
-    let next = Arc::new(AtomicU64::new(0));
-    let mut tasks = Vec::new();
-    for _ in 0..posters.max(1) {
-        let mut c = admin.another();
-        c.use_token(admin.session_id().unwrap_or_default());
-        let next = next.clone();
-        tasks.push(async move {
-            let (mut lo, mut hi) = (u64::MAX, 0u64);
-            loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                if i >= n {
-                    break;
-                }
-                // ~15 bytes of text, as in the disk figure of issue 9.
-                if let Ok(m) = c.send_text(room, &format!("short msg {i:05}")).await {
-                    lo = lo.min(m.message_id);
-                    hi = hi.max(m.message_id);
-                }
-            }
-            (lo, hi)
-        });
-    }
-    let spans = join_all(tasks).await;
+    let (lo, hi) = fill_room(&admin, room, n, posters).await;
     let fill_secs = start.elapsed().as_secs_f64();
-    let lo = spans.iter().map(|s| s.0).min().unwrap_or(0);
-    let hi = spans.iter().map(|s| s.1).max().unwrap_or(0);
     tokio::time::sleep(Duration::from_secs(2)).await;
     let disk_after = storage(admin.server_health().await.unwrap_or_default());
 
@@ -103,6 +79,38 @@ pub(super) async fn run_history(n: u64, posters: usize, server: &Server) -> serd
             "serverRssGrowthKiB": rss_peak.saturating_sub(rss_before),
         }
     })
+}
+
+/// Posts `n` short messages (~15 bytes of text, as in the disk figure of issue 9) to
+/// `room` from `posters` concurrent clients sharing `admin`'s session; the lowest and
+/// highest message ids.
+pub(super) async fn fill_room(admin: &Client, room: u64, n: u64, posters: usize) -> (u64, u64) {
+    let next = Arc::new(AtomicU64::new(0));
+    let mut tasks = Vec::new();
+    for _ in 0..posters.max(1) {
+        let mut c = admin.another();
+        c.use_token(admin.session_id().unwrap_or_default());
+        let next = next.clone();
+        tasks.push(async move {
+            let (mut lo, mut hi) = (u64::MAX, 0u64);
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= n {
+                    break;
+                }
+                if let Ok(m) = c.send_text(room, &format!("short msg {i:05}")).await {
+                    lo = lo.min(m.message_id);
+                    hi = hi.max(m.message_id);
+                }
+            }
+            (lo, hi)
+        });
+    }
+    let spans = join_all(tasks).await;
+    (
+        spans.iter().map(|s| s.0).min().unwrap_or(0),
+        spans.iter().map(|s| s.1).max().unwrap_or(0),
+    )
 }
 
 /// Times `/status` every 10 ms and keeps `logins` clients logging in, on a thread of its

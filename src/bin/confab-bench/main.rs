@@ -20,10 +20,12 @@ use confab::client::{Client, Trust};
 use futures_util::future::join_all;
 use serde_json::json;
 
+mod backup;
 mod files;
 mod hostile;
 mod voice;
 
+use backup::run_backup;
 use files::{run_attachment, run_history, run_images};
 use hostile::run_hostile;
 use voice::run_voice;
@@ -70,6 +72,10 @@ struct Args {
     /// (limit 100) at random cursors and stream the whole history, sampling the RSS
     #[argh(option, default = "0")]
     history_messages: u64,
+    /// instead of messages: fill one room with this many messages, then take a live backup
+    /// while --posters post (posting latency alone and during the backup), and restore it
+    #[argh(option, default = "0")]
+    backup_messages: u64,
     /// with --attachment-mb: this many clients log in over and over during the upload,
     /// while /status is timed every 10 ms
     #[argh(option, default = "0")]
@@ -420,6 +426,8 @@ fn main() {
         system.block_on(run_hostile(args.hostile, args.hostile_rounds, &server))
     } else if args.images > 0 {
         system.block_on(run_images(args.images, args.image_mp, &server))
+    } else if args.backup_messages > 0 {
+        system.block_on(run_backup(args.backup_messages, args.posters, &server))
     } else if args.history_messages > 0 {
         system.block_on(run_history(args.history_messages, args.posters, &server))
     } else if args.attachment_mb > 0 {

@@ -80,6 +80,7 @@ pub enum Command {
     Reactivate(ReactivateCmd),
     ResetPassword(ResetPasswordCmd),
     Health(HealthCmd),
+    Backup(BackupCmd),
     Passwd(account::PasswdCmd),
     DisplayName(account::DisplayNameCmd),
     Sessions(account::SessionsCmd),
@@ -312,6 +313,17 @@ pub struct UploadCmd {
     /// files to attach
     #[argh(positional)]
     pub files: Vec<PathBuf>,
+}
+
+/// save a consistent backup of the running server (administrators): records, attachments
+/// and its certificate in one archive, checked once received; restore it with
+/// `confab-server --storage-dir NEW admin restore FILE`
+#[derive(FromArgs)]
+#[argh(subcommand, name = "backup")]
+pub struct BackupCmd {
+    /// the archive to write (replaced only once complete and checked)
+    #[argh(option)]
+    pub out: PathBuf,
 }
 
 /// download an attachment (to OUT, or to its own name in the current folder)

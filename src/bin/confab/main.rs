@@ -522,6 +522,7 @@ async fn run(cli: Cli) -> Result<(), ClientError> {
                 }
             }
         }
+        Command::Backup(cmd) => backup(&mut c, &cmd.out, &out).await?,
         Command::Download(cmd) => {
             let meta = c.attachment(cmd.attachment_id).await?;
             let out_path = cmd
@@ -755,5 +756,57 @@ async fn run(cli: Cli) -> Result<(), ClientError> {
             );
         }
     }
+    Ok(())
+}
+
+/// `confab backup --out FILE`: the archive streamed to a partial file beside FILE, read
+/// back whole (manifest, every member, the record count), synced, then renamed to FILE.
+async fn backup(
+    c: &mut Client,
+    path: &std::path::Path,
+    out: impl Fn(serde_json::Value, String),
+) -> Result<(), ClientError> {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "backup".into());
+    let partial = path.with_file_name(format!(".{name}.partial"));
+    let received = async {
+        let mut file = std::fs::File::create(&partial)
+            .map_err(|e| ClientError::Usage(format!("cannot create {}: {e}", partial.display())))?;
+        let (_, bytes, _) = c.get_to("/api/v1/backup", &mut file).await?;
+        file.sync_all()
+            .map_err(|e| ClientError::Usage(format!("cannot write {}: {e}", partial.display())))?;
+        let file = std::fs::File::open(&partial)
+            .map_err(|e| ClientError::Usage(format!("cannot read {}: {e}", partial.display())))?;
+        let checked = confab::storage::backup::verify(std::io::BufReader::new(file))
+            .map_err(|e| ClientError::Decode(format!("the archive received is not whole: {e}")))?;
+        std::fs::rename(&partial, path)
+            .map_err(|e| ClientError::Usage(format!("cannot write {}: {e}", path.display())))?;
+        Ok::<_, ClientError>((bytes, checked))
+    }
+    .await;
+    let (bytes, checked) = match received {
+        Ok(r) => r,
+        Err(e) => {
+            let _ = std::fs::remove_file(&partial);
+            return Err(e);
+        }
+    };
+    let m = &checked.manifest;
+    out(
+        serde_json::json!({
+            "path": path, "bytes": bytes, "records": m.records, "contentFiles": m.content_files,
+            "contentBytes": m.content_bytes, "schemaVersion": m.schema_version,
+            "confabVersion": m.confab_version, "encrypted": m.encrypted,
+        }),
+        format!(
+            "{} ({bytes} bytes): {} records, {} attachment files, schema {}, checked",
+            path.display(),
+            m.records,
+            m.content_files,
+            m.schema_version
+        ),
+    );
     Ok(())
 }
