@@ -18,6 +18,17 @@ use crate::storage::{self, StorageError, Store};
 pub enum ServerCommand {
     Admin(AdminArgs),
     Check(CheckArgs),
+    Healthcheck(HealthcheckArgs),
+}
+
+/// ask the server running with these options whether it is ready (GET /readyz over TLS
+/// on loopback): exit 0 if so, 1 if not (a container's HEALTHCHECK)
+#[derive(FromArgs, Debug, Clone, PartialEq)]
+#[argh(subcommand, name = "healthcheck")]
+pub struct HealthcheckArgs {
+    /// seconds to wait for the answer (default 5)
+    #[argh(option, default = "5")]
+    pub timeout: u64,
 }
 
 /// check a stopped server's storage folder: every invariant of the stored records, one line
@@ -207,6 +218,11 @@ pub fn run(
     let args = match command {
         ServerCommand::Check(_) => return check(dir, cache_bytes, key.as_deref()),
         ServerCommand::Admin(args) => args,
+        ServerCommand::Healthcheck(_) => {
+            return Err(AdminError::Usage(
+                "healthcheck asks the running server; it opens no folder".into(),
+            ))
+        }
     };
     match &args.action {
         // Compaction rewrites the database files, so it runs with the database closed.

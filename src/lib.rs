@@ -18,6 +18,7 @@ pub mod listener;
 pub mod logging;
 pub mod metrics;
 pub mod model;
+pub mod probe;
 pub mod server;
 pub mod storage;
 pub mod tls;

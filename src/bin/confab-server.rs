@@ -63,6 +63,19 @@ fn main() {
             std::process::exit(2);
         }
     };
+    if let Some(confab::admin::ServerCommand::Healthcheck(h)) = &parsed.command {
+        let timeout = std::time::Duration::from_secs(h.timeout.max(1));
+        match confab::probe::check_ready(config.listen, timeout) {
+            Ok(()) => {
+                println!("ready");
+                return;
+            }
+            Err(e) => {
+                eprintln!("confab-server healthcheck: {e}");
+                std::process::exit(1);
+            }
+        }
+    }
     if let Some(command) = &parsed.command {
         let dir = config.storage_dir.clone();
         match confab::admin::become_folder_owner(&dir) {
@@ -96,6 +109,7 @@ fn main() {
                 let name = match command {
                     confab::admin::ServerCommand::Admin(_) => "admin",
                     confab::admin::ServerCommand::Check(_) => "check",
+                    confab::admin::ServerCommand::Healthcheck(_) => "healthcheck",
                 };
                 eprintln!("confab-server {name}: {e}");
                 std::process::exit(1);
