@@ -130,6 +130,50 @@ pub struct ServerArgs {
     /// private address, e.g. 127.0.0.1:9477)
     #[argh(option)]
     pub metrics_listen: Option<String>,
+    /// push through Firebase Cloud Messaging with this service-account JSON file (its
+    /// project_id and token_uri are used as they stand)
+    #[argh(option)]
+    pub push_fcm_service_account: Option<PathBuf>,
+    /// FCM's base URL (default https://fcm.googleapis.com)
+    #[argh(option)]
+    pub push_fcm_url: Option<String>,
+    /// push to iOS through APNs with this .p8 key (with --push-apns-key-id,
+    /// --push-apns-team-id and --push-apns-topic)
+    #[argh(option)]
+    pub push_apns_key: Option<PathBuf>,
+    /// the APNs key's id (10 characters, from Apple's developer account)
+    #[argh(option)]
+    pub push_apns_key_id: Option<String>,
+    /// the Apple developer team id
+    #[argh(option)]
+    pub push_apns_team_id: Option<String>,
+    /// the iOS app's bundle id (apns-topic) for devices that register without an appId
+    #[argh(option)]
+    pub push_apns_topic: Option<String>,
+    /// APNs base URL (default https://api.push.apple.com; sandbox devices use
+    /// https://api.sandbox.push.apple.com unless this is given)
+    #[argh(option)]
+    pub push_apns_url: Option<String>,
+    /// send FCM and APNs notifications to this relay URL instead (apps published by
+    /// someone else)
+    #[argh(option)]
+    pub push_relay_url: Option<String>,
+    /// an extra CA certificate (PEM) the push HTTPS clients trust
+    #[argh(option)]
+    pub push_ca_file: Option<PathBuf>,
+    /// put the message text in notifications (by default only the room, the sender and a
+    /// count leave the server)
+    #[argh(switch)]
+    pub push_include_content: bool,
+    /// a user's notifications within this many ms become one, with a count (default 1000)
+    #[argh(option, default = "1000")]
+    pub push_coalesce_ms: u64,
+    /// a notification not delivered within this many seconds is dropped (default 86400)
+    #[argh(option, default = "86400")]
+    pub push_ttl_secs: u64,
+    /// notifications kept waiting at most (the oldest are dropped beyond; default 100000)
+    #[argh(option, default = "100000")]
+    pub push_queue_max: u64,
     /// read options from this TOML file (keys are these flags without the dashes);
     /// CONFAB_<OPTION> variables override it, and flags override both (also CONFAB_CONFIG)
     #[argh(option)]
@@ -233,6 +277,7 @@ pub struct ServerConfig {
     pub allowed_origins: Vec<String>,
     pub encryption_key_file: Option<PathBuf>,
     pub metrics_listen: Option<SocketAddr>,
+    pub push: crate::push::PushConfig,
 }
 
 /// Bounds on what a client may send or make the server hold.
@@ -391,7 +436,9 @@ impl ServerArgs {
                 }
             })
             .collect::<Result<Vec<_>, _>>()?;
+        let push = crate::push::PushConfig::from_args(self)?;
         Ok(ServerConfig {
+            push,
             trusted_proxies,
             allowed_origins,
             encryption_key_file: self.encryption_key_file.clone(),

@@ -19,6 +19,7 @@ pub mod logging;
 pub mod metrics;
 pub mod model;
 pub mod probe;
+pub mod push;
 pub mod server;
 pub mod storage;
 pub mod tls;

@@ -65,6 +65,12 @@ pub struct Metrics {
     voice_received: Counter,
     voice_delivered: Counter,
     voice_dropped: Counter,
+    push_queued: Gauge,
+    push_sent: Counter,
+    push_retried: Counter,
+    push_failed: Counter,
+    push_dropped: Counter,
+    push_devices_removed: Counter,
 }
 
 impl Metrics {
@@ -86,6 +92,12 @@ impl Metrics {
             voice_received: Counter::default(),
             voice_delivered: Counter::default(),
             voice_dropped: Counter::default(),
+            push_queued: Gauge::default(),
+            push_sent: Counter::default(),
+            push_retried: Counter::default(),
+            push_failed: Counter::default(),
+            push_dropped: Counter::default(),
+            push_devices_removed: Counter::default(),
         };
         let gauges = [
             (
@@ -122,6 +134,11 @@ impl Metrics {
                 "storage_free_bytes",
                 "Free space on the storage folder's disk",
                 m.free_disk.clone(),
+            ),
+            (
+                "push_queued",
+                "Push notifications waiting (to coalesce, or to send)",
+                m.push_queued.clone(),
             ),
         ];
         for (name, help, gauge) in gauges {
@@ -168,6 +185,31 @@ impl Metrics {
                 "Voice packets dropped (malformed, replayed, not allowed, undeliverable)",
                 m.voice_dropped.clone(),
             ),
+            (
+                "push_sent",
+                "Push notifications a provider accepted",
+                m.push_sent.clone(),
+            ),
+            (
+                "push_retried",
+                "Push sends to be tried again",
+                m.push_retried.clone(),
+            ),
+            (
+                "push_failed",
+                "Push notifications that could not be sent",
+                m.push_failed.clone(),
+            ),
+            (
+                "push_dropped",
+                "Push notifications dropped (expired, or the queue full)",
+                m.push_dropped.clone(),
+            ),
+            (
+                "push_devices_removed",
+                "Push devices removed (unregistered at the provider, session ended)",
+                m.push_devices_removed.clone(),
+            ),
         ];
         for (name, help, counter) in counters {
             m.registry.register(name, help, counter);
@@ -204,6 +246,16 @@ impl Metrics {
         copy(&self.voice_received, now.voice_received);
         copy(&self.voice_delivered, now.voice_delivered);
         copy(&self.voice_dropped, now.voice_dropped);
+        let push = &crate::push::dispatcher::STATS;
+        set(&self.push_queued, push.queued.load(Ordering::Relaxed));
+        copy(&self.push_sent, push.sent.load(Ordering::Relaxed));
+        copy(&self.push_retried, push.retried.load(Ordering::Relaxed));
+        copy(&self.push_failed, push.failed.load(Ordering::Relaxed));
+        copy(&self.push_dropped, push.dropped.load(Ordering::Relaxed));
+        copy(
+            &self.push_devices_removed,
+            push.devices_removed.load(Ordering::Relaxed),
+        );
         let mut out = String::new();
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);

@@ -244,6 +244,30 @@ pub async fn run(config: ServerConfig) -> Result<(), StartError> {
         hub: rotation_hub,
         period,
     });
+    // Push: the VAPID key (made on first start) and the providers, checked here so a bad
+    // credential stops the start with one line; then the dispatcher on its own arbiter.
+    let vapid = crate::push::webpush::Vapid::load_or_create(&config.storage_dir)
+        .map_err(StartError::Other)?;
+    let vapid_public_key = vapid.public_key.clone();
+    crate::push::dispatcher::Providers::build(&config.push, vapid).map_err(StartError::Other)?;
+    for user in store.users_with_devices()? {
+        directory.set_pushable(user, true);
+    }
+    let push_arbiter = actix_rt::Arbiter::new().handle();
+    let (push_store, push_directory, push_config, push_dir) = (
+        store.clone(),
+        directory.clone(),
+        config.push.clone(),
+        config.storage_dir.clone(),
+    );
+    Supervisor::start_in_arbiter(&push_arbiter, move |_| {
+        crate::push::dispatcher::PushDispatcher::new(
+            push_store.clone(),
+            push_directory.clone(),
+            push_config.clone(),
+            push_dir.clone(),
+        )
+    });
     let certificate_expiry = Arc::new(std::sync::atomic::AtomicI64::new(
         not_after.as_ref().map_or(i64::MIN, |(at, _)| *at),
     ));
@@ -261,6 +285,7 @@ pub async fn run(config: ServerConfig) -> Result<(), StartError> {
         )
         .trusting(config.trusted_proxies.clone())
         .with_certificate_expiry(certificate_expiry.clone())
+        .with_vapid_key(vapid_public_key)
         .allowing_origins(config.allowed_origins.clone()),
     );
     let limits = config.limits.clone();

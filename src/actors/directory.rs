@@ -3,6 +3,9 @@
 //! into the recipients' session queues: delivery never funnels through one thread. The map
 //! is sharded by user so readers on different cores rarely meet on a lock, and sessions
 //! change it only when they connect and disconnect.
+//!
+//! It also knows who can be reached when not connected: the users with a push device
+//! registered, so a room's actor picks a post's push recipients without a storage read.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -55,6 +58,8 @@ pub struct Directory {
     shards: Vec<RwLock<Shard>>,
     sessions: AtomicUsize,
     users: AtomicUsize,
+    /// Users with at least one push device (loaded at start, kept by the device calls).
+    pushable: RwLock<std::collections::HashSet<UserId>>,
 }
 
 #[derive(Debug, Clone, Copy, serde::Serialize)]
@@ -70,6 +75,7 @@ impl Default for Directory {
             shards: (0..SHARDS).map(|_| RwLock::new(HashMap::new())).collect(),
             sessions: AtomicUsize::new(0),
             users: AtomicUsize::new(0),
+            pushable: RwLock::default(),
         }
     }
 }
@@ -257,6 +263,37 @@ impl Directory {
                     .contains_key(&u)
             })
             .collect()
+    }
+
+    /// Marks whether `user` has a push device.
+    pub fn set_pushable(&self, user: UserId, has_device: bool) {
+        let mut set = self.pushable.write().unwrap_or_else(|e| e.into_inner());
+        if has_device {
+            set.insert(user);
+        } else {
+            set.remove(&user);
+        }
+    }
+
+    /// Whether `user` has a push device.
+    pub fn has_push_device(&self, user: UserId) -> bool {
+        self.pushable
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(&user)
+    }
+
+    /// Which of these users have a push device and no session open: a post's push
+    /// recipients (before their settings, which the dispatcher applies).
+    pub fn offline_pushable(&self, users: &[UserId]) -> Vec<UserId> {
+        let with_device: Vec<UserId> = {
+            let set = self.pushable.read().unwrap_or_else(|e| e.into_inner());
+            if set.is_empty() {
+                return Vec::new();
+            }
+            users.iter().copied().filter(|u| set.contains(u)).collect()
+        };
+        self.without_sessions(&with_device)
     }
 
     pub fn is_connected(&self, user: UserId) -> bool {

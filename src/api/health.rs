@@ -114,6 +114,7 @@ pub async fn server_health(state: State, _auth: Authed) -> Result<HttpResponse, 
                 "expired": left <= 0,
             })
         }),
+        "push": crate::push::dispatcher::STATS.to_json(),
         "voice": {
             "channels": channels,
             "participants": state.voice.router.participant_count(),

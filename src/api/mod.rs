@@ -17,6 +17,7 @@ pub mod messages;
 pub mod mfa;
 pub mod origin;
 pub mod permissions;
+pub mod push;
 pub mod rooms;
 pub mod session;
 pub mod sync;
@@ -59,6 +60,8 @@ pub struct AppState {
     pub thumbnail_slots: tokio::sync::Semaphore,
     pub started: Instant,
     pub voice: VoiceHandle,
+    /// The server's VAPID public key (base64url), for browsers subscribing to Web Push.
+    pub vapid_public_key: String,
 }
 
 /// What the API needs of voice: the hub (channels) and the relay (its counters).
@@ -87,6 +90,7 @@ impl AppState {
             trusted_proxies: Vec::new(),
             allowed_origins: Vec::new(),
             certificate_not_after: Arc::new(std::sync::atomic::AtomicI64::new(i64::MIN)),
+            vapid_public_key: String::new(),
             store,
             registry,
             limits,
@@ -100,6 +104,12 @@ impl AppState {
     /// Believe `X-Forwarded-For` from these proxies.
     pub fn trusting(mut self, proxies: Vec<ipnet::IpNet>) -> Self {
         self.trusted_proxies = proxies;
+        self
+    }
+
+    /// The VAPID public key browsers subscribe with.
+    pub fn with_vapid_key(mut self, public_key: String) -> Self {
+        self.vapid_public_key = public_key;
         self
     }
 
@@ -209,6 +219,19 @@ pub fn configure(cfg: &mut web::ServiceConfig, limits: &Limits, web_root: Option
             .route("/web-api-token", web::post().to(session::create_token))
             .route("/server-health", web::get().to(health::server_health))
             .route("/backup", web::get().to(backup::backup))
+            .route("/push/devices", web::post().to(push::register))
+            .route("/push/devices", web::get().to(push::list))
+            .route(
+                "/push/devices/{deviceId}",
+                web::delete().to(push::unregister),
+            )
+            .route("/push/settings", web::get().to(push::settings))
+            .route("/push/settings", web::put().to(push::set_settings))
+            .route(
+                "/push/vapid-public-key",
+                web::get().to(push::vapid_public_key),
+            )
+            .route("/push/test", web::post().to(push::test))
             .route("/users", web::get().to(users::list))
             .route("/users", web::post().to(users::create))
             .route(

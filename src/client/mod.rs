@@ -9,6 +9,7 @@ mod account;
 pub mod display;
 pub mod local;
 mod multipart;
+mod push;
 pub mod saved;
 pub use multipart::sha1_of;
 pub mod trust;

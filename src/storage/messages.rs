@@ -257,6 +257,8 @@ pub struct NewPost<'a> {
     /// The parent with its new comment count (comments only).
     pub parent: Option<&'a MessageRecord>,
     pub idempotency: Option<&'a IdempotencyKey>,
+    /// Notifications it causes (offline recipients with devices), stored with it.
+    pub push: &'a [super::push::PushJob],
 }
 
 impl Store {
@@ -272,6 +274,7 @@ impl Store {
         let mut unit = WriteUnit::new(Scope::Room(room));
         unit.uses_id(IdKind::Message, id);
         unit.put_json(Table::MessageidMessage, be(id), record);
+        super::push::enqueue_jobs(&mut unit, post.push);
         if record.parent_message_id == 0 {
             unit.put(Table::RoomidMessageid, pair(room, id), EMPTY);
             unit.put(Table::RoomidSeq, be(room), be(record.seq));
@@ -385,12 +388,14 @@ impl Store {
         record: &MessageRecord,
         user_id: UserId,
         now: u64,
+        push: &[super::push::PushJob],
     ) -> Result<Option<Applied>> {
         let r = self.latest();
         if r.has_read(record.message_id, user_id)? {
             return Ok(None);
         }
         let mut unit = WriteUnit::new(Scope::Room(record.room_id));
+        super::push::enqueue_jobs(&mut unit, push);
         unit.put(
             Table::MessageidUseridRead,
             pair(record.message_id, user_id),

@@ -35,6 +35,7 @@ mod messages;
 mod migrate;
 mod overlay;
 mod permissions;
+pub mod push;
 mod rooms;
 pub mod seal;
 mod sessions;

@@ -52,6 +52,10 @@ pub(crate) fn sealed_table(t: Table) -> bool {
             | Table::AvatarImage
             | Table::SettingValue
             | Table::UseridIdemkeyResult
+            | Table::DeviceidDevice
+            | Table::UseridPushsettings
+            | Table::PushJob
+            | Table::PushDelivery
     )
 }
 

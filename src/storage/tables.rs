@@ -101,6 +101,16 @@ tables! {
     UseridSessionhash => "userid_sessionhash",
     /// room → empty (public rooms every new user joins: `autoAddNewUsers`)
     AutoaddRoomid => "autoadd_roomid",
+    /// device → `DeviceRecord` (push targets)
+    DeviceidDevice => "deviceid_device",
+    /// user ‖ device → empty
+    UseridDeviceid => "userid_deviceid",
+    /// user → `PushSettings`
+    UseridPushsettings => "userid_pushsettings",
+    /// created (ms) ‖ message ‖ user ‖ kind → `PushJob` (notifications to coalesce)
+    PushJob => "pushtime_job",
+    /// next attempt (ms) ‖ device ‖ tail → `DeliveryRecord` (notifications to send)
+    PushDelivery => "pushtime_delivery",
 }
 
 /// One open database: its trees, and the files a durable commit syncs.

@@ -53,6 +53,7 @@ fn message(store: &Store, room: RoomId, parent: MessageId) -> MessageRecord {
             record: &record,
             parent: None,
             idempotency: None,
+            push: &[],
         })
         .expect("post");
     record
@@ -142,12 +143,18 @@ async fn unread_counts_follow_the_read_position() {
     let ids: Vec<_> = (0..4).map(|_| message(&store, 3, 0)).collect();
     store.durable().await.expect("durable");
     assert_eq!(store.unread_count(2, 3).expect("count"), 4);
-    assert!(store.mark_read(&ids[1], 2, 10).expect("read").is_some());
-    assert!(store.mark_read(&ids[1], 2, 11).expect("read").is_none());
+    assert!(store
+        .mark_read(&ids[1], 2, 10, &[])
+        .expect("read")
+        .is_some());
+    assert!(store
+        .mark_read(&ids[1], 2, 11, &[])
+        .expect("read")
+        .is_none());
     store.durable().await.expect("durable");
     assert_eq!(store.unread_count(2, 3).expect("count"), 2);
     // Reading an older message never moves the position back.
-    store.mark_read(&ids[0], 2, 12).expect("read");
+    store.mark_read(&ids[0], 2, 12, &[]).expect("read");
     store.durable().await.expect("durable");
     assert_eq!(store.unread_count(2, 3).expect("count"), 2);
     assert_eq!(

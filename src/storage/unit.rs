@@ -118,6 +118,16 @@ impl WriteUnit {
         }
     }
 
+    /// Adds another unit's writes and checks to this one (applied together).
+    pub fn extend(&mut self, other: WriteUnit) {
+        self.ops.extend(other.ops);
+        self.checks.extend(other.checks);
+        self.changes.extend(other.changes);
+        for (mine, theirs) in self.ids.iter_mut().zip(other.ids) {
+            *mine = (*mine).max(theirs);
+        }
+    }
+
     pub fn put(&mut self, t: Table, key: impl AsRef<[u8]>, value: impl Into<Vec<u8>>) {
         self.ops
             .push(Op::Put(t, key.as_ref().to_vec(), value.into()));

@@ -2,6 +2,7 @@
 //! loopback port with a temporary storage folder, log in over real TLS, talk raw bytes.
 #![allow(dead_code)]
 
+pub mod fake_push;
 pub mod team;
 
 use std::io::{BufRead, BufReader, Read, Write};

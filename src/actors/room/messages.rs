@@ -8,6 +8,7 @@ use crate::api::error::ApiError;
 use crate::model::{
     MessageId, MessageType, NewMessage, Permission, ReadTimestamp, TextMessage, UserId,
 };
+use crate::storage::push::{JobKind, PushJob};
 use crate::storage::{
     AttachmentRecord, IdempotencyKey, IdempotentResult, MessageRecord, NewPost, PreparedUpload,
 };
@@ -96,11 +97,16 @@ impl RoomActor {
                 .filter(|_| message_type == MessageType::Meeting),
             seq: if parent_id == 0 { self.room_seq + 1 } else { 0 },
         };
+        let push = self.push_jobs(&record)?;
         self.store.post_message(NewPost {
             record: &record,
             parent: parent.as_ref(),
             idempotency: key,
+            push: &push,
         })?;
+        crate::push::dispatcher::STATS
+            .queued
+            .fetch_add(push.len() as u64, std::sync::atomic::Ordering::Relaxed);
         self.room_seq = self.room_seq.max(record.seq);
         let r = self.latest();
         // A new message has no files, receipts or reactions yet: nothing more to read.
@@ -116,6 +122,45 @@ impl RoomActor {
                 .push(self.to_members(Self::messages_event("TextMessagesUpdated", &[parent_view])));
         }
         Ok((view, deliveries))
+    }
+
+    /// The notifications a new message causes: one job per member with a push device and
+    /// no open event session, the author aside (their settings apply at dispatch).
+    fn push_jobs(&self, record: &MessageRecord) -> Result<Vec<PushJob>, ApiError> {
+        let recipients: Vec<UserId> = self
+            .directory
+            .offline_pushable(&self.audience)
+            .into_iter()
+            .filter(|&u| u != record.user_id)
+            .collect();
+        if recipients.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mentioned = mentioned_names(&record.text);
+        let private_room = self
+            .room
+            .as_ref()
+            .is_some_and(|r| r.room_type == crate::model::RoomType::Private);
+        let mut jobs = Vec::with_capacity(recipients.len());
+        for user_id in recipients {
+            let mention = !mentioned.is_empty()
+                && self.latest().user(user_id)?.is_some_and(|u| {
+                    mentioned
+                        .iter()
+                        .any(|m| m.eq_ignore_ascii_case(&u.user_name))
+                });
+            jobs.push(PushJob {
+                kind: JobKind::Message,
+                user_id,
+                room_id: record.room_id,
+                message_id: record.message_id,
+                sender_id: record.user_id,
+                mention,
+                private_room,
+                created_utc: record.created_utc,
+            });
+        }
+        Ok(jobs)
     }
 
     fn delete(
@@ -192,9 +237,32 @@ impl RoomActor {
         self.require_member(user_id)?;
         let record = self.own_message(message_id)?;
         let now = crate::now_ms();
-        if self.store.mark_read(&record, user_id, now)?.is_none() {
+        // The reader's other devices update their badge, silently.
+        let badge: Vec<PushJob> = self
+            .directory
+            .has_push_device(user_id)
+            .then_some(PushJob {
+                kind: JobKind::Badge,
+                user_id,
+                room_id: self.room_id,
+                message_id,
+                sender_id: user_id,
+                mention: false,
+                private_room: false,
+                created_utc: now,
+            })
+            .into_iter()
+            .collect();
+        if self
+            .store
+            .mark_read(&record, user_id, now, &badge)?
+            .is_none()
+        {
             return Ok(Vec::new());
         }
+        crate::push::dispatcher::STATS
+            .queued
+            .fetch_add(badge.len() as u64, std::sync::atomic::Ordering::Relaxed);
         let mut deliveries = vec![Delivery::Read(
             message_id,
             ReadTimestamp {
@@ -466,6 +534,26 @@ pub struct PostMessage {
     pub is_admin: bool,
     pub draft: NewMessage,
     pub idempotency: Option<IdempotencyKey>,
+}
+
+/// The `@name`s a text mentions (user names: letters, digits, `.`, `_`, `-`).
+fn mentioned_names(text: &str) -> Vec<&str> {
+    let mut out = Vec::new();
+    for (i, _) in text.match_indices('@') {
+        let before = text[..i].chars().next_back();
+        if before.is_some_and(|c| c.is_alphanumeric()) {
+            continue; // an e-mail address
+        }
+        let rest = &text[i + 1..];
+        let end = rest
+            .find(|c: char| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
+            .unwrap_or(rest.len());
+        let name = rest[..end].trim_end_matches('.');
+        if !name.is_empty() {
+            out.push(name);
+        }
+    }
+    out
 }
 
 impl Handler<PostMessage> for RoomActor {

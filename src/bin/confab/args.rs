@@ -81,6 +81,7 @@ pub enum Command {
     ResetPassword(ResetPasswordCmd),
     Health(HealthCmd),
     Backup(BackupCmd),
+    Push(crate::push::PushCmd),
     Passwd(account::PasswdCmd),
     DisplayName(account::DisplayNameCmd),
     Sessions(account::SessionsCmd),

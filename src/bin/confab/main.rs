@@ -20,6 +20,7 @@ macro_rules! say {
 }
 
 mod account;
+mod push;
 
 fn fail(e: impl std::fmt::Display) -> ! {
     eprintln!(
@@ -252,6 +253,7 @@ async fn run(cli: Cli) -> Result<(), ClientError> {
     match &cli.command {
         Command::Passwd(cmd) => account::passwd(&mut c, &ctx, cmd).await?,
         Command::Totp(cmd) => account::totp(&mut c, &ctx, cmd).await?,
+        Command::Push(cmd) => push::push(&mut c, &ctx, cmd).await?,
         Command::DisplayName(cmd) => account::display_name(&mut c, &ctx, cmd).await?,
         Command::Sessions(cmd) => account::sessions(&mut c, &ctx, cmd).await?,
         Command::Logout(cmd) => account::logout(&mut c, &ctx, cmd).await?,
