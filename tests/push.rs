@@ -70,6 +70,27 @@ fn server_for(p: &Push, dir: &std::path::Path, extra: &[&str]) -> TestServer {
     TestServer::start_in(dir, &refs)
 }
 
+/// A server on the fakes with its administrator and two members.
+struct Team {
+    server: TestServer,
+    admin: confab::client::Client,
+    alice: (u64, confab::client::Client),
+    bob: (u64, confab::client::Client),
+}
+
+async fn team(p: &Push, dir: &std::path::Path) -> Team {
+    let server = server_for(p, dir, &[]);
+    let mut admin = server.admin().await;
+    let alice = server.user(&mut admin, "alice").await;
+    let bob = server.user(&mut admin, "bob").await;
+    Team {
+        server,
+        admin,
+        alice,
+        bob,
+    }
+}
+
 async fn register(c: &mut confab::client::Client, device: Value) -> u64 {
     c.push_register(device).await.expect("register device")
 }
@@ -94,10 +115,12 @@ async fn push_health(c: &mut confab::client::Client) -> Value {
 async fn an_offline_member_is_notified_on_every_device_and_nobody_else_is() {
     let p = providers();
     let tmp = tempfile::tempdir().unwrap();
-    let mut server = server_for(&p, &tmp.path().join("storage"), &[]);
-    let mut admin = server.admin().await;
-    let (alice, mut alice_c) = server.user(&mut admin, "alice").await;
-    let (bob, mut bob_c) = server.user(&mut admin, "bob").await;
+    let Team {
+        mut server,
+        mut admin,
+        alice: (alice, mut alice_c),
+        bob: (bob, mut bob_c),
+    } = team(&p, &tmp.path().join("storage")).await;
     let (carol, mut carol_c) = server.user(&mut admin, "carol").await;
     let room = admin
         .create_room("Launch", &[alice, bob, carol])
@@ -185,10 +208,12 @@ async fn an_offline_member_is_notified_on_every_device_and_nobody_else_is() {
 async fn messages_within_the_window_become_one_notification_and_settings_apply() {
     let p = providers();
     let tmp = tempfile::tempdir().unwrap();
-    let mut server = server_for(&p, &tmp.path().join("storage"), &[]);
-    let mut admin = server.admin().await;
-    let (alice, mut alice_c) = server.user(&mut admin, "alice").await;
-    let (bob, mut bob_c) = server.user(&mut admin, "bob").await;
+    let Team {
+        mut server,
+        mut admin,
+        alice: (alice, mut alice_c),
+        bob: (bob, mut bob_c),
+    } = team(&p, &tmp.path().join("storage")).await;
     let room = admin.create_room("Ops", &[alice, bob]).await.unwrap();
     let other = admin.create_room("Random", &[alice, bob]).await.unwrap();
     register(
@@ -281,10 +306,12 @@ async fn messages_within_the_window_become_one_notification_and_settings_apply()
 async fn dead_devices_are_removed_and_refusals_are_retried() {
     let p = providers();
     let tmp = tempfile::tempdir().unwrap();
-    let mut server = server_for(&p, &tmp.path().join("storage"), &[]);
-    let mut admin = server.admin().await;
-    let (alice, mut alice_c) = server.user(&mut admin, "alice").await;
-    let (bob, mut bob_c) = server.user(&mut admin, "bob").await;
+    let Team {
+        mut server,
+        mut admin,
+        alice: (alice, mut alice_c),
+        bob: (bob, mut bob_c),
+    } = team(&p, &tmp.path().join("storage")).await;
     let room = admin.create_room("Devices", &[alice, bob]).await.unwrap();
     p.fcm.set("dead-android", Answer::Gone);
     p.apns.set("dead-iphone", Answer::Gone);
@@ -339,10 +366,13 @@ async fn a_provider_down_then_a_crash_loses_and_duplicates_nothing() {
     let p = providers();
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("storage");
-    let mut server = server_for(&p, &dir, &[]);
-    let mut admin = server.admin().await;
-    let (alice, mut alice_c) = server.user(&mut admin, "alice").await;
-    let (bob, mut bob_c) = server.user(&mut admin, "bob").await;
+    let Team {
+        server,
+        mut admin,
+        alice: (alice, mut alice_c),
+        bob: (bob, mut bob_c),
+    } = team(&p, &dir).await;
+    let mut server = server;
     register(
         &mut bob_c,
         json!({"platform": "fcm", "token": "bob-android"}),
@@ -439,10 +469,12 @@ async fn a_provider_down_then_a_crash_loses_and_duplicates_nothing() {
 async fn a_provider_down_for_a_minute_gets_everything_once_when_it_is_back() {
     let p = providers();
     let tmp = tempfile::tempdir().unwrap();
-    let mut server = server_for(&p, &tmp.path().join("storage"), &[]);
-    let mut admin = server.admin().await;
-    let (alice, mut alice_c) = server.user(&mut admin, "alice").await;
-    let (bob, mut bob_c) = server.user(&mut admin, "bob").await;
+    let Team {
+        mut server,
+        mut admin,
+        alice: (alice, mut alice_c),
+        bob: (bob, mut bob_c),
+    } = team(&p, &tmp.path().join("storage")).await;
     register(
         &mut bob_c,
         json!({"platform": "apns", "token": "bob-iphone"}),

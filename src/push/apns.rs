@@ -123,18 +123,12 @@ impl Apns {
             .insert_header(("apns-priority", if n.silent { "5" } else { "10" }))
             .insert_header(("apns-expiration", (expires_utc / 1000).to_string()))
             .insert_header(("apns-collapse-id", collapse_key(n)));
-        let mut resp = match req.send_json(&payload).await {
-            Ok(r) => r,
-            Err(e) => {
-                return Outcome::Retry {
-                    after: None,
-                    why: format!("APNs: {e}"),
-                }
-            }
+        let a = match super::answer(req.send_json(&payload), "APNs").await {
+            Ok(a) => a,
+            Err(o) => return o,
         };
-        let status = resp.status().as_u16();
-        let body = resp.body().limit(16 << 10).await.unwrap_or_default();
-        let reason = serde_json::from_slice::<Value>(&body)
+        let status = a.status;
+        let reason = serde_json::from_slice::<Value>(&a.body)
             .ok()
             .and_then(|v| v["reason"].as_str().map(str::to_string))
             .unwrap_or_default();
@@ -150,7 +144,7 @@ impl Apns {
                     why: format!("APNs: {reason}"),
                 }
             }
-            _ => classify_status(status, resp.headers(), &reason)
+            _ => classify_status(status, &a.headers, &reason)
                 .unwrap_or_else(|| Outcome::Failed(format!("APNs answered {status} {reason}"))),
         }
     }

@@ -85,28 +85,16 @@ impl Fcm {
             ("grant_type", "urn:ietf:params:oauth:grant-type:jwt-bearer"),
             ("assertion", assertion.as_str()),
         ];
-        let mut resp = self
-            .http
-            .post(&self.account.token_uri)
-            .send_form(&form)
-            .await
-            .map_err(|e| Outcome::Retry {
-                after: None,
-                why: format!("FCM token endpoint: {e}"),
-            })?;
-        let status = resp.status().as_u16();
-        let body = resp.body().limit(64 << 10).await.unwrap_or_default();
-        if status != 200 {
-            let text = String::from_utf8_lossy(&body)
-                .chars()
-                .take(200)
-                .collect::<String>();
-            return Err(match classify_status(status, resp.headers(), &text) {
+        let sent = self.http.post(&self.account.token_uri).send_form(&form);
+        let a = super::answer(sent, "FCM token endpoint").await?;
+        if a.status != 200 {
+            let text = a.text();
+            return Err(match classify_status(a.status, &a.headers, &text) {
                 Some(retry @ Outcome::Retry { .. }) => retry,
-                _ => Outcome::Failed(format!("FCM token endpoint answered {status}: {text}")),
+                _ => Outcome::Failed(format!("FCM token endpoint answered {}: {text}", a.status)),
             });
         }
-        let v: Value = serde_json::from_slice(&body).unwrap_or_default();
+        let v: Value = serde_json::from_slice(&a.body).unwrap_or_default();
         let Some(token) = v["access_token"].as_str() else {
             return Err(Outcome::Failed(
                 "FCM token endpoint: no access_token in its answer".into(),
@@ -144,24 +132,16 @@ impl Fcm {
             "{}/v1/projects/{}/messages:send",
             self.base, self.account.project_id
         );
-        let mut resp = match self
+        let sent = self
             .http
             .post(url)
             .bearer_auth(&access)
-            .send_json(&json!({ "message": message }))
-            .await
-        {
-            Ok(r) => r,
-            Err(e) => {
-                return Outcome::Retry {
-                    after: None,
-                    why: format!("FCM: {e}"),
-                }
-            }
+            .send_json(&json!({ "message": message }));
+        let a = match super::answer(sent, "FCM").await {
+            Ok(a) => a,
+            Err(o) => return o,
         };
-        let status = resp.status().as_u16();
-        let body = resp.body().limit(64 << 10).await.unwrap_or_default();
-        let text = String::from_utf8_lossy(&body);
+        let (status, text) = (a.status, a.text());
         if status == 401 {
             // The token was refused (revoked, clock skew): fetch a new one next time.
             *self.token.borrow_mut() = None;
@@ -170,17 +150,17 @@ impl Fcm {
                 why: "FCM refused the access token".into(),
             };
         }
-        if let Some(o) = classify_status(status, resp.headers(), &text) {
+        if let Some(o) = classify_status(status, &a.headers, &text) {
             return o;
         }
-        let v: Value = serde_json::from_slice(&body).unwrap_or_default();
+        let v: Value = serde_json::from_slice(&a.body).unwrap_or_default();
         let code = fcm_error_code(&v);
         match code.as_str() {
             "UNREGISTERED" | "SENDER_ID_MISMATCH" | "INVALID_ARGUMENT" | "NOT_FOUND" => {
                 Outcome::Gone(format!("FCM: {code}"))
             }
             "QUOTA_EXCEEDED" | "UNAVAILABLE" | "INTERNAL" => Outcome::Retry {
-                after: super::retry_after(resp.headers()),
+                after: super::retry_after(&a.headers),
                 why: format!("FCM: {code}"),
             },
             _ => Outcome::Failed(format!("FCM answered {status}: {code}")),

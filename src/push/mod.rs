@@ -163,6 +163,49 @@ pub fn collapse_key(n: &NotificationRecord) -> String {
     format!("room-{}", n.room_id)
 }
 
+/// What a provider answered: the status, the headers, the start of the body.
+pub struct ProviderAnswer {
+    pub status: u16,
+    pub headers: awc::http::header::HeaderMap,
+    pub body: bytes::Bytes,
+}
+
+impl ProviderAnswer {
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body)
+            .chars()
+            .take(300)
+            .collect()
+    }
+
+    /// 404/410: the device is gone; otherwise the shared classes, else a failure.
+    pub fn outcome_404_gone(&self, provider: &str) -> Outcome {
+        match self.status {
+            404 | 410 => Outcome::Gone(format!("{provider}: device gone ({})", self.status)),
+            s => classify_status(s, &self.headers, &self.text()).unwrap_or_else(|| {
+                Outcome::Failed(format!("{provider} answered {s}: {}", self.text()))
+            }),
+        }
+    }
+}
+
+/// Sends a request to a provider; a failure to reach it is a retry.
+pub async fn answer(
+    sent: awc::SendClientRequest,
+    provider: &str,
+) -> Result<ProviderAnswer, Outcome> {
+    let mut resp = sent.await.map_err(|e| Outcome::Retry {
+        after: None,
+        why: format!("{provider}: {e}"),
+    })?;
+    let body = resp.body().limit(64 << 10).await.unwrap_or_default();
+    Ok(ProviderAnswer {
+        status: resp.status().as_u16(),
+        headers: resp.headers().clone(),
+        body,
+    })
+}
+
 /// The `Retry-After` header in seconds (the HTTP-date form is rare here and read as absent).
 pub fn retry_after(headers: &awc::http::header::HeaderMap) -> Option<Duration> {
     headers

@@ -4,7 +4,7 @@
 
 use serde_json::json;
 
-use super::{classify_status, notification_body, notification_data, Outcome};
+use super::{notification_body, notification_data, Outcome};
 use crate::storage::push::{DeviceRecord, NotificationRecord};
 
 pub struct Relay {
@@ -36,23 +36,9 @@ impl Relay {
             },
             "data": notification_data(n),
         });
-        let mut resp = match self.http.post(&self.url).send_json(&request).await {
-            Ok(r) => r,
-            Err(e) => {
-                return Outcome::Retry {
-                    after: None,
-                    why: format!("push relay: {e}"),
-                }
-            }
-        };
-        let status = resp.status().as_u16();
-        let text = String::from_utf8_lossy(&resp.body().limit(16 << 10).await.unwrap_or_default())
-            .into_owned();
-        match status {
-            404 | 410 => Outcome::Gone(format!("push relay: device gone ({status})")),
-            _ => classify_status(status, resp.headers(), &text).unwrap_or_else(|| {
-                Outcome::Failed(format!("push relay answered {status}: {text}"))
-            }),
+        match super::answer(self.http.post(&self.url).send_json(&request), "push relay").await {
+            Ok(a) => a.outcome_404_gone("push relay"),
+            Err(o) => o,
         }
     }
 }

@@ -14,7 +14,7 @@ use web_push::{
     ContentEncoding, SubscriptionInfo, Urgency, VapidSignatureBuilder, WebPushMessageBuilder,
 };
 
-use super::{classify_status, collapse_key, notification_body, notification_data, Outcome};
+use super::{collapse_key, notification_body, notification_data, Outcome};
 use crate::storage::push::{DeviceRecord, NotificationRecord};
 
 /// The VAPID `sub` claim: a contact for push services (RFC 8292 §2.1).
@@ -161,22 +161,9 @@ impl WebPush {
                 req = req.insert_header((name.as_str(), v));
             }
         }
-        let mut resp = match req.send_body(request.into_body()).await {
-            Ok(r) => r,
-            Err(e) => {
-                return Outcome::Retry {
-                    after: None,
-                    why: format!("Web Push: {e}"),
-                }
-            }
-        };
-        let status = resp.status().as_u16();
-        let body = resp.body().limit(16 << 10).await.unwrap_or_default();
-        let text = String::from_utf8_lossy(&body);
-        match status {
-            404 | 410 => Outcome::Gone(format!("Web Push: subscription gone ({status})")),
-            _ => classify_status(status, resp.headers(), &text)
-                .unwrap_or_else(|| Outcome::Failed(format!("Web Push answered {status}: {text}"))),
+        match super::answer(req.send_body(request.into_body()), "Web Push").await {
+            Ok(a) => a.outcome_404_gone("Web Push"),
+            Err(o) => o,
         }
     }
 }

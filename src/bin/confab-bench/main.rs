@@ -23,6 +23,7 @@ use serde_json::json;
 mod backup;
 mod files;
 mod hostile;
+mod push;
 mod voice;
 
 use backup::run_backup;
@@ -72,6 +73,13 @@ struct Args {
     /// (limit 100) at random cursors and stream the whole history, sampling the RSS
     #[argh(option, default = "0")]
     history_messages: u64,
+    /// instead of messages: this many members, each with an FCM device and not connected,
+    /// get the room's posts as push notifications through a fake FCM on loopback
+    #[argh(option, default = "0")]
+    push_users: usize,
+    /// with --push-users: posts whose notifications are timed (default 20)
+    #[argh(option, default = "20")]
+    push_posts: usize,
     /// instead of messages: fill one room with this many messages, then take a live backup
     /// while --posters post (posting latency alone and during the backup), and restore it
     #[argh(option, default = "0")]
@@ -170,7 +178,7 @@ fn is_loopback(addr: &str) -> bool {
         .unwrap_or(false)
 }
 
-fn start_server(args: &Args) -> Server {
+fn start_server(args: &Args, extra: &[String]) -> Server {
     if let Some(addr) = &args.server {
         if !is_loopback(addr) {
             eprintln!("confab-bench: --server must be a loopback address (127.0.0.0/8 or ::1)");
@@ -208,6 +216,7 @@ fn start_server(args: &Args) -> Server {
     if let Some(w) = args.server_workers {
         cmd.args(["--workers", &w.to_string()]);
     }
+    cmd.args(extra);
     if args.encrypted {
         let mut key = [0u8; 32];
         if let Err(e) = openssl::rand::rand_bytes(&mut key) {
@@ -418,9 +427,18 @@ fn main() {
     let args: Args = argh::from_env();
     confab::raise_fd_limit();
     epoch();
-    let server = start_server(&args);
+    let fake_fcm = (args.push_users > 0).then(push::start_fake_fcm);
+    let extra = fake_fcm.as_ref().map(|f| f.1.clone()).unwrap_or_default();
+    let server = start_server(&args, &extra);
     let system = actix_rt::System::new();
-    let report = if args.voice_channels > 0 {
+    let report = if let Some((fake, _)) = &fake_fcm {
+        system.block_on(push::run_push(
+            args.push_users,
+            args.push_posts,
+            &server,
+            fake,
+        ))
+    } else if args.voice_channels > 0 {
         system.block_on(run_voice(args.clone(), &server))
     } else if args.hostile > 0 {
         system.block_on(run_hostile(args.hostile, args.hostile_rounds, &server))
