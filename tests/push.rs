@@ -201,6 +201,18 @@ async fn an_offline_member_is_notified_on_every_device_and_nobody_else_is() {
     }
     let health = push_health(&mut admin).await;
     assert!(health["sent"].as_u64().unwrap() >= 3, "{health}");
+
+    // Logging out unregisters the devices that session registered.
+    bob_c.logout().await.unwrap();
+    alice_c
+        .send_text(room, "after bob logged out")
+        .await
+        .unwrap();
+    actix_rt::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(p.fcm.received_for("bob-android").len(), 1);
+    assert_eq!(p.apns.received_for("bob-iphone").len(), 1);
+    let mut bob_again = server.login("bob", "bob-password-123").await;
+    assert!(bob_again.push_devices().await.unwrap().is_empty());
     assert!(server.stop().success());
 }
 

@@ -162,10 +162,15 @@ pub async fn register(
 
 /// `GET /api/v1/push/devices`: the caller's devices.
 pub async fn list(state: State, auth: Authed) -> Result<HttpResponse, ApiError> {
-    let devices = state.store.latest().devices_of(auth.id())?;
-    Ok(ok_json(json!({
-        "devices": devices.iter().map(device_view).collect::<Vec<_>>()
-    })))
+    let r = state.store.latest();
+    let mut devices = Vec::new();
+    for d in r.devices_of(auth.id())? {
+        // A device whose login session ended is gone (the dispatcher removes it).
+        if r.device_session_alive(&d)? {
+            devices.push(device_view(&d));
+        }
+    }
+    Ok(ok_json(json!({ "devices": devices })))
 }
 
 /// `DELETE /api/v1/push/devices/{deviceId}`: one of the caller's devices.

@@ -39,6 +39,8 @@ use crate::storage::{Store, Table, WriteUnit};
 pub const TICK: Duration = Duration::from_millis(200);
 /// Sends in flight per provider at most.
 pub const PER_PLATFORM: usize = 32;
+/// Free sending slots that make a finished send look for more before the next tick.
+const REFILL_BATCH: usize = 16;
 /// Jobs read per coalescing round.
 const JOBS_PER_ROUND: usize = 5000;
 /// Longest wait between two attempts.
@@ -104,6 +106,13 @@ impl Providers {
     }
 }
 
+/// One user's part of a coalescing round: jobs out, deliveries in.
+struct Round {
+    unit: WriteUnit,
+    jobs: u64,
+    deliveries: Vec<Vec<u8>>,
+}
+
 pub struct PushDispatcher {
     store: Arc<Store>,
     directory: Arc<Directory>,
@@ -115,6 +124,8 @@ pub struct PushDispatcher {
     per_platform: [usize; 3],
     /// A coalescing round's units are being made durable.
     coalescing: bool,
+    /// Deliveries of that round: not sent until it is durable.
+    not_yet_durable: HashSet<Vec<u8>>,
 }
 
 fn platform_index(p: Platform) -> usize {
@@ -141,34 +152,14 @@ impl PushDispatcher {
             in_flight: HashSet::new(),
             per_platform: [0; 3],
             coalescing: false,
+            not_yet_durable: HashSet::new(),
         }
     }
 
     fn tick(&mut self, ctx: &mut Context<Self>) {
         if !self.coalescing {
             match self.coalesce() {
-                Ok(units) if !units.is_empty() => {
-                    self.coalescing = true;
-                    let store = self.store.clone();
-                    ctx.spawn(
-                        async move {
-                            for (unit, jobs, deliveries) in units {
-                                match store.apply_durable(unit).await {
-                                    Ok(_) => {
-                                        STATS.queued.fetch_sub(
-                                            jobs.min(STATS.queued.load(Ordering::Relaxed)),
-                                            Ordering::Relaxed,
-                                        );
-                                        STATS.queued.fetch_add(deliveries, Ordering::Relaxed);
-                                    }
-                                    Err(e) => tracing::warn!("push: queue write failed: {e}"),
-                                }
-                            }
-                        }
-                        .into_actor(self)
-                        .map(|_, act, _| act.coalescing = false),
-                    );
-                }
+                Ok(units) if !units.is_empty() => self.apply_round(ctx, units),
                 Ok(_) => {}
                 Err(e) => tracing::warn!("push: reading the queue failed: {e}"),
             }
@@ -183,8 +174,45 @@ impl PushDispatcher {
         }
     }
 
-    /// The units of one coalescing round: (unit, jobs removed, deliveries added).
-    fn coalesce(&self) -> crate::storage::Result<Vec<(WriteUnit, u64, u64)>> {
+    /// Applies a coalescing round's units at once and waits for one group commit to make
+    /// them all durable; until then their deliveries are not sent (a crash would bring
+    /// their jobs back, and they would be sent twice).
+    fn apply_round(&mut self, ctx: &mut Context<Self>, units: Vec<Round>) {
+        self.coalescing = true;
+        let (mut jobs, mut added) = (0, 0);
+        for round in units {
+            match self.store.apply(round.unit) {
+                Ok(_) => {
+                    jobs += round.jobs;
+                    added += round.deliveries.len() as u64;
+                    self.not_yet_durable.extend(round.deliveries);
+                }
+                Err(e) => tracing::warn!("push: queue write failed: {e}"),
+            }
+        }
+        let store = self.store.clone();
+        ctx.spawn(async move { store.durable().await }.into_actor(self).map(
+            move |result, act, ctx| {
+                if let Err(e) = result {
+                    // Not known to be on the device: what the round wrote is read again
+                    // from storage at the next tick (a reopened database holds only the
+                    // durable part).
+                    tracing::warn!("push: queue commit failed: {e}");
+                }
+                let q = STATS.queued.load(Ordering::Relaxed);
+                STATS.queued.fetch_sub(jobs.min(q), Ordering::Relaxed);
+                STATS.queued.fetch_add(added, Ordering::Relaxed);
+                act.not_yet_durable.clear();
+                act.coalescing = false;
+                if let Err(e) = act.send_due(ctx) {
+                    tracing::warn!("push: reading deliveries failed: {e}");
+                }
+            },
+        ));
+    }
+
+    /// The units of one coalescing round.
+    fn coalesce(&self) -> crate::storage::Result<Vec<Round>> {
         let now = crate::now_ms();
         let window = self.cfg.coalesce.as_millis() as u64;
         let mut by_user: BTreeMap<UserId, Vec<(Vec<u8>, PushJob)>> = BTreeMap::new();
@@ -202,11 +230,11 @@ impl PushDispatcher {
                 unit.remove(Table::PushJob, key);
             }
             let jobs_n = jobs.len() as u64;
-            let mut added = 0;
+            let mut deliveries = Vec::new();
             if let Some(n) = self.notification_for(user_id, &jobs, now)? {
                 let latest = self.store.latest();
                 for device in latest.devices_of(user_id)? {
-                    if !self.session_alive(&device)? {
+                    if !latest.device_session_alive(&device)? {
                         // Its login session ended: the device goes with it.
                         let gone = Store::remove_device_unit(&device);
                         unit.extend(gone);
@@ -222,28 +250,18 @@ impl PushDispatcher {
                         created_utc: now,
                         expires_utc: now + self.cfg.ttl.as_millis() as u64,
                     };
-                    unit.put_json(
-                        Table::PushDelivery,
-                        delivery_key(now, device.device_id, tail),
-                        &record,
-                    );
-                    added += 1;
+                    let key = delivery_key(now, device.device_id, tail);
+                    unit.put_json(Table::PushDelivery, &key, &record);
+                    deliveries.push(key);
                 }
             }
-            units.push((unit, jobs_n, added));
+            units.push(Round {
+                unit,
+                jobs: jobs_n,
+                deliveries,
+            });
         }
         Ok(units)
-    }
-
-    /// Whether the session that registered `device` still exists (a token: always).
-    fn session_alive(&self, device: &DeviceRecord) -> crate::storage::Result<bool> {
-        match &device.session {
-            None => Ok(true),
-            Some(hash) => match hex::decode(hash) {
-                Ok(h) => self.store.latest().contains(Table::SessionhashSession, h),
-                Err(_) => Ok(false),
-            },
-        }
     }
 
     /// The one notification a user's jobs become, or none (muted, suspended, nothing left).
@@ -334,7 +352,7 @@ impl PushDispatcher {
             .latest()
             .due_deliveries(now, room + self.in_flight.len())?;
         for (key, d) in due {
-            if self.in_flight.contains(&key) {
+            if self.in_flight.contains(&key) || self.not_yet_durable.contains(&key) {
                 continue;
             }
             let latest = self.store.latest();
@@ -441,7 +459,7 @@ impl PushDispatcher {
         ctx.spawn(
             async move { store.apply_durable(unit).await }
                 .into_actor(self)
-                .map(move |result, act, _| {
+                .map(move |result, act, ctx| {
                     match result {
                         Ok(_) => {
                             let q = STATS.queued.load(Ordering::Relaxed);
@@ -450,25 +468,44 @@ impl PushDispatcher {
                         Err(e) => tracing::warn!("push: queue write failed: {e}"),
                     }
                     act.in_flight.remove(&key);
+                    // Refill without waiting for the next tick once a batch of slots is
+                    // free (a scan per completion would cost more than it saves).
+                    if act.in_flight.len() + REFILL_BATCH <= PER_PLATFORM * 3 {
+                        if let Err(e) = act.send_due(ctx) {
+                            tracing::warn!("push: reading deliveries failed: {e}");
+                        }
+                    }
                 }),
         );
     }
 
-    /// Drops the oldest jobs (then deliveries) beyond `--push-queue-max`.
+    /// Drops the oldest jobs, then the deliveries due first, beyond `--push-queue-max`.
     fn drop_oldest(&self) -> crate::storage::Result<()> {
-        let over = STATS.queued.load(Ordering::Relaxed) - self.cfg.queue_max;
+        let over = (STATS.queued.load(Ordering::Relaxed) - self.cfg.queue_max).min(10_000) as usize;
+        let latest = self.store.latest();
         let mut unit = WriteUnit::new(crate::storage::Scope::Server);
-        let mut n = 0u64;
-        for (key, _) in self.store.latest().push_jobs(over.min(10_000) as usize)? {
+        let mut n = 0usize;
+        for (key, _) in latest.push_jobs(over)? {
             unit.remove(Table::PushJob, key);
             n += 1;
+        }
+        if n < over {
+            for (key, _) in latest.due_deliveries(u64::MAX - 1, over - n + self.in_flight.len())? {
+                if n >= over {
+                    break;
+                }
+                if !self.in_flight.contains(&key) {
+                    unit.remove(Table::PushDelivery, key);
+                    n += 1;
+                }
+            }
         }
         if n == 0 {
             return Ok(());
         }
         self.store.apply(unit)?;
-        STATS.dropped.fetch_add(n, Ordering::Relaxed);
-        STATS.queued.fetch_sub(n, Ordering::Relaxed);
+        STATS.dropped.fetch_add(n as u64, Ordering::Relaxed);
+        STATS.queued.fetch_sub(n as u64, Ordering::Relaxed);
         tracing::warn!("push: queue above --push-queue-max: the {n} oldest notifications dropped");
         Ok(())
     }
@@ -486,6 +523,7 @@ impl Actor for PushDispatcher {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         self.in_flight.clear();
+        self.not_yet_durable.clear();
         self.per_platform = [0; 3];
         self.coalescing = false;
         match Vapid::load_or_create(&self.storage_dir)

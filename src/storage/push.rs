@@ -214,6 +214,18 @@ impl Reader {
         self.get_json(Table::DeviceidDevice, "device", be(device_id))
     }
 
+    /// Whether the login session that registered `device` still exists (registered with
+    /// a token: always).
+    pub fn device_session_alive(&self, device: &DeviceRecord) -> Result<bool> {
+        match &device.session {
+            None => Ok(true),
+            Some(hash) => match hex::decode(hash) {
+                Ok(h) => self.contains(Table::SessionhashSession, h),
+                Err(_) => Ok(false),
+            },
+        }
+    }
+
     /// A user's devices, oldest first.
     pub fn devices_of(&self, user_id: UserId) -> Result<Vec<DeviceRecord>> {
         let mut out = Vec::new();
@@ -336,5 +348,38 @@ impl Store {
         let mut unit = WriteUnit::new(Scope::Server);
         unit.put_json(Table::UseridPushsettings, be(user_id), settings);
         self.apply_durable(unit).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::QuietHours;
+
+    #[test]
+    fn quiet_hours_wrap_midnight_in_local_time() {
+        let at = |h: u64, m: u64| (h * 60 + m) * 60_000;
+        let night = QuietHours {
+            start_minute: 22 * 60,
+            end_minute: 7 * 60,
+            utc_offset_minutes: 0,
+        };
+        assert!(night.contains(at(23, 0)));
+        assert!(night.contains(at(3, 30)));
+        assert!(!night.contains(at(7, 0)));
+        assert!(!night.contains(at(12, 0)));
+        // 21:30 UTC is 23:30 at UTC+2, inside; 05:30 UTC is 07:30 there, outside.
+        let east = QuietHours {
+            utc_offset_minutes: 120,
+            ..night.clone()
+        };
+        assert!(east.contains(at(21, 30)));
+        assert!(!east.contains(at(5, 30)));
+        let lunch = QuietHours {
+            start_minute: 12 * 60,
+            end_minute: 13 * 60,
+            utc_offset_minutes: -60,
+        };
+        assert!(lunch.contains(at(13, 30)));
+        assert!(!lunch.contains(at(12, 30)));
     }
 }
