@@ -154,7 +154,7 @@ async fn an_offline_member_is_notified_on_every_device_and_nobody_else_is() {
     )
     .await;
     assert_eq!(bob_c.push_devices().await.unwrap().len(), 3);
-    let _carol_events = carol_c.events().await.unwrap();
+    let mut carol_events = carol_c.events().await.unwrap();
 
     let secret = "the launch moves to thursday";
     alice_c.send_text(room, secret).await.unwrap();
@@ -213,6 +213,25 @@ async fn an_offline_member_is_notified_on_every_device_and_nobody_else_is() {
     assert_eq!(p.apns.received_for("bob-iphone").len(), 1);
     let mut bob_again = server.login("bob", "bob-password-123").await;
     assert!(bob_again.push_devices().await.unwrap().is_empty());
+
+    // Carol's app goes to the background (still connected): she is notified now; back in
+    // front, not any more.
+    carol_events
+        .send_text(r#"{"type": "AppState", "state": "background"}"#)
+        .await
+        .unwrap();
+    expect_event(&mut carol_events, "AppState").await;
+    alice_c.send_text(room, "carol is away").await.unwrap();
+    assert!(eventually(10, || p.fcm.received_for("carol-android").len() == 1).await);
+    carol_events
+        .send_text(r#"{"type": "AppState", "state": "foreground"}"#)
+        .await
+        .unwrap();
+    expect_event(&mut carol_events, "AppState").await;
+    alice_c.send_text(room, "carol is back").await.unwrap();
+    actix_rt::time::sleep(Duration::from_millis(2000)).await;
+    assert_eq!(p.fcm.received_for("carol-android").len(), 1);
+
     assert!(server.stop().success());
 }
 

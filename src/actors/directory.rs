@@ -28,6 +28,9 @@ struct SessionHandle {
     queue: Arc<SessionQueue>,
     addr: Addr<EventSession>,
     extensions: Extensions,
+    /// The client said its app is in the background (`AppState`): it is connected, but
+    /// its user is not looking, so push notifications go out as if it were not.
+    background: bool,
 }
 
 /// Event-stream extensions a session asked for when it connected
@@ -105,6 +108,7 @@ impl Directory {
             queue,
             addr,
             extensions,
+            background: false,
         });
         self.sessions.fetch_add(1, Ordering::Relaxed);
     }
@@ -283,8 +287,8 @@ impl Directory {
             .contains(&user)
     }
 
-    /// Which of these users have a push device and no session open: a post's push
-    /// recipients (before their settings, which the dispatcher applies).
+    /// Which of these users have a push device and no session open in the foreground: a
+    /// post's push recipients (before their settings, which the dispatcher applies).
     pub fn offline_pushable(&self, users: &[UserId]) -> Vec<UserId> {
         let with_device: Vec<UserId> = {
             let set = self.pushable.read().unwrap_or_else(|e| e.into_inner());
@@ -293,7 +297,26 @@ impl Directory {
             }
             users.iter().copied().filter(|u| set.contains(u)).collect()
         };
-        self.without_sessions(&with_device)
+        with_device
+            .into_iter()
+            .filter(|&u| {
+                let shard = self.shard(u).read().unwrap_or_else(|e| e.into_inner());
+                shard
+                    .get(&u)
+                    .is_none_or(|sessions| sessions.iter().all(|s| s.background))
+            })
+            .collect()
+    }
+
+    /// Records that session `id` of `user` is in the background (or back in front).
+    pub fn set_background(&self, user: UserId, id: u64, background: bool) {
+        let mut shard = self.shard(user).write().unwrap_or_else(|e| e.into_inner());
+        if let Some(s) = shard
+            .get_mut(&user)
+            .and_then(|sessions| sessions.iter_mut().find(|s| s.id == id))
+        {
+            s.background = background;
+        }
     }
 
     pub fn is_connected(&self, user: UserId) -> bool {

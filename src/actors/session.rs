@@ -440,13 +440,29 @@ impl StreamHandler<Result<WsMessage, ProtocolError>> for EventSession {
 }
 
 impl EventSession {
-    /// The event stream is server-to-client; the only command a client may send is
-    /// `{"type": "Ping"}` (answered with `Pong`). Anything else gets an `Error` event and the
-    /// connection stays open.
+    /// The event stream is server-to-client; a client may send `{"type": "Ping"}`
+    /// (answered with `Pong`) and, as a Confab extension, `{"type": "AppState", "state":
+    /// "background"|"foreground"}` (its app went to the background or came back: push
+    /// notifications then go out as if it were not connected, or stop; answered with
+    /// `AppState`). Anything else gets an `Error` event and the connection stays open.
     fn client_command(&mut self, text: &str, ctx: &mut Context<Self>) {
         match serde_json::from_str::<serde_json::Value>(text) {
             Ok(v) if v.get("type").and_then(|t| t.as_str()) == Some("Ping") => {
                 self.send_event(ctx, "Pong", serde_json::json!({}));
+            }
+            Ok(v) if v.get("type").and_then(|t| t.as_str()) == Some("AppState") => {
+                match v.get("state").and_then(|s| s.as_str()) {
+                    Some(state @ ("background" | "foreground")) => {
+                        self.directory
+                            .set_background(self.user_id, self.id, state == "background");
+                        self.send_event(ctx, "AppState", serde_json::json!({ "state": state }));
+                    }
+                    _ => self.send_event(
+                        ctx,
+                        "Error",
+                        serde_json::json!({ "errorText": "AppState needs \"state\": \"background\" or \"foreground\"", "httpStatusCode": 400 }),
+                    ),
+                }
             }
             Ok(_) => self.send_event(
                 ctx,
