@@ -973,3 +973,71 @@ fn the_readme_quick_start_works_as_written() {
     }
     assert!(!alice_password.is_empty());
 }
+
+/// `confab push register|list|unregister|test`.
+#[test]
+fn push_devices_from_the_command_line() {
+    use base64::Engine;
+    let tmp = tempfile::tempdir().unwrap();
+    let server = TestServer::start();
+    let cli = Cli::new(&server, tmp.path());
+    let pw = server.admin_password();
+    let id = cli.ok(
+        "admin",
+        &pw,
+        &[
+            "push",
+            "register",
+            "--platform",
+            "fcm",
+            "--token",
+            "cli-token-1",
+        ],
+    );
+    let id: u64 = id.parse().expect("a device id");
+    let err = cli.fails("admin", &pw, &["push", "register", "--platform", "fcm"]);
+    assert!(err.contains("needs a token"), "{err}");
+    // A browser's subscription, from a file.
+    let (keypair, auth) = ece::generate_keypair_and_auth_secret().unwrap();
+    let b64 = |b: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
+    let sub = tmp.path().join("subscription.json");
+    std::fs::write(
+        &sub,
+        serde_json::json!({
+            "endpoint": "https://push.example.invalid/send/abc",
+            "expirationTime": null,
+            "keys": { "p256dh": b64(&keypair.pub_as_raw().unwrap()), "auth": b64(&auth) },
+        })
+        .to_string(),
+    )
+    .unwrap();
+    let web: u64 = cli
+        .ok(
+            "admin",
+            &pw,
+            &[
+                "push",
+                "register",
+                "--platform",
+                "webpush",
+                "--subscription",
+                sub.to_str().unwrap(),
+            ],
+        )
+        .parse()
+        .unwrap();
+    let list = cli.ok("admin", &pw, &["push", "list"]);
+    assert!(list.contains(&format!("{id}\tfcm")), "{list}");
+    assert!(
+        list.contains(&format!("{web}\twebpush\tpush.example.invalid")),
+        "{list}"
+    );
+    cli.ok("admin", &pw, &["push", "unregister", &id.to_string()]);
+    let list = cli.ok("admin", &pw, &["push", "list"]);
+    assert!(
+        !list.contains(&id.to_string()) && list.contains(&web.to_string()),
+        "{list}"
+    );
+    let said = cli.ok("admin", &pw, &["push", "test"]);
+    assert!(said.contains("1 device"), "{said}");
+}

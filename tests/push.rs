@@ -538,3 +538,67 @@ async fn a_provider_down_for_a_minute_gets_everything_once_when_it_is_back() {
     assert_eq!(push_health(&mut admin).await["queued"], 0);
     assert!(server.stop().success());
 }
+
+#[actix_rt::test]
+async fn relay_mode_forwards_fcm_and_apns_and_removes_what_it_says_is_gone() {
+    let p = providers();
+    let relay = fake_relay(&p.keys);
+    p.fcm.set("*", Answer::Down); // nothing may go to FCM directly in relay mode
+    relay.set("gone-android", Answer::Gone);
+    let tmp = tempfile::tempdir().unwrap();
+    let relay_url = format!("{}/relay", relay.url());
+    let server = server_for(
+        &p,
+        &tmp.path().join("storage"),
+        &["--push-relay-url", &relay_url],
+    );
+    let mut admin = server.admin().await;
+    let (alice, mut alice_c) = server.user(&mut admin, "alice").await;
+    let (bob, mut bob_c) = server.user(&mut admin, "bob").await;
+    let room = admin.create_room("Relayed", &[alice, bob]).await.unwrap();
+    register(
+        &mut bob_c,
+        json!({"platform": "fcm", "token": "bob-android"}),
+    )
+    .await;
+    register(
+        &mut bob_c,
+        json!({"platform": "apns", "token": "bob-iphone", "appId": "com.example.confab", "sandbox": true}),
+    )
+    .await;
+    register(
+        &mut bob_c,
+        json!({"platform": "fcm", "token": "gone-android"}),
+    )
+    .await;
+    alice_c.send_text(room, "through the relay").await.unwrap();
+    assert!(
+        eventually(15, || relay.received().len() == 2).await,
+        "{:?}",
+        relay.received()
+    );
+    let android = &relay.received_for("bob-android")[0];
+    assert_eq!(android.body["platform"], "fcm");
+    assert_eq!(android.body["notification"]["title"], "Relayed");
+    assert_eq!(android.body["collapseKey"], format!("room-{room}"));
+    assert!(!android.body.to_string().contains("through the relay"));
+    let iphone = &relay.received_for("bob-iphone")[0];
+    assert_eq!(iphone.body["platform"], "apns");
+    assert_eq!(iphone.body["appId"], "com.example.confab");
+    assert_eq!(iphone.body["sandbox"], true);
+    assert!(p.fcm.received().is_empty() && p.fcm.refused().is_empty());
+    assert!(p.apns.received().is_empty());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut devices = bob_c.push_devices().await.unwrap();
+    while devices.len() != 2 && Instant::now() < deadline {
+        actix_rt::time::sleep(Duration::from_millis(200)).await;
+        devices = bob_c.push_devices().await.unwrap();
+    }
+    assert_eq!(
+        devices.len(),
+        2,
+        "the device the relay called gone is removed"
+    );
+    let mut server = server;
+    assert!(server.stop().success());
+}

@@ -537,3 +537,34 @@ pub fn fake_webpush(keys: &PushKeys, subscribers: Vec<Subscriber>) -> Fake {
 pub fn subscription_of(fake: &Fake, id: &str) -> Value {
     fake.state.lock().unwrap().subscriptions[id].clone()
 }
+
+/// A fake push relay (`--push-relay-url {url}/relay`): records each notification it is
+/// given, by its `token`; 410 for tokens told `Gone`.
+pub fn fake_relay(keys: &PushKeys) -> Fake {
+    let state: Shared = Arc::default();
+    serve(keys, state, |cfg| {
+        cfg.route(
+            "/relay",
+            web::post().to(
+                |req: HttpRequest, state: web::Data<Shared>, body: web::Json<Value>| async move {
+                    let body = body.into_inner();
+                    let token = body["token"].as_str().unwrap_or("").to_string();
+                    let answer = answer_for(&state, &token);
+                    if let Some(r) = refusal(&state, &answer, &token) {
+                        return r;
+                    }
+                    if answer == Answer::Gone {
+                        return HttpResponse::Gone().finish();
+                    }
+                    state.lock().unwrap().received.push(Received {
+                        device: token,
+                        body,
+                        headers: headers_of(&req),
+                        http2: req.version() == actix_web::http::Version::HTTP_2,
+                    });
+                    HttpResponse::Ok().json(json!({"ok": true}))
+                },
+            ),
+        );
+    })
+}
