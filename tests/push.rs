@@ -398,12 +398,11 @@ async fn a_provider_down_then_a_crash_loses_and_duplicates_nothing() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("storage");
     let Team {
-        server,
+        mut server,
         mut admin,
         alice: (alice, mut alice_c),
         bob: (bob, mut bob_c),
     } = team(&p, &dir).await;
-    let mut server = server;
     register(
         &mut bob_c,
         json!({"platform": "fcm", "token": "bob-android"}),
@@ -547,7 +546,7 @@ async fn relay_mode_forwards_fcm_and_apns_and_removes_what_it_says_is_gone() {
     relay.set("gone-android", Answer::Gone);
     let tmp = tempfile::tempdir().unwrap();
     let relay_url = format!("{}/relay", relay.url());
-    let server = server_for(
+    let mut server = server_for(
         &p,
         &tmp.path().join("storage"),
         &["--push-relay-url", &relay_url],
@@ -599,6 +598,5 @@ async fn relay_mode_forwards_fcm_and_apns_and_removes_what_it_says_is_gone() {
         2,
         "the device the relay called gone is removed"
     );
-    let mut server = server;
     assert!(server.stop().success());
 }

@@ -49,8 +49,3 @@ pub fn build(ca_file: Option<&Path>) -> Result<awc::Client, String> {
         .timeout(Duration::from_secs(30))
         .finish())
 }
-
-/// Checks `--push-ca-file` at start, so a wrong file stops the server with one line.
-pub fn check_ca_file(ca_file: Option<&Path>) -> Result<(), String> {
-    build(ca_file).map(|_| ())
-}

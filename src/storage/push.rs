@@ -289,8 +289,8 @@ impl Reader {
     /// Jobs and deliveries waiting (counted at start; the dispatcher keeps the count).
     pub fn push_queue_len(&self) -> Result<(u64, u64)> {
         Ok((
-            self.all(Table::PushJob)?.len() as u64,
-            self.all(Table::PushDelivery)?.len() as u64,
+            self.count_latest(Table::PushJob)?,
+            self.count_latest(Table::PushDelivery)?,
         ))
     }
 }
