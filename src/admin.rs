@@ -55,7 +55,14 @@ pub enum AdminAction {
     Backup(Backup),
     Restore(Restore),
     Export(Export),
+    Reindex(Reindex),
 }
+
+/// rebuild the search index of a stopped server's folder from its history (a running
+/// server rebuilds a missing or damaged index by itself, in the background)
+#[derive(FromArgs, Debug, Clone, PartialEq)]
+#[argh(subcommand, name = "reindex")]
+pub struct Reindex {}
 
 /// write a backup archive of a stopped server's folder (records, attachments, the
 /// self-signed certificate); a running server's is made with `confab backup`
@@ -309,6 +316,7 @@ pub fn run(
         AdminAction::Restore(_) => Err(AdminError::Usage(
             "restore runs before a folder is opened".into(),
         )),
+        AdminAction::Reindex(_) => reindex(dir, cache_bytes, key),
         AdminAction::ResetPassword(r) => {
             with_store(dir, cache_bytes, key, |store| reset_password(store, r))
         }
@@ -380,6 +388,67 @@ fn check(
         dir.display(),
         report.summary
     )))
+}
+
+/// `admin reindex`: a new index built beside the old one, then put in its place.
+fn reindex(
+    dir: &Path,
+    cache_bytes: u64,
+    key: Option<Arc<storage::KeyMaterial>>,
+) -> Result<String, AdminError> {
+    let store = Arc::new(Store::open_with(
+        dir,
+        &storage::StoreOptions {
+            cache_bytes,
+            key,
+            ..storage::StoreOptions::default()
+        },
+    )?);
+    if store.is_encrypted() {
+        return Ok(format!(
+            "{} is encrypted at rest: its search index is kept in memory only and built at every start; there is nothing on disk to rebuild",
+            dir.display()
+        ));
+    }
+    let fail = |e: crate::search::SearchError| AdminError::Usage(format!("reindex failed: {e}"));
+    let io = |what: &str, e: std::io::Error| AdminError::Usage(format!("reindex: {what}: {e}"));
+    let started = std::time::Instant::now();
+    let building = dir.join("search.rebuilding");
+    if building.exists() {
+        std::fs::remove_dir_all(&building).map_err(|e| io("cannot clear search.rebuilding", e))?;
+    }
+    let (index, _) =
+        crate::search::SearchIndex::open(crate::search::Location::Dir(building.clone()))
+            .map_err(fail)?;
+    let count = crate::search::indexer::rebuild_now(store.clone(), index.clone()).map_err(fail)?;
+    drop(index);
+    let live = dir.join(crate::search::DIR);
+    if live.exists() {
+        std::fs::remove_dir_all(&live).map_err(|e| io("cannot remove the old index", e))?;
+    }
+    std::fs::rename(&building, &live).map_err(|e| io("cannot move the new index in", e))?;
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| io("cannot sync the folder", e))?;
+    let bytes = folder_bytes(&live);
+    Ok(format!(
+        "search index of {} rebuilt: {count} messages, {bytes} bytes, {:.1} s",
+        dir.display(),
+        started.elapsed().as_secs_f64()
+    ))
+}
+
+/// Bytes of the files in a folder (not recursive: an index is flat).
+pub fn folder_bytes(dir: &Path) -> u64 {
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .filter_map(|e| e.ok()?.metadata().ok())
+                .filter(|m| m.is_file())
+                .map(|m| m.len())
+                .sum()
+        })
+        .unwrap_or(0)
 }
 
 /// Opens the store, runs `action`, and flushes what it wrote.

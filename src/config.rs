@@ -104,6 +104,10 @@ pub struct ServerArgs {
     /// request (default 300)
     #[argh(option, default = "300")]
     pub room_idle_secs: u64,
+    /// a connected user with no activity for this many seconds is shown as away
+    /// (default 600)
+    #[argh(option, default = "600")]
+    pub presence_away_secs: u64,
     /// every user must turn on two-factor authentication (TOTP): until they do, their
     /// sessions can only do that (and change their password, log out)
     #[argh(switch)]
@@ -272,6 +276,7 @@ pub struct ServerConfig {
     pub voice_threads: usize,
     pub room_threads: usize,
     pub room_idle: std::time::Duration,
+    pub presence_away_after: std::time::Duration,
     pub change_log_keep: u64,
     pub trusted_proxies: Vec<ipnet::IpNet>,
     pub allowed_origins: Vec<String>,
@@ -475,6 +480,7 @@ impl ServerArgs {
             room_threads: self.room_threads.unwrap_or(workers).clamp(1, 64),
             change_log_keep: self.change_log_keep.max(1),
             room_idle: std::time::Duration::from_secs(self.room_idle_secs.max(1)),
+            presence_away_after: std::time::Duration::from_secs(self.presence_away_secs.max(1)),
             limits: Limits {
                 max_file_bytes: self.max_file_mb.max(1) * 1024 * 1024,
                 user_quota_bytes: self.quota_mb * 1024 * 1024,

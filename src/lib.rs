@@ -11,6 +11,7 @@
 pub mod actors;
 pub mod admin;
 pub mod api;
+pub mod calendar;
 pub mod client;
 pub mod config;
 pub mod config_file;
@@ -20,6 +21,7 @@ pub mod metrics;
 pub mod model;
 pub mod probe;
 pub mod push;
+pub mod search;
 pub mod server;
 pub mod storage;
 pub mod tls;

@@ -193,6 +193,22 @@ pub struct User {
     pub status: UserStatus,
     pub created_utc: u64,
     pub last_modified_utc: u64,
+    /// Extension: `online`, `away` or `offline` (absent where the server did not say).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub presence: Option<Presence>,
+    /// Extension: the user's own status line (absent when empty).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub status_text: String,
+}
+
+/// Whether a user is around (extension): `online` with a live event session, `away` when
+/// all their clients report idle or nothing happened for a while, else `offline`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Presence {
+    Online,
+    Away,
+    Offline,
 }
 
 /// Declares the permission flags once: the `RoomPermissions` struct of

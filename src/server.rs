@@ -268,6 +268,45 @@ pub async fn run(config: ServerConfig) -> Result<(), StartError> {
             push_dir.clone(),
         )
     });
+    // Search: the index opened (or made empty, to be rebuilt) before the listener, the
+    // indexer on its own arbiter. An index that cannot be opened at all leaves search off,
+    // not the server down.
+    let search = match crate::search::SearchIndex::open(crate::search::Location::for_folder(
+        &config.storage_dir,
+        store.is_encrypted(),
+    )) {
+        Ok((index, needs_rebuild)) => {
+            let search_arbiter = actix_rt::Arbiter::new().handle();
+            let (indexer_store, indexer_index) = (store.clone(), index.clone());
+            let mut first = Some(needs_rebuild);
+            Supervisor::start_in_arbiter(&search_arbiter, move |_| {
+                crate::search::indexer::SearchIndexer::new(
+                    indexer_store.clone(),
+                    indexer_index.clone(),
+                    first.take().unwrap_or(false),
+                )
+            });
+            Some(index)
+        }
+        Err(e) => {
+            tracing::error!("search is off: {e}");
+            None
+        }
+    };
+    // Presence: the board sessions report to, and its actor on its own arbiter.
+    let presence = Arc::new(crate::actors::presence::PresenceBoard::new(
+        config.presence_away_after,
+    ));
+    let presence_arbiter = actix_rt::Arbiter::new().handle();
+    let (presence_store, presence_directory, presence_board) =
+        (store.clone(), directory.clone(), presence.clone());
+    Supervisor::start_in_arbiter(&presence_arbiter, move |_| {
+        crate::actors::presence::PresenceActor::new(
+            presence_store.clone(),
+            presence_directory.clone(),
+            presence_board.clone(),
+        )
+    });
     let certificate_expiry = Arc::new(std::sync::atomic::AtomicI64::new(
         not_after.as_ref().map_or(i64::MIN, |(at, _)| *at),
     ));
@@ -286,6 +325,8 @@ pub async fn run(config: ServerConfig) -> Result<(), StartError> {
         .trusting(config.trusted_proxies.clone())
         .with_certificate_expiry(certificate_expiry.clone())
         .with_vapid_key(vapid_public_key)
+        .with_search(search)
+        .with_presence(presence)
         .allowing_origins(config.allowed_origins.clone()),
     );
     let limits = config.limits.clone();

@@ -658,7 +658,11 @@ async fn probes_need_no_login_and_readyz_follows_the_storage() {
 
     let mut admin = server.admin().await;
     let health = admin.server_health().await.unwrap();
-    assert_eq!(health["schemaVersion"], 3, "{health}");
+    assert_eq!(
+        health["schemaVersion"],
+        confab::storage::SCHEMA_VERSION,
+        "{health}"
+    );
     assert!(
         health["freeDiskBytes"].as_u64().unwrap_or(0) > 0,
         "{health}"

@@ -4,9 +4,11 @@
 //! - [`room::RoomActor`]: one per active room; orders, persists and announces its writes.
 //! - [`session::EventSession`]: one per `/api/v1/events` WebSocket, with its bounded queue.
 //! - [`directory::Directory`]: who is connected; every deliverer pushes through it.
+//! - [`presence`]: who is online or away, told to co-members; typing notices.
 //! - [`voice`]: the voice hub, a channel per active room, the key-rotation timer.
 
 pub mod directory;
+pub mod presence;
 pub mod registry;
 pub mod room;
 pub mod session;

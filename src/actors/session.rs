@@ -288,6 +288,7 @@ pub struct EventSession {
     queue: Arc<SessionQueue>,
     directory: Arc<Directory>,
     voice: Arc<crate::voice::Router>,
+    presence: Arc<super::presence::PresenceBoard>,
     last_heard: Instant,
     /// The close reason to send when the actor stops (`None`: the client went first).
     closing: Option<CloseReason>,
@@ -320,6 +321,7 @@ impl EventSession {
         queue_limit: usize,
         max_frame: usize,
         voice: Arc<crate::voice::Router>,
+        presence: Arc<super::presence::PresenceBoard>,
         extensions: super::directory::Extensions,
     ) -> EventBody {
         let queue = Arc::new(SessionQueue::new(queue_limit, socket));
@@ -330,6 +332,7 @@ impl EventSession {
             queue: queue.clone(),
             directory,
             voice,
+            presence,
             last_heard: Instant::now(),
             closing: Some(CloseCode::Normal.into()),
             extensions,
@@ -373,6 +376,7 @@ impl Actor for EventSession {
             ctx.address(),
             self.extensions,
         );
+        self.presence.session_opened(self.user_id, self.id);
         ctx.run_interval(STALL_CHECK, |act, ctx| {
             if act.queue.stalled() {
                 act.queue.reset();
@@ -395,6 +399,7 @@ impl Actor for EventSession {
 
     fn stopping(&mut self, _: &mut Context<Self>) -> Running {
         self.directory.unregister(self.user_id, self.id);
+        self.presence.session_closed(self.user_id, self.id);
         if let Some(reason) = self.closing.take() {
             self.queue.close(reason);
             // A client that does not take the close frame either is reset.
@@ -440,41 +445,87 @@ impl StreamHandler<Result<WsMessage, ProtocolError>> for EventSession {
 }
 
 impl EventSession {
-    /// The event stream is server-to-client; a client may send `{"type": "Ping"}`
-    /// (answered with `Pong`) and, as a Confab extension, `{"type": "AppState", "state":
-    /// "background"|"foreground"}` (its app went to the background or came back: push
-    /// notifications then go out as if it were not connected, or stop; answered with
-    /// `AppState`). Anything else gets an `Error` event and the connection stays open.
+    /// The event stream is server-to-client; a client may send (see `docs/api.md`):
+    /// - `{"type": "Ping"}`, answered with `Pong`;
+    /// - `{"type": "AppState", "state": "background"|"foreground"}`: its app went to the
+    ///   background or came back (push notifications then go out as if it were not
+    ///   connected, or stop); answered with `AppState`;
+    /// - `{"type": "Presence", "state": "idle"|"active"}`: its user stepped away or came
+    ///   back (a user all of whose clients are idle is `away`); answered with `Presence`;
+    /// - `{"type": "Typing", "roomId": N}`: the room's other connected members get
+    ///   `UserTyping` (at most once per 3 s per user and room; more are dropped quietly).
+    ///
+    /// Anything else gets an `Error` event and the connection stays open.
     fn client_command(&mut self, text: &str, ctx: &mut Context<Self>) {
-        match serde_json::from_str::<serde_json::Value>(text) {
-            Ok(v) if v.get("type").and_then(|t| t.as_str()) == Some("Ping") => {
-                self.send_event(ctx, "Pong", serde_json::json!({}));
+        let v = match serde_json::from_str::<serde_json::Value>(text) {
+            Ok(v) => v,
+            Err(e) => {
+                return self.send_error(ctx, format!("Malformed JSON on the event stream: {e}"))
             }
-            Ok(v) if v.get("type").and_then(|t| t.as_str()) == Some("AppState") => {
-                match v.get("state").and_then(|s| s.as_str()) {
-                    Some(state @ ("background" | "foreground")) => {
-                        self.directory
-                            .set_background(self.user_id, self.id, state == "background");
-                        self.send_event(ctx, "AppState", serde_json::json!({ "state": state }));
-                    }
-                    _ => self.send_event(
-                        ctx,
-                        "Error",
-                        serde_json::json!({ "errorText": "AppState needs \"state\": \"background\" or \"foreground\"", "httpStatusCode": 400 }),
-                    ),
-                }
-            }
-            Ok(_) => self.send_event(
-                ctx,
-                "Error",
-                serde_json::json!({ "errorText": "Unknown command on the event stream", "httpStatusCode": 400 }),
-            ),
-            Err(e) => self.send_event(
-                ctx,
-                "Error",
-                serde_json::json!({ "errorText": format!("Malformed JSON on the event stream: {e}"), "httpStatusCode": 400 }),
-            ),
+        };
+        let kind = v.get("type").and_then(|t| t.as_str()).unwrap_or("");
+        if kind != "Ping" {
+            self.presence.activity(self.user_id);
         }
+        match kind {
+            "Ping" => self.send_event(ctx, "Pong", serde_json::json!({})),
+            "AppState" => match v.get("state").and_then(|s| s.as_str()) {
+                Some(state @ ("background" | "foreground")) => {
+                    self.directory
+                        .set_background(self.user_id, self.id, state == "background");
+                    self.send_event(ctx, "AppState", serde_json::json!({ "state": state }));
+                }
+                _ => self.send_error(
+                    ctx,
+                    "AppState needs \"state\": \"background\" or \"foreground\"".into(),
+                ),
+            },
+            "Presence" => match v.get("state").and_then(|s| s.as_str()) {
+                Some(state @ ("idle" | "active")) => {
+                    self.presence
+                        .set_idle(self.user_id, self.id, state == "idle");
+                    self.send_event(ctx, "Presence", serde_json::json!({ "state": state }));
+                }
+                _ => self.send_error(
+                    ctx,
+                    "Presence needs \"state\": \"idle\" or \"active\"".into(),
+                ),
+            },
+            "Typing" => match v.get("roomId").and_then(|r| r.as_u64()) {
+                Some(room) => self.typing(room, ctx),
+                None => self.send_error(ctx, "Typing needs \"roomId\": a room id".into()),
+            },
+            _ => self.send_error(ctx, "Unknown command on the event stream".into()),
+        }
+    }
+
+    fn send_error(&mut self, ctx: &mut Context<Self>, text: String) {
+        self.send_event(
+            ctx,
+            "Error",
+            serde_json::json!({ "errorText": text, "httpStatusCode": 400 }),
+        );
+    }
+
+    /// Relays a typing notice through the presence actor (which checks membership).
+    fn typing(&mut self, room: crate::model::RoomId, ctx: &mut Context<Self>) {
+        if !self.presence.typing_allowed(self.user_id, room) {
+            return;
+        }
+        let Some(actor) = self.presence.actor().cloned() else {
+            return;
+        };
+        let request = actor.send(super::presence::Typing {
+            user: self.user_id,
+            room,
+        });
+        ctx.spawn(actix::fut::wrap_future(request).map(
+            |answer, act: &mut EventSession, ctx: &mut Context<Self>| {
+                if let Ok(Err(text)) = answer {
+                    act.send_error(ctx, text);
+                }
+            },
+        ));
     }
 }
 

@@ -219,7 +219,7 @@ pub async fn update_profile(
             .ok_or_else(|| user_not_found(id))?;
     }
     state.store.durable().await?;
-    Ok(ok_json(json!({ "user": user.to_api() })))
+    Ok(ok_json(json!({ "user": state.user_view(&user) })))
 }
 
 /// `DELETE /api/v1/users/{userId}` (administrators): the account is removed for good. Its
@@ -270,7 +270,7 @@ pub async fn remove_user(
     }
     tracing::info!(target: "confab::audit", by = admin.0.id(), user_id = id, user = %user.user_name, rooms_left = left, "user removed");
     Ok(ok_json(json!({
-        "user": user.to_api(),
+        "user": state.user_view(&user),
         "endedSessions": ended,
         "closedEventStreams": closed,
         "roomsLeft": left,

@@ -117,7 +117,12 @@ impl FromRequest for Authed {
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
         let result = match req.app_data::<web::Data<AppState>>() {
-            Some(state) => authenticate(state, req),
+            Some(state) => authenticate(state, req).inspect(|a| {
+                // A write is the user at work: it keeps them from turning `away`.
+                if req.method() != actix_web::http::Method::GET {
+                    state.presence.activity(a.id());
+                }
+            }),
             None => Err(ApiError::Internal("application state missing".into())),
         };
         Box::pin(async move { result })

@@ -38,6 +38,7 @@ pub async fn events(
         state.limits.session_queue,
         state.limits.max_ws_frame,
         state.voice.router.clone(),
+        state.presence.clone(),
         Extensions::parse(query.extensions.as_deref().unwrap_or("")),
     );
     Ok(response

@@ -13,12 +13,14 @@ pub mod body_rate;
 pub mod error;
 pub mod events;
 pub mod health;
+pub mod issues;
 pub mod messages;
 pub mod mfa;
 pub mod origin;
 pub mod permissions;
 pub mod push;
 pub mod rooms;
+pub mod search;
 pub mod session;
 pub mod sync;
 pub mod throttle;
@@ -62,6 +64,10 @@ pub struct AppState {
     pub voice: VoiceHandle,
     /// The server's VAPID public key (base64url), for browsers subscribing to Web Push.
     pub vapid_public_key: String,
+    /// The full-text index (`None`: it could not be opened; search answers 503).
+    pub search: Option<Arc<crate::search::SearchIndex>>,
+    /// Who is online, away or offline, and who may send a typing notice now.
+    pub presence: Arc<crate::actors::presence::PresenceBoard>,
 }
 
 /// What the API needs of voice: the hub (channels) and the relay (its counters).
@@ -91,6 +97,8 @@ impl AppState {
             allowed_origins: Vec::new(),
             certificate_not_after: Arc::new(std::sync::atomic::AtomicI64::new(i64::MIN)),
             vapid_public_key: String::new(),
+            search: None,
+            presence: Arc::default(),
             store,
             registry,
             limits,
@@ -113,6 +121,18 @@ impl AppState {
         self
     }
 
+    /// The search index.
+    pub fn with_search(mut self, index: Option<Arc<crate::search::SearchIndex>>) -> Self {
+        self.search = index;
+        self
+    }
+
+    /// The presence board the event sessions report to.
+    pub fn with_presence(mut self, board: Arc<crate::actors::presence::PresenceBoard>) -> Self {
+        self.presence = board;
+        self
+    }
+
     /// The TLS certificate's expiry, for `server-health`.
     pub fn with_certificate_expiry(mut self, not_after: Arc<std::sync::atomic::AtomicI64>) -> Self {
         self.certificate_not_after = not_after;
@@ -123,6 +143,13 @@ impl AppState {
     pub fn allowing_origins(mut self, origins: Vec<String>) -> Self {
         self.allowed_origins = origins;
         self
+    }
+
+    /// A user as the API shows it: the record plus what others see of their presence.
+    pub fn user_view(&self, user: &crate::storage::UserRecord) -> crate::model::User {
+        let mut view = user.to_api();
+        view.presence = Some(self.presence.presence_of(user.user_id));
+        view
     }
 
     /// The client's address (see [`throttle::client_ip`]).
@@ -212,6 +239,15 @@ pub fn configure(cfg: &mut web::ServiceConfig, limits: &Limits, web_root: Option
                 web::post().to(messages::react),
             )
             .route("/sync", web::get().to(sync::sync))
+            .route("/search", web::get().to(search::search))
+            .route("/issues", web::get().to(issues::list))
+            .route("/meetings", web::get().to(issues::meetings))
+            .route("/meetings.ics", web::get().to(issues::calendar))
+            .route(
+                "/meetings/{messageId}.ics",
+                web::get().to(issues::one_calendar),
+            )
+            .route("/presence", web::put().to(users::set_status))
             .route("/rooms", web::get().to(rooms::list))
             .route("/rooms", web::post().to(rooms::create))
             .route("/login", web::post().to(session::login))

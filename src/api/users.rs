@@ -28,7 +28,12 @@ pub async fn list(
     query: web::Query<UsersQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let Some(limit) = query.limit else {
-        let users: Vec<_> = state.store.users()?.iter().map(|u| u.to_api()).collect();
+        let users: Vec<_> = state
+            .store
+            .users()?
+            .iter()
+            .map(|u| state.user_view(u))
+            .collect();
         return Ok(ok_json(json!({ "users": users })));
     };
     if limit <= 0 || limit as usize > MAX_USERS_PAGE {
@@ -43,7 +48,7 @@ pub async fn list(
     let users: Vec<_> = page
         .iter()
         .take(limit as usize)
-        .map(|u| u.to_api())
+        .map(|u| state.user_view(u))
         .collect();
     let next = if more {
         page.get(limit as usize - 1).map(|u| u.user_id)
@@ -135,7 +140,7 @@ pub async fn create(
             .await?;
     }
     tracing::info!(target: "confab::audit", by = admin.0.id(), user_id = user.user_id, user = %user.user_name, is_admin = user.is_admin, "user created");
-    let mut body = json!({ "userId": user.user_id, "user": user.to_api() });
+    let mut body = json!({ "userId": user.user_id, "user": state.user_view(&user) });
     if generated {
         body["password"] = json!(password);
     }
@@ -179,7 +184,7 @@ pub async fn suspend(
     let closed = cut_off(&state, id, "account suspended");
     tracing::info!(target: "confab::audit", by = admin.0.id(), user_id = id, "user suspended");
     Ok(ok_json(
-        json!({ "user": user.to_api(), "closedEventStreams": closed }),
+        json!({ "user": state.user_view(&user), "closedEventStreams": closed }),
     ))
 }
 
@@ -204,7 +209,7 @@ pub async fn reactivate(
         .ok_or_else(|| user_not_found(id))?;
     state.store.durable().await?;
     tracing::info!(target: "confab::audit", by = admin.0.id(), user_id = id, "user reactivated");
-    Ok(ok_json(json!({ "user": user.to_api() })))
+    Ok(ok_json(json!({ "user": state.user_view(&user) })))
 }
 
 #[derive(Deserialize)]
@@ -233,5 +238,46 @@ pub async fn set_admin(
         .ok_or_else(|| user_not_found(id))?;
     state.store.durable().await?;
     tracing::info!(target: "confab::audit", by = admin.0.id(), user_id = id, is_admin, "administrator right changed");
-    Ok(ok_json(json!({ "user": user.to_api() })))
+    Ok(ok_json(json!({ "user": state.user_view(&user) })))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct StatusBody {
+    status_text: String,
+}
+
+/// Longest status line, in characters.
+const MAX_STATUS_CHARS: usize = 140;
+
+/// `PUT /api/v1/presence` (extension): sets the caller's status line (`""` clears it);
+/// the people who share a room with them get `UserPresenceChanged` with it.
+pub async fn set_status(
+    state: State,
+    auth: Authed,
+    body: web::Json<StatusBody>,
+) -> Result<HttpResponse, ApiError> {
+    let text = body.into_inner().status_text.trim().to_string();
+    if text.chars().count() > MAX_STATUS_CHARS {
+        return Err(ApiError::BadRequest(format!(
+            "statusText is longer than {MAX_STATUS_CHARS} characters"
+        )));
+    }
+    if text.chars().any(char::is_control) {
+        return Err(ApiError::BadRequest(
+            "statusText must be one line without control characters".into(),
+        ));
+    }
+    let user = state
+        .store
+        .update_user(auth.id(), |u| {
+            u.status_text = text.clone();
+            Ok(())
+        })?
+        .ok_or_else(|| ApiError::NotFound(format!("No user {}", auth.id())))?;
+    state.store.durable().await?;
+    if let Some(actor) = state.presence.actor() {
+        actor.do_send(crate::actors::presence::StatusChanged(auth.id()));
+    }
+    Ok(ok_json(json!({ "user": state.user_view(&user) })))
 }

@@ -6,6 +6,8 @@ mod events;
 mod extensions;
 pub use events::{Closed, EventStream, Incoming};
 mod account;
+mod collab;
+pub use collab::SearchParams;
 pub mod display;
 pub mod local;
 mod multipart;

@@ -427,6 +427,31 @@ pub fn check_folder(
         }
     }
 
+    // The issue and meeting lists hold exactly the messages of their type.
+    for (table, kind) in [
+        (Table::RoomidIssueid, crate::model::MessageType::Issue),
+        (Table::RoomidMeetingid, crate::model::MessageType::Meeting),
+    ] {
+        let listed = c.pairs(table);
+        for &(room, id) in &listed {
+            if !messages
+                .get(&id)
+                .is_some_and(|m| m.room_id == room && m.message_type == kind)
+            {
+                c.problem(
+                    table,
+                    &super::pair(room, id),
+                    format!("message {id} of room {room} is not a {kind:?} there"),
+                );
+            }
+        }
+        for (id, m) in &messages {
+            if m.message_type == kind && !listed.contains(&(m.room_id, *id)) {
+                c.problem(table, &super::pair(m.room_id, *id), "missing from the list");
+            }
+        }
+    }
+
     // Messages, comments, indexes and tombstones.
     let top = c.pairs(Table::RoomidMessageid);
     let comments = c.pairs(Table::ParentidCommentid);

@@ -9,7 +9,7 @@ use super::{
     be, id_at, pair, Applied, Change, Direction, IdKind, IdempotencyKey, IdempotentResult,
     MessageRecord, Reader, Result, Scope, Store, Table, Tombstone, WriteUnit, EMPTY,
 };
-use crate::model::{MessageId, Reaction, ReadTimestamp, RoomId, TextMessage, UserId};
+use crate::model::{MessageId, MessageType, Reaction, ReadTimestamp, RoomId, TextMessage, UserId};
 
 impl Reader {
     pub fn message(&self, message_id: MessageId) -> Result<Option<MessageRecord>> {
@@ -85,6 +85,38 @@ impl Reader {
         direction: Direction,
     ) -> Result<Vec<MessageId>> {
         self.page(Table::ParentidCommentid, parent, cursor, limit, direction)
+    }
+
+    /// Up to `limit` stored messages and comments with ids above `after`, in id order: a
+    /// walk over all of history in pages (the search index's rebuild).
+    pub fn messages_after(&self, after: MessageId, limit: usize) -> Result<Vec<MessageRecord>> {
+        let from = be(after.saturating_add(1));
+        self.scan(
+            Table::MessageidMessage,
+            Bound::Included(&from[..]),
+            Bound::Unbounded,
+            false,
+            limit,
+        )?
+        .iter()
+        .map(|(_, v)| super::decode("message", v))
+        .collect()
+    }
+
+    /// Ids of the room's messages (and comments) of type Issue, oldest first.
+    pub fn room_issue_ids(&self, room_id: RoomId) -> Result<Vec<MessageId>> {
+        self.prefix(Table::RoomidIssueid, &be(room_id))?
+            .iter()
+            .map(|(k, _)| id_at(k, 8))
+            .collect()
+    }
+
+    /// Ids of the room's messages (and comments) of type Meeting, oldest first.
+    pub fn room_meeting_ids(&self, room_id: RoomId) -> Result<Vec<MessageId>> {
+        self.prefix(Table::RoomidMeetingid, &be(room_id))?
+            .iter()
+            .map(|(k, _)| id_at(k, 8))
+            .collect()
     }
 
     pub fn last_message(&self, room_id: RoomId) -> Result<Option<MessageRecord>> {
@@ -274,6 +306,7 @@ impl Store {
         let mut unit = WriteUnit::new(Scope::Room(room));
         unit.uses_id(IdKind::Message, id);
         unit.put_json(Table::MessageidMessage, be(id), record);
+        index_by_type(&mut unit, record, true);
         super::push::enqueue_jobs(&mut unit, post.push);
         if record.parent_message_id == 0 {
             unit.put(Table::RoomidMessageid, pair(room, id), EMPTY);
@@ -314,6 +347,7 @@ impl Store {
     pub fn edit_message(&self, record: &MessageRecord) -> Result<Applied> {
         let mut unit = WriteUnit::new(Scope::Room(record.room_id));
         unit.put_json(Table::MessageidMessage, be(record.message_id), record);
+        index_by_type(&mut unit, record, false);
         unit.log(Change::Message {
             room_id: record.room_id,
             message_id: record.message_id,
@@ -365,6 +399,8 @@ impl Store {
             };
             unit.put_new(Table::MessageidTombstone, be(id), super::encode(&tombstone));
             unit.remove(Table::MessageidMessage, be(id));
+            unit.remove(Table::RoomidIssueid, pair(m.room_id, id));
+            unit.remove(Table::RoomidMeetingid, pair(m.room_id, id));
             unit.log(Change::MessageDeleted {
                 room_id: m.room_id,
                 message_id: id,
@@ -438,6 +474,28 @@ impl Store {
             message_id: record.message_id,
         });
         Ok(Some(self.apply(unit)?))
+    }
+}
+
+/// The issue and meeting lists: a message is in the one its type names, and in no other
+/// (an edit may change the type). A `fresh` message is in neither yet: a plain post writes
+/// nothing here.
+pub(super) fn index_by_type(unit: &mut WriteUnit, record: &MessageRecord, fresh: bool) {
+    let key = pair(record.room_id, record.message_id);
+    let (issue, meeting) = match record.message_type {
+        MessageType::Issue => (true, false),
+        MessageType::Meeting => (false, true),
+        MessageType::Regular => (false, false),
+    };
+    for (table, member) in [
+        (Table::RoomidIssueid, issue),
+        (Table::RoomidMeetingid, meeting),
+    ] {
+        if member {
+            unit.put(table, key, EMPTY);
+        } else if !fresh {
+            unit.remove(table, key);
+        }
     }
 }
 

@@ -6,9 +6,10 @@ use std::path::Path;
 use super::tables::{Table, Trees};
 use super::unit::IdKind;
 use super::{
-    backup, be, decode, id_at, rooms, seal, users, Result, RoomRecord, SessionRecord, StorageError,
-    UserRecord, SCHEMA_VERSION,
+    backup, be, decode, id_at, rooms, seal, users, MessageRecord, Result, RoomRecord,
+    SessionRecord, StorageError, UserRecord, SCHEMA_VERSION,
 };
+use crate::model::MessageType;
 
 /// What a database holds about ids and the change log.
 pub(super) struct LoadedState {
@@ -121,6 +122,17 @@ pub(super) fn migrate(trees: &Trees, dir: &Path, sealer: Option<&seal::Sealer>) 
         )?) {
             trees[Table::AutoaddRoomid].insert(k, &[])?;
         }
+    }
+    // Version 4: the issue and meeting lists.
+    for kv in trees[Table::MessageidMessage].iter() {
+        let (k, v) = kv?;
+        let m = decode::<MessageRecord>("message", &open(Table::MessageidMessage, &k, &v)?)?;
+        let table = match m.message_type {
+            MessageType::Issue => Table::RoomidIssueid,
+            MessageType::Meeting => Table::RoomidMeetingid,
+            MessageType::Regular => continue,
+        };
+        trees[table].insert(super::pair(m.room_id, m.message_id), &[])?;
     }
     trees.db.flush()?;
     trees.sync_to_device()?;

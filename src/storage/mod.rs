@@ -88,7 +88,7 @@ use tables::Trees;
 /// 1: the first layout. 2: id high-water marks in `meta`, the administrator index, write
 /// units. 3: indexes of each user's sessions and of the rooms new users join (older
 /// folders are migrated at open).
-pub const SCHEMA_VERSION: u32 = 3;
+pub const SCHEMA_VERSION: u32 = 4;
 pub type Result<T> = std::result::Result<T, StorageError>;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -105,6 +105,9 @@ pub struct UserRecord {
     /// Two-factor authentication (TOTP), when the user enrolled.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub totp: Option<TotpRecord>,
+    /// The status line the user set (`PUT /api/v1/presence`).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub status_text: String,
 }
 
 /// A user's TOTP (RFC 6238: SHA-1, 6 digits, 30 s) enrolment.
@@ -133,6 +136,8 @@ impl UserRecord {
             status: self.status,
             created_utc: self.created_utc,
             last_modified_utc: self.last_modified_utc,
+            presence: None,
+            status_text: self.status_text.clone(),
         }
     }
 }
@@ -484,6 +489,12 @@ pub struct Reader {
 }
 
 impl Reader {
+    /// Whether the folder is encrypted at rest (`--encryption-key-file`): what derives
+    /// from the records (the search index) must not be written in clear either.
+    pub fn is_encrypted(&self) -> bool {
+        self.shared.sealer.is_some()
+    }
+
     pub(crate) fn get(&self, t: Table, key: impl AsRef<[u8]>) -> Result<Option<IVec>> {
         let shared = &self.shared;
         let key = shared.blind(t, key.as_ref());

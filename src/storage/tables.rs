@@ -111,6 +111,10 @@ tables! {
     PushJob => "pushtime_job",
     /// next attempt (ms) ‖ device ‖ tail → `DeliveryRecord` (notifications to send)
     PushDelivery => "pushtime_delivery",
+    /// room ‖ message → empty (messages of type Issue: the cross-room issue list)
+    RoomidIssueid => "roomid_issueid",
+    /// room ‖ message → empty (messages of type Meeting)
+    RoomidMeetingid => "roomid_meetingid",
 }
 
 /// One open database: its trees, and the files a durable commit syncs.

@@ -111,6 +111,7 @@ impl Store {
             last_modified_utc: now,
             password_hash,
             totp: None,
+            status_text: String::new(),
         };
         let name_key = user_name.to_lowercase();
         let mut unit = WriteUnit::new(Scope::User(user_id));

@@ -278,6 +278,20 @@ pub fn status_of<T: std::fmt::Debug>(r: Result<T, confab::client::ClientError>) 
         .expect("an API error")
 }
 
+/// Posts a message with any JSON body (`content`, `messageType`, …); its id.
+pub async fn post_json(c: &mut Client, room: u64, body: serde_json::Value) -> u64 {
+    let (status, v) = c
+        .request_raw(
+            awc::http::Method::POST,
+            &format!("/api/v1/rooms/{room}/messages"),
+            Some(serde_json::to_vec(&body).unwrap()),
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, 200, "{v}");
+    v["message"]["messageId"].as_u64().unwrap()
+}
+
 /// The next event of type `kind` within `within`, skipping others.
 pub async fn expect_event_within(
     events: &mut confab::client::EventStream,

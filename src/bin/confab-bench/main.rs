@@ -24,6 +24,7 @@ mod backup;
 mod files;
 mod hostile;
 mod push;
+mod search;
 mod voice;
 
 use backup::run_backup;
@@ -84,6 +85,16 @@ struct Args {
     /// while --posters post (posting latency alone and during the backup), and restore it
     #[argh(option, default = "0")]
     backup_messages: u64,
+    /// instead of messages: post this many messages over --search-rooms rooms, then time
+    /// searches of a member of --search-user-rooms of them, and an offline reindex
+    #[argh(option, default = "0")]
+    search_messages: u64,
+    /// with --search-messages: rooms (default 1000)
+    #[argh(option, default = "1000")]
+    search_rooms: usize,
+    /// with --search-messages: rooms the searching user belongs to (default 50)
+    #[argh(option, default = "50")]
+    search_user_rooms: usize,
     /// with --attachment-mb: this many clients log in over and over during the upload,
     /// while /status is timed every 10 ms
     #[argh(option, default = "0")]
@@ -429,7 +440,7 @@ fn main() {
     epoch();
     let fake_fcm = (args.push_users > 0).then(push::start_fake_fcm);
     let extra = fake_fcm.as_ref().map(|f| f.1.clone()).unwrap_or_default();
-    let server = start_server(&args, &extra);
+    let mut server = start_server(&args, &extra);
     let system = actix_rt::System::new();
     let report = if let Some((fake, _)) = &fake_fcm {
         system.block_on(push::run_push(
@@ -444,6 +455,14 @@ fn main() {
         system.block_on(run_hostile(args.hostile, args.hostile_rounds, &server))
     } else if args.images > 0 {
         system.block_on(run_images(args.images, args.image_mp, &server))
+    } else if args.search_messages > 0 {
+        system.block_on(search::run_search(
+            args.search_messages,
+            args.search_rooms,
+            args.search_user_rooms,
+            args.posters,
+            &mut server,
+        ))
     } else if args.backup_messages > 0 {
         system.block_on(run_backup(args.backup_messages, args.posters, &server))
     } else if args.history_messages > 0 {

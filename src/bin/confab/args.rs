@@ -91,6 +91,10 @@ pub enum Command {
     GrantAdmin(account::GrantAdminCmd),
     RevokeAdmin(account::RevokeAdminCmd),
     Totp(account::TotpCmd),
+    Search(crate::collab::SearchCmd),
+    Issues(crate::collab::IssuesCmd),
+    Meetings(crate::collab::MeetingsCmd),
+    SetStatus(crate::collab::SetStatusCmd),
 }
 
 /// list users

@@ -20,6 +20,7 @@ macro_rules! say {
 }
 
 mod account;
+mod collab;
 mod push;
 
 fn fail(e: impl std::fmt::Display) -> ! {
@@ -254,6 +255,10 @@ async fn run(cli: Cli) -> Result<(), ClientError> {
         Command::Passwd(cmd) => account::passwd(&mut c, &ctx, cmd).await?,
         Command::Totp(cmd) => account::totp(&mut c, &ctx, cmd).await?,
         Command::Push(cmd) => push::push(&mut c, &ctx, cmd).await?,
+        Command::Search(cmd) => collab::search(&mut c, &ctx, cmd).await?,
+        Command::Issues(cmd) => collab::issues(&mut c, &ctx, cmd).await?,
+        Command::Meetings(cmd) => collab::meetings(&mut c, &ctx, cmd).await?,
+        Command::SetStatus(cmd) => collab::set_status(&mut c, &ctx, cmd).await?,
         Command::DisplayName(cmd) => account::display_name(&mut c, &ctx, cmd).await?,
         Command::Sessions(cmd) => account::sessions(&mut c, &ctx, cmd).await?,
         Command::Logout(cmd) => account::logout(&mut c, &ctx, cmd).await?,
