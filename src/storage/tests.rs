@@ -315,3 +315,93 @@ async fn opening_a_schema_2_folder_builds_the_session_and_auto_add_indexes() {
     assert_eq!(store.session_user("other").expect("read"), Some(2));
     assert_eq!(store.latest().session_user("one").expect("read"), None);
 }
+
+/// Posts a message of `kind` (with its properties) in `room`.
+fn typed_message(store: &Store, room: RoomId, kind: MessageType) -> MessageRecord {
+    let mut record = message(store, room, 0);
+    record.message_type = kind;
+    match kind {
+        MessageType::Issue => {
+            record.issue_properties = Some(crate::model::IssueProperties {
+                issue_type: crate::model::IssueType::Bug,
+                status: crate::model::IssueStatus::ToDo,
+                assignees: vec![1],
+            })
+        }
+        MessageType::Meeting => {
+            record.meeting_properties = Some(crate::model::MeetingProperties {
+                time_utc: 5,
+                duration: 10,
+            })
+        }
+        MessageType::Regular => {}
+    }
+    store.edit_message(&record).expect("edit");
+    record
+}
+
+/// The issue and meeting lists follow posts, edits that change the type, and deletes; a
+/// schema-3 folder (which has no lists) gets them when opened.
+#[actix_rt::test]
+async fn issue_and_meeting_lists_follow_writes_and_are_built_for_a_schema_3_folder() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (issue, meeting, other_issue);
+    {
+        let (_lock, store) = open(dir.path());
+        issue = typed_message(&store, 1, MessageType::Issue);
+        meeting = typed_message(&store, 1, MessageType::Meeting);
+        other_issue = typed_message(&store, 2, MessageType::Issue);
+        let plain = message(&store, 1, 0);
+        let gone = typed_message(&store, 1, MessageType::Issue);
+        store.delete_messages(&gone, &[], None).expect("delete");
+        // An issue edited into a meeting moves from one list to the other.
+        let moved = typed_message(&store, 2, MessageType::Issue);
+        let mut as_meeting = moved.clone();
+        as_meeting.message_type = MessageType::Meeting;
+        as_meeting.meeting_properties = Some(crate::model::MeetingProperties {
+            time_utc: 1,
+            duration: 1,
+        });
+        store.edit_message(&as_meeting).expect("edit");
+        store.durable().await.expect("durable");
+        let r = store.latest();
+        assert_eq!(r.room_issue_ids(1).expect("ids"), vec![issue.message_id]);
+        assert_eq!(
+            r.room_issue_ids(2).expect("ids"),
+            vec![other_issue.message_id]
+        );
+        assert_eq!(
+            r.room_meeting_ids(1).expect("ids"),
+            vec![meeting.message_id]
+        );
+        assert_eq!(r.room_meeting_ids(2).expect("ids"), vec![moved.message_id]);
+        assert!(!r
+            .room_issue_ids(1)
+            .expect("ids")
+            .contains(&plain.message_id));
+    }
+    {
+        // Back to what a schema-3 server left: no lists, version 3.
+        let trees = Trees::open(&dir.path().join("db"), 8 << 20).expect("trees");
+        trees[Table::RoomidIssueid].clear().expect("clear");
+        trees[Table::RoomidMeetingid].clear().expect("clear");
+        trees[Table::Meta]
+            .insert("schema_version", &3u32.to_be_bytes())
+            .expect("version");
+        trees.db.flush().expect("flush");
+    }
+    let (_lock, store) = open(dir.path());
+    assert_eq!(
+        store.room_issue_ids(1).expect("ids"),
+        vec![issue.message_id]
+    );
+    assert_eq!(
+        store.room_issue_ids(2).expect("ids"),
+        vec![other_issue.message_id]
+    );
+    assert_eq!(
+        store.room_meeting_ids(1).expect("ids"),
+        vec![meeting.message_id]
+    );
+    assert_eq!(store.room_meeting_ids(2).expect("ids").len(), 1);
+}
