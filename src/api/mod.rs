@@ -26,6 +26,7 @@ pub mod sync;
 pub mod throttle;
 pub mod users;
 pub mod voice;
+pub mod webclient;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -367,8 +368,9 @@ pub fn configure(cfg: &mut web::ServiceConfig, limits: &Limits, web_root: Option
                     .default_handler(web::to(not_found)),
             );
         }
+        // Confab Web, embedded in the binary.
         None => {
-            cfg.default_service(web::to(not_found));
+            cfg.default_service(web::to(webclient::serve));
         }
     }
 }
@@ -393,7 +395,7 @@ async fn api_not_found(req: HttpRequest) -> HttpResponse {
 
 async fn not_found(req: HttpRequest) -> HttpResponse {
     let e = ApiError::NotFound(format!(
-        "Nothing at {}. This is a Confab server: the API is under /api/v1 (start the server with --web-root to serve a web client here).",
+        "Nothing at {}. This is a Confab server: its web client is at /, the API under /api/v1.",
         req.path()
     ));
     actix_web::ResponseError::error_response(&e)

@@ -1,0 +1,157 @@
+//! Confab Web, the client embedded in the binary, in headless Chromium (playwright-core
+//! from npm drives Debian's chromium): served at `/` with a strict CSP, precompressed and
+//! revalidated by ETag; two people log in, chat live, see each other typing, find a message
+//! by search, and a hostile message runs no script. Screenshots go to
+//! `target/web-screenshots/` (not committed).
+
+mod util;
+
+use serde_json::json;
+use util::*;
+
+fn browser_dir() -> std::path::PathBuf {
+    let browser = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser");
+    if !browser.join("node_modules/playwright-core").exists() {
+        let npm = std::process::Command::new("npm")
+            .args(["ci", "--no-audit", "--no-fund", "--prefix"])
+            .arg(&browser)
+            .status()
+            .expect("run npm (apt-get install nodejs npm chromium)");
+        assert!(npm.success(), "npm ci --prefix tests/browser failed");
+    }
+    browser
+}
+
+#[test]
+fn the_embedded_client_is_served_with_a_strict_policy_and_caching() {
+    let server = TestServer::start();
+    let get = |path: &str, headers: &[(&str, &str)]| {
+        raw_https(&server.addr, &http_request("GET", path, headers, b""))
+    };
+    let page = get("/", &[]);
+    assert!(page.starts_with("HTTP/1.1 200"), "{page}");
+    let lower = page.to_lowercase();
+    assert!(
+        lower.contains("content-security-policy: default-src 'self'; script-src 'self';"),
+        "{page}"
+    );
+    assert!(lower.contains("content-type: text/html"), "{page}");
+    assert!(
+        page.contains(r#"<script type="module" src="/js/main.mjs"></script>"#),
+        "{page}"
+    );
+    let etag = page
+        .lines()
+        .find_map(|l| {
+            l.to_lowercase()
+                .starts_with("etag:")
+                .then(|| l[5..].trim().to_string())
+        })
+        .expect("an ETag");
+    let again = get("/index.html", &[("If-None-Match", &etag)]);
+    assert!(again.starts_with("HTTP/1.1 304"), "{again}");
+    let zipped = get("/js/main.mjs", &[("Accept-Encoding", "gzip, br")]);
+    assert!(
+        zipped.to_lowercase().contains("content-encoding: gzip"),
+        "{zipped}"
+    );
+    assert!(
+        zipped
+            .to_lowercase()
+            .contains("content-type: text/javascript"),
+        "{zipped}"
+    );
+    // Nothing else is served, and the API's 404s stay JSON.
+    let missing = get("/no/such/file.js", &[]);
+    assert!(missing.starts_with("HTTP/1.1 404"), "{missing}");
+    assert!(missing.contains("errorText"), "{missing}");
+    let post = raw_https(
+        &server.addr,
+        &http_request("POST", "/index.html", &[], b"x"),
+    );
+    assert!(post.starts_with("HTTP/1.1 404"), "{post}");
+}
+
+#[test]
+fn two_people_chat_type_and_search_in_chromium_and_a_hostile_message_runs_nothing() {
+    let browser = browser_dir();
+    let server = TestServer::start();
+    let system = actix_rt::System::new();
+    system.block_on(async {
+        let mut admin = server.admin().await;
+        let (alice, _) = server.user(&mut admin, "alice").await;
+        let (bob, _) = server.user(&mut admin, "bob").await;
+        let (mallory, mut m) = server.user(&mut admin, "mallory").await;
+        let room = admin.create_room("General", &[alice, bob, mallory]).await.unwrap();
+        let (status, v) = m
+            .request_raw(
+                awc::http::Method::PATCH,
+                &format!("/api/v1/users/{mallory}"),
+                Some(serde_json::to_vec(&json!({ "displayName": "<b onmouseover=alert(1)>Mallory</b>" })).unwrap()),
+            )
+            .await
+            .unwrap();
+        assert_eq!(status, 200, "{v}");
+        m.send_text(
+            room,
+            "<script>window.__pwned=1</script> <img src=x onerror=\"window.__pwned=2\"> [click](javascript:window.__pwned=3) javascript:window.__pwned=4 https://example.org/ok **bold**",
+        )
+        .await
+        .unwrap();
+    });
+    let shots = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/web-screenshots");
+    std::fs::create_dir_all(&shots).unwrap();
+    let port = server.addr.rsplit(':').next().unwrap();
+    let run = std::process::Command::new("node")
+        .arg(browser.join("web.mjs"))
+        .args([&format!("localhost:{port}"), "General", "hostile"])
+        .arg(&shots)
+        .output()
+        .expect("run node (install nodejs)");
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    let out: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap_or_else(|_| {
+        panic!(
+            "web.mjs: {stdout}\n{}",
+            String::from_utf8_lossy(&run.stderr)
+        )
+    });
+    assert_eq!(out["ok"], true, "{out:#}");
+    assert!(
+        out["csp"]
+            .as_str()
+            .unwrap_or("")
+            .contains("script-src 'self'"),
+        "{out}"
+    );
+    assert!(
+        out["multiline"]
+            .as_str()
+            .unwrap()
+            .contains("first line\nsecond line"),
+        "{out}"
+    );
+    assert!(
+        out["hostileShown"]
+            .as_str()
+            .unwrap()
+            .contains("<script>window.__pwned=1</script>"),
+        "{out}"
+    );
+    assert!(
+        out["hostileShown"]
+            .as_str()
+            .unwrap()
+            .contains("<b onmouseover=alert(1)>Mallory</b>"),
+        "{out}"
+    );
+    assert_eq!(out["pwned"], serde_json::Value::Null, "{out}");
+    assert_eq!(out["scriptsInTimeline"], 0, "{out}");
+    assert_eq!(out["javascriptLinks"], 0, "{out}");
+    assert_eq!(out["safeLinks"], 1, "{out}");
+    assert!(out["dialogs"].is_null(), "{out}");
+    assert!(out["pageErrors"].is_null(), "{out}");
+    assert_eq!(out["searchMarks"], json!(["second"]), "{out}");
+    for shot in ["timeline.png", "search.png", "login.png"] {
+        assert!(shots.join(shot).exists(), "{shot}");
+    }
+}

@@ -1,0 +1,88 @@
+// Every call to the server: REST under /api/v1 (the session cookie authenticates, so no
+// secret is kept in the page's storage) and the event stream, reconnected with back-off.
+
+export class ApiError extends Error {
+  constructor(status, text) {
+    super(text);
+    this.status = status;
+  }
+}
+
+export async function call(method, path, body) {
+  const init = { method, headers: {}, credentials: "same-origin" };
+  if (body !== undefined) {
+    init.headers["Content-Type"] = "application/json";
+    init.body = JSON.stringify(body);
+  }
+  let response;
+  try {
+    response = await fetch(`/api/v1${path}`, init);
+  } catch (e) {
+    throw new ApiError(0, `The server cannot be reached (${e.message})`);
+  }
+  const data = await response.json().catch(() => ({}));
+  if (!response.ok) throw new ApiError(response.status, data.errorText || response.statusText);
+  return data;
+}
+
+export const api = {
+  login: (userName, password) => call("POST", "/login", { userName, password }),
+  logout: () => call("POST", "/logout", {}),
+  status: () => call("GET", "/status"),
+  users: () => call("GET", "/users"),
+  rooms: () => call("GET", "/rooms"),
+  history: (roomId, limit = 50, cursor) =>
+    call("GET", `/rooms/${roomId}/messages?limit=${limit}${cursor ? `&cursor=${cursor}` : ""}`),
+  send: (roomId, content) => call("POST", `/rooms/${roomId}/messages`, { content }),
+  markRead: (messageId) => call("POST", `/messages/${messageId}/read`, {}),
+  search: (q) => call("GET", `/search?q=${encodeURIComponent(q)}&limit=30`),
+};
+
+/**
+ * The event stream: calls onEvent(type, data) for each event and onOpen() after each
+ * (re)connection (the caller catches up then); reconnects with exponential back-off
+ * (1 s doubling to 30 s, with jitter) until close().
+ */
+export class Events {
+  constructor(onEvent, onOpen) {
+    this.onEvent = onEvent;
+    this.onOpen = onOpen;
+    this.delay = 1000;
+    this.closed = false;
+    this.connect();
+  }
+
+  connect() {
+    const ws = new WebSocket(`wss://${location.host}/api/v1/events`);
+    this.ws = ws;
+    ws.onopen = () => {
+      this.delay = 1000;
+      this.onOpen();
+    };
+    ws.onmessage = (e) => {
+      let event;
+      try {
+        event = JSON.parse(e.data);
+      } catch {
+        return;
+      }
+      this.onEvent(event.type, event.data || {});
+    };
+    ws.onclose = () => {
+      if (this.closed) return;
+      const wait = this.delay * (0.75 + Math.random() / 2);
+      this.delay = Math.min(this.delay * 2, 30000);
+      this.timer = setTimeout(() => this.connect(), wait);
+    };
+  }
+
+  send(frame) {
+    if (this.ws && this.ws.readyState === WebSocket.OPEN) this.ws.send(JSON.stringify(frame));
+  }
+
+  close() {
+    this.closed = true;
+    clearTimeout(this.timer);
+    if (this.ws) this.ws.close();
+  }
+}

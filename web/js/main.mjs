@@ -1,0 +1,226 @@
+// Confab Web: boots, shows the login form or the team, and keeps the page in step with
+// the event stream. Views live in views/, every server call in api.mjs.
+import { api, Events } from "./api.mjs";
+import { h, replace } from "./dom.mjs";
+import { loginView } from "./views/login.mjs";
+import { composer, Timeline } from "./views/timeline.mjs";
+
+const root = document.getElementById("app");
+
+class App {
+  constructor(userId) {
+    this.userId = userId;
+    this.users = new Map();
+    this.rooms = new Map();
+    this.current = null;
+    this.typing = new Map();
+    this.lastTypingSent = 0;
+    this.timeline = new Timeline(this);
+    this.roomList = h("ul");
+    this.title = h("h2", { id: "room-title" }, "");
+    this.typingLine = h("div", { class: "typing", "aria-live": "polite" });
+    this.results = h("section", { class: "results", "aria-label": "Search results", hidden: true });
+    const { form } = composer((text) => this.send(text), () => this.sendTyping());
+    this.composer = form;
+    this.search = h("input", { type: "search", "aria-label": "Search", placeholder: "Search messages" });
+    this.search.addEventListener("keydown", (e) => {
+      if (e.key === "Enter") this.runSearch(this.search.value);
+      if (e.key === "Escape") this.closeSearch();
+    });
+    this.me = h("span", { class: "me" });
+    this.main = h("main", { class: "room", "aria-labelledby": "room-title" },
+      this.title, this.results, this.timeline.list, this.typingLine, this.composer);
+    this.node = h("div", { class: "shell" },
+      h("header", { class: "top" }, this.me, this.search,
+        h("button", { type: "button", class: "plain", onclick: () => this.logout() }, "Log out")),
+      h("nav", { class: "rooms", "aria-label": "Rooms" }, this.roomList),
+      this.main);
+    window.addEventListener("hashchange", () => this.route());
+    this.events = new Events((type, data) => this.onEvent(type, data), () => this.catchUp());
+  }
+
+  /** Everything again after a (re)connection: nothing missed, nothing doubled. */
+  async catchUp() {
+    try {
+      const [{ users }, { rooms }] = await Promise.all([api.users(), api.rooms()]);
+      this.users = new Map(users.map((u) => [u.userId, u]));
+      const me = this.users.get(this.userId);
+      this.me.textContent = me ? (me.displayName || me.userName) : "";
+      this.rooms = new Map(rooms.map((r) => [r.roomId, r]));
+      this.drawRooms();
+      await this.route(true);
+    } catch (e) {
+      if (e.status === 401) this.loggedOut();
+    }
+  }
+
+  drawRooms() {
+    const sorted = [...this.rooms.values()].sort((a, b) =>
+      (b.isPinned === true) - (a.isPinned === true) || (a.displayName || "").localeCompare(b.displayName || ""));
+    replace(this.roomList, sorted.map((r) => {
+      const unread = r.unreadMessageCount || 0;
+      const label = unread ? `${r.displayName}, ${unread} unread` : r.displayName;
+      return h("li", {}, h("a", {
+        href: `#/room/${r.roomId}`, "aria-label": label,
+        "aria-current": this.current === r.roomId ? "page" : null,
+      }, h("span", {}, r.displayName), unread ? h("span", { class: "unread" }, String(unread)) : null));
+    }));
+    const total = [...this.rooms.values()].reduce((n, r) => n + (r.unreadMessageCount || 0), 0);
+    document.title = total ? `(${total}) Confab` : "Confab";
+  }
+
+  async route(reload = false) {
+    const m = location.hash.match(/^#\/room\/(\d+)/);
+    let id = m ? Number(m[1]) : null;
+    if (!this.rooms.has(id)) id = this.rooms.size ? [...this.rooms.keys()][0] : null;
+    if (id === this.current && !reload) return;
+    this.current = id;
+    this.drawRooms();
+    if (id === null) {
+      this.title.textContent = "No rooms yet";
+      this.timeline.show([]);
+      return;
+    }
+    this.title.textContent = this.rooms.get(id).displayName;
+    const { messages } = await api.history(id, 50);
+    if (this.current !== id) return;
+    this.timeline.show(messages);
+    this.markRead(messages[messages.length - 1]);
+  }
+
+  markRead(message) {
+    if (!message || document.hidden || message.userId === this.userId) return;
+    api.markRead(message.messageId).catch(() => {});
+  }
+
+  async send(text) {
+    if (this.current === null) return;
+    const { message } = await api.send(this.current, text);
+    this.timeline.add(message);
+  }
+
+  sendTyping() {
+    const now = Date.now();
+    if (this.current === null || now - this.lastTypingSent < 3000) return;
+    this.lastTypingSent = now;
+    this.events.send({ type: "Typing", roomId: this.current });
+  }
+
+  showTyping() {
+    const names = [...this.typing.entries()]
+      .filter(([, t]) => t.roomId === this.current && Date.now() - t.at < 5000)
+      .map(([userId]) => this.timeline.name(userId));
+    this.typingLine.textContent = names.length ? `${names.join(", ")} ${names.length > 1 ? "are" : "is"} typing…` : "";
+  }
+
+  onEvent(type, data) {
+    switch (type) {
+      case "TextMessagesCreated":
+      case "TextMessagesUpdated":
+        for (const m of data.messages || []) {
+          if (m.roomId === this.current) {
+            this.timeline.add(m);
+            if (type === "TextMessagesCreated") {
+              this.typing.delete(m.userId);
+              this.showTyping();
+              this.markRead(m);
+            }
+          }
+          if (type === "TextMessagesCreated" && document.hidden && m.userId !== this.userId) this.notify(m);
+        }
+        break;
+      case "TextMessageDeleted":
+        if (data.roomId === this.current) this.timeline.remove(data.messageId);
+        break;
+      case "RoomCreated":
+      case "RoomUpdated":
+        if (data.room) {
+          this.rooms.set(data.room.roomId, data.room);
+          this.drawRooms();
+          if (data.room.roomId === this.current) this.title.textContent = data.room.displayName;
+        }
+        break;
+      case "RoomDeleted":
+        this.rooms.delete(data.roomId);
+        if (data.roomId === this.current) this.route(true);
+        else this.drawRooms();
+        break;
+      case "UserTyping":
+        this.typing.set(data.userId, { roomId: data.roomId, at: Date.now() });
+        this.showTyping();
+        setTimeout(() => this.showTyping(), 5100);
+        break;
+      case "UserPresenceChanged": {
+        const u = this.users.get(data.userId);
+        if (u) {
+          u.presence = data.presence;
+          u.statusText = data.statusText;
+        }
+        break;
+      }
+      default:
+    }
+  }
+
+  notify(m) {
+    if (!("Notification" in window) || Notification.permission !== "granted") return;
+    const room = this.rooms.get(m.roomId);
+    new Notification(`${this.timeline.name(m.userId)} in ${room ? room.displayName : "Confab"}`, { body: m.text.slice(0, 140) });
+  }
+
+  async runSearch(q) {
+    if (!q.trim()) return this.closeSearch();
+    try {
+      const { results } = await api.search(q);
+      replace(this.results,
+        h("h3", {}, `${results.length} result${results.length === 1 ? "" : "s"} for “${q}”`),
+        h("ul", {}, results.map((r) => h("li", {},
+          h("a", { href: `#/room/${r.roomId}` }, this.rooms.get(r.roomId)?.displayName || `room ${r.roomId}`),
+          " · ", this.timeline.name(r.authorId), ": ", highlighted(r.snippet, r.highlights)))),
+        h("button", { type: "button", class: "plain", onclick: () => this.closeSearch() }, "Close search"));
+    } catch (e) {
+      replace(this.results, h("p", { class: "error", role: "alert" }, e.message));
+    }
+    this.results.hidden = false;
+  }
+
+  closeSearch() {
+    this.results.hidden = true;
+    replace(this.results);
+  }
+
+  async logout() {
+    this.events.close();
+    await api.logout().catch(() => {});
+    this.loggedOut();
+  }
+
+  loggedOut() {
+    this.events.close();
+    showLogin();
+  }
+}
+
+/** A snippet with its highlighted ranges (UTF-16 offsets) in <mark>, all as text. */
+function highlighted(snippet, ranges) {
+  const out = [];
+  let at = 0;
+  for (const [start, end] of ranges || []) {
+    if (start < at || end > snippet.length) continue;
+    out.push(snippet.slice(at, start), h("mark", {}, snippet.slice(start, end)));
+    at = end;
+  }
+  out.push(snippet.slice(at));
+  return h("span", {}, out);
+}
+
+function showLogin() {
+  replace(root, loginView((userId) => start(userId)));
+}
+
+function start(userId) {
+  const app = new App(userId);
+  replace(root, app.node);
+}
+
+api.status().then((s) => start(s.userId), () => showLogin());
