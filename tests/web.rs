@@ -1,8 +1,9 @@
 //! Confab Web, the client embedded in the binary, in headless Chromium (playwright-core
 //! from npm drives Debian's chromium): served at `/` with a strict CSP, precompressed and
-//! revalidated by ETag; two people log in, chat live, see each other typing, find a message
-//! by search, and a hostile message runs no script. Screenshots go to
-//! `target/web-screenshots/` (not committed).
+//! revalidated by ETag; two people log in, chat live, see each other typing and online then
+//! offline, react, comment, edit and delete live, find a message by search; a removed
+//! member's room disappears, a suspended user is sent back to the login form, and a hostile
+//! message runs no script. Screenshots go to `target/web-screenshots/` (not committed).
 
 mod util;
 
@@ -73,11 +74,11 @@ fn the_embedded_client_is_served_with_a_strict_policy_and_caching() {
 }
 
 #[test]
-fn two_people_chat_type_and_search_in_chromium_and_a_hostile_message_runs_nothing() {
+fn two_people_use_the_team_client_in_chromium_and_a_hostile_message_runs_nothing() {
     let browser = browser_dir();
     let server = TestServer::start();
     let system = actix_rt::System::new();
-    system.block_on(async {
+    let (room, ids) = system.block_on(async {
         let mut admin = server.admin().await;
         let (alice, _) = server.user(&mut admin, "alice").await;
         let (bob, _) = server.user(&mut admin, "bob").await;
@@ -98,14 +99,22 @@ fn two_people_chat_type_and_search_in_chromium_and_a_hostile_message_runs_nothin
         )
         .await
         .unwrap();
+        (room, json!({ "alice": alice, "bob": bob, "mallory": mallory }))
     });
     let shots = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/web-screenshots");
     std::fs::create_dir_all(&shots).unwrap();
     let port = server.addr.rsplit(':').next().unwrap();
+    let config = json!({
+        "server": format!("localhost:{port}"),
+        "room": "General",
+        "roomId": room,
+        "shots": shots,
+        "adminPassword": server.admin_password(),
+        "ids": ids,
+    });
     let run = std::process::Command::new("node")
         .arg(browser.join("web.mjs"))
-        .args([&format!("localhost:{port}"), "General", "hostile"])
-        .arg(&shots)
+        .arg(config.to_string())
         .output()
         .expect("run node (install nodejs)");
     let stdout = String::from_utf8_lossy(&run.stdout);
@@ -151,7 +160,10 @@ fn two_people_chat_type_and_search_in_chromium_and_a_hostile_message_runs_nothin
     assert!(out["dialogs"].is_null(), "{out}");
     assert!(out["pageErrors"].is_null(), "{out}");
     assert_eq!(out["searchMarks"], json!(["second"]), "{out}");
-    for shot in ["timeline.png", "search.png", "login.png"] {
+    assert_eq!(out["removeStatus"], 200, "{out}");
+    assert_eq!(out["suspendStatus"], 200, "{out}");
+    assert!(out["offlineAfterMs"].as_u64().unwrap() < 60_000, "{out}");
+    for shot in ["timeline.png", "search.png", "comments.png", "login.png"] {
         assert!(shots.join(shot).exists(), "{shot}");
     }
 }

@@ -5,7 +5,9 @@
 // Prints one JSON line of findings; exits non-zero on a failed step.
 import { chromium } from "playwright-core";
 
-const [server, roomName, hostile, shots] = process.argv.slice(2);
+const config = JSON.parse(process.argv[2]);
+const { server, shots, ids } = config;
+const roomName = config.room;
 const base = `https://${server}/`;
 const browser = await chromium.launch({
   executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
@@ -15,7 +17,7 @@ const browser = await chromium.launch({
 const out = { steps: [] };
 const step = (name) => out.steps.push(name);
 try {
-  const page = async (user) => {
+  const page = async (user, password = `${user}-password-123`) => {
     const context = await browser.newContext({ ignoreHTTPSErrors: true });
     const p = await context.newPage();
     p.on("pageerror", (e) => { (out.pageErrors ||= []).push(`${user}: ${e.message}`); });
@@ -23,7 +25,7 @@ try {
     const response = await p.goto(base);
     out.csp = response.headers()["content-security-policy"] || null;
     await p.getByLabel("User name").fill(user);
-    await p.getByLabel("Password").fill(`${user}-password-123`);
+    await p.getByLabel("Password").fill(password);
     await p.getByRole("button", { name: "Log in" }).click();
     await p.getByRole("navigation", { name: "Rooms" }).getByRole("link", { name: new RegExp(`^${roomName}`) }).click();
     return p;
@@ -48,7 +50,8 @@ try {
   await alice.getByText("bob is typing").waitFor({ timeout: 5000 });
   step("alice saw bob typing");
   await bob.getByRole("textbox", { name: "Message" }).press("Enter");
-  await alice.getByRole("article").filter({ hasText: /^bob.*hel$/ }).waitFor({ timeout: 5000 });
+  await alice.getByRole("article").filter({ has: alice.locator(".text", { hasText: /^hel$/ }) })
+    .waitFor({ timeout: 5000 });
 
   // The hostile message is shown as text and runs nothing.
   await bob.getByRole("article").filter({ hasText: "<script>" }).first().waitFor({ timeout: 5000 });
@@ -77,13 +80,74 @@ try {
   await bob.screenshot({ path: `${shots}/search.png` });
   step("bob found the message by search");
 
-  // Log out: back to the login form.
+  // Presence: bob opens the members panel and sees alice online.
+  await bob.getByRole("button", { name: "Members" }).click();
+  const members = bob.getByRole("complementary", { name: "Members" });
+  await members.getByText("alice — online").waitFor({ timeout: 5000 });
+  step("bob saw alice online");
+
+  // React, comment, edit (Up), delete — each seen live by alice.
+  const aliceMessage = (p) => p.getByRole("article").filter({ hasText: "second line" });
+  await aliceMessage(bob).hover();
+  await aliceMessage(bob).getByRole("button", { name: "React 👍" }).click();
+  await aliceMessage(alice).getByRole("button", { name: "👍 1" }).waitFor({ timeout: 5000 });
+  step("a reaction went live");
+  await aliceMessage(bob).hover();
+  await aliceMessage(bob).getByRole("button", { name: "Comment" }).click();
+  const comments = bob.getByRole("complementary", { name: "Comments" });
+  await comments.getByRole("textbox", { name: "Comment" }).fill("a comment from bob");
+  await comments.getByRole("textbox", { name: "Comment" }).press("Enter");
+  await comments.getByRole("article").filter({ hasText: "a comment from bob" }).waitFor({ timeout: 5000 });
+  await aliceMessage(alice).getByRole("button", { name: "Comments (1)" }).waitFor({ timeout: 5000 });
+  await bob.screenshot({ path: `${shots}/comments.png` });
+  step("a comment went live");
+  await comments.getByRole("button", { name: "Close comments" }).click();
+  const bobBox = bob.getByRole("textbox", { name: "Message" });
+  await bobBox.click();
+  await bobBox.press("ArrowUp");
+  const editBox = bob.getByRole("textbox", { name: "Edit message" });
+  await editBox.fill("hello there, edited");
+  await editBox.press("Enter");
+  await alice.getByRole("article").filter({ hasText: "hello there, edited" }).waitFor({ timeout: 5000 });
+  step("an edit went live");
+  const bobMessage = bob.getByRole("article").filter({ hasText: "hello there, edited" });
+  await bobMessage.hover();
+  await bobMessage.getByRole("button", { name: "Delete" }).click();
+  await alice.getByRole("article").filter({ hasText: "hello there, edited" }).waitFor({ state: "detached", timeout: 5000 });
+  step("a delete went live");
+
+  // The administrator removes mallory from the room: her room link goes at once.
+  const mallory = await page("mallory");
+  const admin = await page("admin", config.adminPassword);
+  const adminCall = (method, path, body) => admin.evaluate(async ([method, path, body]) => {
+    const r = await fetch(`/api/v1${path}`, {
+      method, headers: { "Content-Type": "application/json" }, body: JSON.stringify(body),
+    });
+    return r.status;
+  }, [method, path, body]);
+  out.removeStatus = await adminCall("DELETE", `/rooms/${config.roomId}/members/${ids.mallory}`, undefined);
+  await mallory.getByRole("navigation", { name: "Rooms" })
+    .getByRole("link", { name: new RegExp(`^${roomName}`) }).waitFor({ state: "detached", timeout: 5000 });
+  step("a removed member's room disappeared live");
+
+  // Alice leaves: bob sees her offline within a minute.
+  await bob.getByRole("button", { name: "Members" }).click();
+  await members.getByText("alice — online").waitFor({ timeout: 5000 });
+  const offlineSince = Date.now();
   await alice.getByRole("button", { name: "Log out" }).click();
   await alice.getByRole("button", { name: "Log in" }).waitFor({ timeout: 5000 });
   await alice.screenshot({ path: `${shots}/login.png` });
   await alice.reload();
   await alice.getByRole("button", { name: "Log in" }).waitFor({ timeout: 5000 });
   step("alice logged out and stays out");
+  await members.getByText("alice — offline").waitFor({ timeout: 60000 });
+  out.offlineAfterMs = Date.now() - offlineSince;
+  step("bob saw alice offline");
+
+  // Suspended: bob's page goes back to the login form.
+  out.suspendStatus = await adminCall("POST", `/users/${ids.bob}/suspend`, {});
+  await bob.getByRole("button", { name: "Log in" }).waitFor({ timeout: 10000 });
+  step("a suspended user's page returned to the login form");
   out.ok = true;
 } catch (e) {
   out.ok = false;

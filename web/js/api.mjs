@@ -36,6 +36,12 @@ export const api = {
   send: (roomId, content) => call("POST", `/rooms/${roomId}/messages`, { content }),
   markRead: (messageId) => call("POST", `/messages/${messageId}/read`, {}),
   search: (q) => call("GET", `/search?q=${encodeURIComponent(q)}&limit=30`),
+  edit: (messageId, content) => call("PUT", `/messages/${messageId}`, { content }),
+  remove: (messageId) => call("DELETE", `/messages/${messageId}`),
+  react: (messageId, emoji, add) => call("POST", `/messages/${messageId}/reactions`, { emoji, add }),
+  comments: (messageId) => call("GET", `/messages/${messageId}/comments?limit=200`),
+  comment: (messageId, content) => call("POST", `/messages/${messageId}/comments`, { content }),
+  members: (roomId) => call("GET", `/rooms/${roomId}/members`),
 };
 
 /**
@@ -68,8 +74,9 @@ export class Events {
       }
       this.onEvent(event.type, event.data || {});
     };
-    ws.onclose = () => {
+    ws.onclose = (e) => {
       if (this.closed) return;
+      if (this.onClose && this.onClose(e) === false) return;
       const wait = this.delay * (0.75 + Math.random() / 2);
       this.delay = Math.min(this.delay * 2, 30000);
       this.timer = setTimeout(() => this.connect(), wait);

@@ -20,23 +20,111 @@ class App {
     this.title = h("h2", { id: "room-title" }, "");
     this.typingLine = h("div", { class: "typing", "aria-live": "polite" });
     this.results = h("section", { class: "results", "aria-label": "Search results", hidden: true });
-    const { form } = composer((text) => this.send(text), () => this.sendTyping());
+    const { form } = composer((text) => this.send(text), () => this.sendTyping(),
+      () => this.timeline.editLastOwn());
     this.composer = form;
+    this.memberList = h("ul");
+    this.membersPanel = h("aside", { class: "panel", "aria-label": "Members", hidden: true },
+      h("h3", {}, "Members"), this.memberList);
+    this.thread = null;
+    this.threadPanel = h("aside", { class: "panel", "aria-label": "Comments", hidden: true });
     this.search = h("input", { type: "search", "aria-label": "Search", placeholder: "Search messages" });
     this.search.addEventListener("keydown", (e) => {
       if (e.key === "Enter") this.runSearch(this.search.value);
       if (e.key === "Escape") this.closeSearch();
     });
     this.me = h("span", { class: "me" });
+    const heading = h("div", { class: "room-head" }, this.title,
+      this.membersButton = h("button", { type: "button", class: "plain", "aria-expanded": "false",
+        onclick: () => this.toggleMembers() }, "Members"));
     this.main = h("main", { class: "room", "aria-labelledby": "room-title" },
-      this.title, this.results, this.timeline.list, this.typingLine, this.composer);
+      heading, this.results, this.timeline.list, this.typingLine, this.composer);
     this.node = h("div", { class: "shell" },
       h("header", { class: "top" }, this.me, this.search,
         h("button", { type: "button", class: "plain", onclick: () => this.logout() }, "Log out")),
       h("nav", { class: "rooms", "aria-label": "Rooms" }, this.roomList),
-      this.main);
+      this.main, this.membersPanel, this.threadPanel);
     window.addEventListener("hashchange", () => this.route());
     this.events = new Events((type, data) => this.onEvent(type, data), () => this.catchUp());
+    // 1008: the session was ended (logged out elsewhere, suspended): back to the login
+    // form if it really is gone, else connect again.
+    this.events.onClose = (e) => {
+      if (e.code !== 1008) return true;
+      api.status().then(() => {
+        this.events.closed = false;
+        this.events.connect();
+      }, () => this.loggedOut());
+      return false;
+    };
+  }
+
+  async react(m, emoji, add) {
+    const { message } = await api.react(m.messageId, emoji, add);
+    this.updated(message);
+  }
+
+  async edit(m, text) {
+    const { message } = await api.edit(m.messageId, text);
+    this.updated(message);
+  }
+
+  async remove(m) {
+    await api.remove(m.messageId);
+    this.timeline.remove(m.messageId);
+    if (this.thread) this.thread.timeline.remove(m.messageId);
+  }
+
+  updated(message) {
+    this.timeline.add(message);
+    if (this.thread) this.thread.timeline.add(message);
+  }
+
+  async openThread(m) {
+    this.membersPanel.hidden = true;
+    this.membersButton.setAttribute("aria-expanded", "false");
+    const timeline = new Timeline(this, m.messageId);
+    const { form } = composer(async (text) => {
+      const { message } = await api.comment(m.messageId, text);
+      timeline.add(message);
+    }, null, null, "Comment");
+    this.thread = { parent: m.messageId, timeline };
+    replace(this.threadPanel,
+      h("h3", {}, "Comments"),
+      h("p", { class: "parent" }, `${this.timeline.name(m.userId)}: ${m.text}`),
+      timeline.list, form,
+      h("button", { type: "button", class: "plain", onclick: () => this.closeThread() }, "Close comments"));
+    this.threadPanel.hidden = false;
+    const { messages } = await api.comments(m.messageId);
+    timeline.show(messages);
+    form.querySelector("textarea").focus();
+  }
+
+  closeThread() {
+    this.thread = null;
+    this.threadPanel.hidden = true;
+    replace(this.threadPanel);
+  }
+
+  async toggleMembers() {
+    const open = this.membersPanel.hidden;
+    if (open) this.closeThread();
+    this.membersPanel.hidden = !open;
+    this.membersButton.setAttribute("aria-expanded", String(open));
+    if (open) await this.drawMembers();
+  }
+
+  async drawMembers() {
+    if (this.membersPanel.hidden || this.current === null) return;
+    const { members } = await api.members(this.current).catch(() => ({ members: [] }));
+    replace(this.memberList, members.map((mem) => {
+      const u = this.users.get(mem.userId) || {};
+      const presence = u.presence || "offline";
+      return h("li", { "data-user-id": mem.userId },
+        h("span", { class: `presence ${presence}`, "aria-hidden": "true" }),
+        this.timeline.name(mem.userId), ` — ${presence}`,
+        u.statusText ? h("span", { class: "status" }, ` (${u.statusText})`) : null,
+        mem.isModerator ? h("span", { class: "role" }, " · moderator") : null);
+    }));
   }
 
   /** Everything again after a (re)connection: nothing missed, nothing doubled. */
@@ -82,6 +170,8 @@ class App {
       return;
     }
     this.title.textContent = this.rooms.get(id).displayName;
+    if (this.thread) this.closeThread();
+    this.drawMembers();
     const { messages } = await api.history(id, 50);
     if (this.current !== id) return;
     this.timeline.show(messages);
@@ -118,6 +208,7 @@ class App {
       case "TextMessagesCreated":
       case "TextMessagesUpdated":
         for (const m of data.messages || []) {
+          if (this.thread) this.thread.timeline.add(m);
           if (m.roomId === this.current) {
             this.timeline.add(m);
             if (type === "TextMessagesCreated") {
@@ -131,6 +222,10 @@ class App {
         break;
       case "TextMessageDeleted":
         if (data.roomId === this.current) this.timeline.remove(data.messageId);
+        if (this.thread) {
+          if (this.thread.parent === data.messageId) this.closeThread();
+          else this.thread.timeline.remove(data.messageId);
+        }
         break;
       case "RoomCreated":
       case "RoomUpdated":
@@ -156,6 +251,7 @@ class App {
           u.presence = data.presence;
           u.statusText = data.statusText;
         }
+        this.drawMembers();
         break;
       }
       default:
