@@ -104,7 +104,11 @@ fn two_people_use_the_team_client_in_chromium_and_a_hostile_message_runs_nothing
     let shots = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/web-screenshots");
     std::fs::create_dir_all(&shots).unwrap();
     let port = server.addr.rsplit(':').next().unwrap();
+    let files = tempfile::tempdir().unwrap();
+    let image = files.path().join("photo.png");
+    std::fs::write(&image, png(640, 400)).unwrap();
     let config = json!({
+        "image": image,
         "server": format!("localhost:{port}"),
         "room": "General",
         "roomId": room,
@@ -160,10 +164,25 @@ fn two_people_use_the_team_client_in_chromium_and_a_hostile_message_runs_nothing
     assert!(out["dialogs"].is_null(), "{out}");
     assert!(out["pageErrors"].is_null(), "{out}");
     assert_eq!(out["searchMarks"], json!(["second"]), "{out}");
+    assert_eq!(out["progressSeen"], true, "{out}");
+    assert_eq!(out["thumbnailWidth"], 256, "{out}");
+    assert!(
+        out["downloadHref"]
+            .as_str()
+            .unwrap()
+            .ends_with("/photo.png"),
+        "{out}"
+    );
     assert_eq!(out["removeStatus"], 200, "{out}");
     assert_eq!(out["suspendStatus"], 200, "{out}");
     assert!(out["offlineAfterMs"].as_u64().unwrap() < 60_000, "{out}");
-    for shot in ["timeline.png", "search.png", "comments.png", "login.png"] {
+    for shot in [
+        "timeline.png",
+        "search.png",
+        "files.png",
+        "comments.png",
+        "login.png",
+    ] {
         assert!(shots.join(shot).exists(), "{shot}");
     }
 }

@@ -80,6 +80,26 @@ try {
   await bob.screenshot({ path: `${shots}/search.png` });
   step("bob found the message by search");
 
+  // Files: alice attaches an image; a progress bar shows; bob sees its thumbnail inline.
+  await alice.evaluate(() => {
+    window.__progressSeen = false;
+    new MutationObserver(() => {
+      if (document.querySelector(".uploads progress")) window.__progressSeen = true;
+    }).observe(document.body, { subtree: true, childList: true });
+  });
+  await alice.getByLabel("Attach files").setInputFiles(config.image);
+  const thumb = bob.locator('.timeline article img[alt="photo.png"]');
+  await thumb.waitFor({ timeout: 10000 });
+  await bob.waitForFunction(() => {
+    const img = document.querySelector('.timeline article img[alt="photo.png"]');
+    return img && img.complete && img.naturalWidth > 0;
+  }, null, { timeout: 10000 });
+  out.thumbnailWidth = await thumb.evaluate((img) => img.naturalWidth);
+  out.progressSeen = await alice.evaluate(() => window.__progressSeen);
+  out.downloadHref = await bob.locator('.timeline article a[download="photo.png"]').getAttribute("href");
+  await bob.screenshot({ path: `${shots}/files.png` });
+  step("an image went up with a progress bar and showed as a thumbnail");
+
   // Presence: bob opens the members panel and sees alice online.
   await bob.getByRole("button", { name: "Members" }).click();
   const members = bob.getByRole("complementary", { name: "Members" });

@@ -45,6 +45,34 @@ export const api = {
 };
 
 /**
+ * Uploads files to a message (multipart, field `files`), reporting progress(loaded, total);
+ * returns { promise, cancel }. XMLHttpRequest because fetch reports no upload progress.
+ */
+export function upload(messageId, files, progress) {
+  const xhr = new XMLHttpRequest();
+  const promise = new Promise((resolve, reject) => {
+    xhr.open("POST", `/api/v1/messages/${messageId}/attachments`);
+    xhr.upload.onprogress = (e) => progress(e.loaded, e.total);
+    xhr.onload = () => {
+      let data = {};
+      try {
+        data = JSON.parse(xhr.responseText);
+      } catch {
+        // not JSON: the status says enough
+      }
+      if (xhr.status === 200) resolve(data);
+      else reject(new ApiError(xhr.status, data.errorText || `Upload failed (${xhr.status})`));
+    };
+    xhr.onerror = () => reject(new ApiError(0, "The upload was interrupted"));
+    xhr.onabort = () => reject(new ApiError(0, "Upload cancelled"));
+    const form = new FormData();
+    for (const f of files) form.append("files", f, f.name);
+    xhr.send(form);
+  });
+  return { promise, cancel: () => xhr.abort() };
+}
+
+/**
  * The event stream: calls onEvent(type, data) for each event and onOpen() after each
  * (re)connection (the caller catches up then); reconnects with exponential back-off
  * (1 s doubling to 30 s, with jitter) until close().

@@ -1,6 +1,6 @@
 // Confab Web: boots, shows the login form or the team, and keeps the page in step with
 // the event stream. Views live in views/, every server call in api.mjs.
-import { api, Events } from "./api.mjs";
+import { api, Events, upload } from "./api.mjs";
 import { h, replace } from "./dom.mjs";
 import { loginView } from "./views/login.mjs";
 import { composer, Timeline } from "./views/timeline.mjs";
@@ -23,6 +23,21 @@ class App {
     const { form } = composer((text) => this.send(text), () => this.sendTyping(),
       () => this.timeline.editLastOwn());
     this.composer = form;
+    this.uploads = h("ul", { class: "uploads", "aria-label": "Uploads" });
+    const picker = h("input", { type: "file", multiple: true, id: "attach", class: "visually-hidden" });
+    picker.addEventListener("change", () => {
+      this.sendFiles([...picker.files]);
+      picker.value = "";
+    });
+    form.prepend(h("label", { for: "attach", class: "attach", title: "Attach files" },
+      h("span", { class: "visually-hidden" }, "Attach files"), "📎"), picker);
+    form.querySelector("textarea").addEventListener("paste", (e) => {
+      const files = [...(e.clipboardData?.files || [])];
+      if (files.length) {
+        e.preventDefault();
+        this.sendFiles(files);
+      }
+    });
     this.memberList = h("ul");
     this.membersPanel = h("aside", { class: "panel", "aria-label": "Members", hidden: true },
       h("h3", {}, "Members"), this.memberList);
@@ -38,7 +53,17 @@ class App {
       this.membersButton = h("button", { type: "button", class: "plain", "aria-expanded": "false",
         onclick: () => this.toggleMembers() }, "Members"));
     this.main = h("main", { class: "room", "aria-labelledby": "room-title" },
-      heading, this.results, this.timeline.list, this.typingLine, this.composer);
+      heading, this.results, this.timeline.list, this.typingLine, this.uploads, this.composer);
+    this.main.addEventListener("dragover", (e) => {
+      if (e.dataTransfer?.types?.includes("Files")) e.preventDefault();
+    });
+    this.main.addEventListener("drop", (e) => {
+      const files = [...(e.dataTransfer?.files || [])];
+      if (files.length) {
+        e.preventDefault();
+        this.sendFiles(files);
+      }
+    });
     this.node = h("div", { class: "shell" },
       h("header", { class: "top" }, this.me, this.search,
         h("button", { type: "button", class: "plain", onclick: () => this.logout() }, "Log out")),
@@ -187,6 +212,39 @@ class App {
     if (this.current === null) return;
     const { message } = await api.send(this.current, text);
     this.timeline.add(message);
+  }
+
+  /** Files as a new message: the message first, then its files with a progress bar each
+   * (cancel deletes the message again). */
+  async sendFiles(files) {
+    if (this.current === null || !files.length) return;
+    const box = this.composer.querySelector("textarea");
+    const text = box.value.trim() || files.map((f) => f.name).join(", ");
+    box.value = "";
+    const bar = h("progress", { max: 100, value: 0, "aria-label": `Uploading ${files.map((f) => f.name).join(", ")}` });
+    const status = h("span", {}, "0%");
+    let message;
+    let job;
+    const cancel = h("button", { type: "button", class: "plain", onclick: () => job && job.cancel() }, "Cancel");
+    const row = h("li", {}, h("span", {}, files.map((f) => f.name).join(", ")), bar, status, cancel);
+    this.uploads.append(row);
+    try {
+      ({ message } = await api.send(this.current, text));
+      this.timeline.add(message);
+      job = upload(message.messageId, files, (loaded, total) => {
+        const pct = total ? Math.round((loaded / total) * 100) : 0;
+        bar.value = pct;
+        status.textContent = `${pct}%`;
+      });
+      await job.promise;
+      row.remove();
+    } catch (e) {
+      if (message) api.remove(message.messageId).catch(() => {});
+      cancel.remove();
+      status.textContent = e.message;
+      status.setAttribute("role", "alert");
+      setTimeout(() => row.remove(), 5000);
+    }
   }
 
   sendTyping() {

@@ -42,7 +42,8 @@ export class Timeline {
     const node = h("article", { "data-message-id": m.messageId, "aria-label": `${this.name(m.userId)}: ${m.text}` },
       h("span", { class: "who" }, this.name(m.userId)),
       h("time", { datetime: when.toISOString() }, when.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" })),
-      edited, text, reactions.length ? h("div", { class: "reactions" }, reactions) : null,
+      edited, text, attachments(m),
+      reactions.length ? h("div", { class: "reactions" }, reactions) : null,
       m.commentCount && !m.parentMessageId
         ? h("button", { type: "button", class: "plain comments", onclick: () => this.app.openThread(m) },
           `Comments (${m.commentCount})`)
@@ -116,6 +117,20 @@ export class Timeline {
     this.byId.delete(messageId);
     this.messages.delete(messageId);
   }
+}
+
+/** A message's files: images as thumbnails, each a link to download the file. */
+function attachments(m) {
+  const files = m.attachments || [];
+  if (!files.length) return null;
+  return h("ul", { class: "files" }, files.map((a) => {
+    const href = `/api/v1/attachments/${a.attachmentId}/${encodeURIComponent(a.fileName)}`;
+    const size = a.fileSize < 1024 ? `${a.fileSize} B`
+      : a.fileSize < 1048576 ? `${Math.round(a.fileSize / 1024)} KB` : `${(a.fileSize / 1048576).toFixed(1)} MB`;
+    return h("li", {}, h("a", { href, download: a.fileName },
+      a.hasThumbnail ? h("img", { src: `/api/v1/thumbnails/${a.attachmentId}`, alt: a.fileName, loading: "lazy" }) : null,
+      h("span", {}, `${a.fileName} (${size})`)));
+  }));
 }
 
 export function composer(onSend, onTyping, onUp, label = "Message") {
