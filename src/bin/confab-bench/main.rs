@@ -26,6 +26,7 @@ mod hostile;
 mod push;
 mod search;
 mod voice;
+mod web;
 
 use backup::run_backup;
 use files::{run_attachment, run_history, run_images};
@@ -85,6 +86,9 @@ struct Args {
     /// while --posters post (posting latency alone and during the backup), and restore it
     #[argh(option, default = "0")]
     backup_messages: u64,
+    /// instead of messages: measure the web client's first load (bytes sent, gzip)
+    #[argh(switch)]
+    web_first_load: bool,
     /// instead of messages: post this many messages over --search-rooms rooms, then time
     /// searches of a member of --search-user-rooms of them, and an offline reindex
     #[argh(option, default = "0")]
@@ -455,6 +459,8 @@ fn main() {
         system.block_on(run_hostile(args.hostile, args.hostile_rounds, &server))
     } else if args.images > 0 {
         system.block_on(run_images(args.images, args.image_mp, &server))
+    } else if args.web_first_load {
+        system.block_on(web::run_web_first_load(&server))
     } else if args.search_messages > 0 {
         system.block_on(search::run_search(
             args.search_messages,
