@@ -12,7 +12,9 @@ use util::*;
 
 fn browser_dir() -> std::path::PathBuf {
     let browser = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser");
-    if !browser.join("node_modules/playwright-core").exists() {
+    if !browser.join("node_modules/playwright-core").exists()
+        || !browser.join("node_modules/axe-core").exists()
+    {
         let npm = std::process::Command::new("npm")
             .args(["ci", "--no-audit", "--no-fund", "--prefix"])
             .arg(&browser)
@@ -164,6 +166,10 @@ fn two_people_use_the_team_client_in_chromium_and_a_hostile_message_runs_nothing
     assert!(out["dialogs"].is_null(), "{out}");
     assert!(out["pageErrors"].is_null(), "{out}");
     assert_eq!(out["searchMarks"], json!(["second"]), "{out}");
+    // axe-core on every view: no serious or critical violation.
+    for view in ["login", "timeline", "search", "members", "comments"] {
+        assert_eq!(out["axe"][view], json!([]), "{view}: {:#}", out["axe"][view]);
+    }
     assert_eq!(out["progressSeen"], true, "{out}");
     assert_eq!(out["thumbnailWidth"], 256, "{out}");
     assert!(

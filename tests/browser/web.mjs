@@ -3,7 +3,13 @@
 //   node web.mjs HOST:PORT ROOM_NAME HOSTILE_TEXT SCREENSHOT_DIR
 // Users alice and bob (passwords NAME-password-123) are members of ROOM_NAME.
 // Prints one JSON line of findings; exits non-zero on a failed step.
+import { readFileSync } from "node:fs";
+import { createRequire } from "node:module";
 import { chromium } from "playwright-core";
+
+// axe-core, evaluated in the page through the DevTools protocol (the page's own CSP
+// rightly refuses injected scripts).
+const axeSource = readFileSync(createRequire(import.meta.url).resolve("axe-core/axe.min.js"), "utf8");
 
 const config = JSON.parse(process.argv[2]);
 const { server, shots, ids } = config;
@@ -14,8 +20,19 @@ const browser = await chromium.launch({
   args: ["--no-sandbox", "--disable-gpu", "--no-first-run", "--ignore-certificate-errors",
          "--disable-background-networking", "--disable-component-update", "--disable-sync"],
 });
-const out = { steps: [] };
+const out = { steps: [], axe: {} };
 const step = (name) => out.steps.push(name);
+/** Serious and critical accessibility violations of the page as it is now. */
+const scan = async (p, view) => {
+  await p.evaluate(axeSource);
+  const found = await p.evaluate(async () => {
+    const r = await window.axe.run(document, { resultTypes: ["violations"] });
+    return r.violations
+      .filter((v) => v.impact === "serious" || v.impact === "critical")
+      .map((v) => ({ id: v.id, impact: v.impact, nodes: v.nodes.map((n) => n.target.join(" ")).slice(0, 5) }));
+  });
+  out.axe[view] = found;
+};
 try {
   const page = async (user, password = `${user}-password-123`) => {
     const context = await browser.newContext({ ignoreHTTPSErrors: true });
@@ -24,6 +41,8 @@ try {
     p.on("dialog", (d) => { out.dialogs = (out.dialogs || 0) + 1; d.dismiss(); });
     const response = await p.goto(base);
     out.csp = response.headers()["content-security-policy"] || null;
+    await p.getByRole("button", { name: "Log in" }).waitFor();
+    if (user === "alice") await scan(p, "login");
     await p.getByLabel("User name").fill(user);
     await p.getByLabel("Password").fill(password);
     await p.getByRole("button", { name: "Log in" }).click();
@@ -44,6 +63,7 @@ try {
   await bob.getByRole("article").filter({ hasText: "second line" }).waitFor({ timeout: 5000 });
   out.multiline = await bob.getByRole("article").filter({ hasText: "second line" }).innerText();
   step("a message went live from alice to bob");
+  await scan(bob, "timeline");
 
   // Typing: bob types, alice is told.
   await bob.getByRole("textbox", { name: "Message" }).type("hel");
@@ -78,6 +98,7 @@ try {
   }
   out.searchMarks = await bob.locator(".results mark").allInnerTexts();
   await bob.screenshot({ path: `${shots}/search.png` });
+  await scan(bob, "search");
   step("bob found the message by search");
 
   // Files: alice attaches an image; a progress bar shows; bob sees its thumbnail inline.
@@ -105,6 +126,7 @@ try {
   const members = bob.getByRole("complementary", { name: "Members" });
   await members.getByText("alice — online").waitFor({ timeout: 5000 });
   step("bob saw alice online");
+  await scan(bob, "members");
 
   // React, comment, edit (Up), delete — each seen live by alice.
   const aliceMessage = (p) => p.getByRole("article").filter({ hasText: "second line" });
@@ -120,6 +142,7 @@ try {
   await comments.getByRole("article").filter({ hasText: "a comment from bob" }).waitFor({ timeout: 5000 });
   await aliceMessage(alice).getByRole("button", { name: "Comments (1)" }).waitFor({ timeout: 5000 });
   await bob.screenshot({ path: `${shots}/comments.png` });
+  await scan(bob, "comments");
   step("a comment went live");
   await comments.getByRole("button", { name: "Close comments" }).click();
   const bobBox = bob.getByRole("textbox", { name: "Message" });
