@@ -258,6 +258,14 @@ pub fn run(
                 )
             })?;
             let key = Arc::new(storage::read_key_file(path)?);
+            // The search index holds the words of every message in clear: it goes first
+            // (it is derived; an encrypted folder keeps its index in memory only).
+            let index = dir.join(crate::search::DIR);
+            if index.exists() {
+                std::fs::remove_dir_all(&index).map_err(|e| {
+                    AdminError::Usage(format!("cannot remove {}: {e}", index.display()))
+                })?;
+            }
             let done = storage::encrypt_folder(dir, key, cache_bytes)?;
             Ok(format!(
                 "encrypted {}: {} records and {} content files sealed; the server now starts only with --encryption-key-file {}",

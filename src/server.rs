@@ -271,6 +271,17 @@ pub async fn run(config: ServerConfig) -> Result<(), StartError> {
     // Search: the index opened (or made empty, to be rebuilt) before the listener, the
     // indexer on its own arbiter. An index that cannot be opened at all leaves search off,
     // not the server down.
+    let leftover = config.storage_dir.join(crate::search::DIR);
+    if store.is_encrypted() && leftover.exists() {
+        // An index written before the folder was encrypted holds its words in clear.
+        match std::fs::remove_dir_all(&leftover) {
+            Ok(()) => tracing::warn!(
+                "removed {}: an on-disk search index has no place in an encrypted folder (the index is kept in memory)",
+                leftover.display()
+            ),
+            Err(e) => tracing::error!("cannot remove {}: {e}", leftover.display()),
+        }
+    }
     let search = match crate::search::SearchIndex::open(crate::search::Location::for_folder(
         &config.storage_dir,
         store.is_encrypted(),

@@ -411,11 +411,15 @@ async fn an_encrypted_folder_keeps_its_index_in_memory_only() {
         !contains_bytes_decoded(&dir, b"zanzibarquux"),
         "the word is on disk in clear"
     );
+    // An index left from before the folder was encrypted is removed at start.
+    std::fs::create_dir_all(dir.join("search")).unwrap();
+    std::fs::write(dir.join("search/meta.json"), b"zanzibarquux").unwrap();
     // Built again at the next start.
     let mut server = TestServer::start_in(&dir, &["--encryption-key-file", key_arg]);
     let mut admin = server.admin().await;
     until(&mut admin, &q("zanzibarquux"), 10, |ids| ids == [id]).await;
     server.stop();
+    assert!(!dir.join("search").exists());
     let (ok, said) = reindex(&dir, &["--encryption-key-file", key_arg]);
     assert!(ok && said.contains("in memory only"), "{said}");
 }

@@ -168,7 +168,12 @@ fn two_people_use_the_team_client_in_chromium_and_a_hostile_message_runs_nothing
     assert_eq!(out["searchMarks"], json!(["second"]), "{out}");
     // axe-core on every view: no serious or critical violation.
     for view in ["login", "timeline", "search", "members", "comments"] {
-        assert_eq!(out["axe"][view], json!([]), "{view}: {:#}", out["axe"][view]);
+        assert_eq!(
+            out["axe"][view],
+            json!([]),
+            "{view}: {:#}",
+            out["axe"][view]
+        );
     }
     assert_eq!(out["progressSeen"], true, "{out}");
     assert_eq!(out["thumbnailWidth"], 256, "{out}");
