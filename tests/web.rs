@@ -175,6 +175,7 @@ fn two_people_use_the_team_client_in_chromium_and_a_hostile_message_runs_nothing
             out["axe"][view]
         );
     }
+    assert_eq!(out["daySeparators"], 1, "{out}");
     assert_eq!(out["progressSeen"], true, "{out}");
     assert_eq!(out["thumbnailWidth"], 256, "{out}");
     assert!(

@@ -145,6 +145,19 @@ try {
   await scan(bob, "comments");
   step("a comment went live");
   await comments.getByRole("button", { name: "Close comments" }).click();
+  out.daySeparators = await bob.locator(".timeline [role=separator]").count();
+
+  // Bob makes a room of his own, then leaves it.
+  await bob.getByRole("textbox", { name: "Room name" }).fill("Bob's corner");
+  await bob.getByRole("button", { name: "Create room" }).click();
+  const corner = bob.getByRole("navigation", { name: "Rooms" }).getByRole("link", { name: /^Bob's corner/ });
+  await corner.waitFor({ timeout: 5000 });
+  await bob.getByRole("heading", { name: "Bob's corner" }).waitFor({ timeout: 5000 });
+  await bob.getByRole("button", { name: "Leave room" }).click();
+  await bob.getByRole("button", { name: "Confirm: leave room" }).click();
+  await corner.waitFor({ state: "detached", timeout: 5000 });
+  await bob.getByRole("navigation", { name: "Rooms" }).getByRole("link", { name: new RegExp(`^${roomName}`) }).click();
+  step("bob made a room and left it");
   const bobBox = bob.getByRole("textbox", { name: "Message" });
   await bobBox.click();
   await bobBox.press("ArrowUp");

@@ -42,6 +42,9 @@ export const api = {
   comments: (messageId) => call("GET", `/messages/${messageId}/comments?limit=200`),
   comment: (messageId, content) => call("POST", `/messages/${messageId}/comments`, { content }),
   members: (roomId) => call("GET", `/rooms/${roomId}/members`),
+  createRoom: (displayName) => call("POST", "/rooms", { displayName }),
+  leave: (roomId) => call("POST", `/rooms/${roomId}/leave`, {}),
+  join: (joinCode) => call("POST", "/rooms/join", { joinCode }),
 };
 
 /**

@@ -17,6 +17,7 @@ class App {
     this.lastTypingSent = 0;
     this.timeline = new Timeline(this);
     this.roomList = h("ul");
+    this.newRoom = this.newRoomForm();
     this.title = h("h2", { id: "room-title" }, "");
     this.typingLine = h("div", { class: "typing", "aria-live": "polite" });
     this.results = h("section", { class: "results", "aria-label": "Search results", hidden: true });
@@ -50,8 +51,10 @@ class App {
     });
     this.me = h("span", { class: "me" });
     const heading = h("div", { class: "room-head" }, this.title,
-      this.membersButton = h("button", { type: "button", class: "plain", "aria-expanded": "false",
-        onclick: () => this.toggleMembers() }, "Members"));
+      h("div", { class: "room-tools" },
+        this.membersButton = h("button", { type: "button", class: "plain", "aria-expanded": "false",
+          onclick: () => this.toggleMembers() }, "Members"),
+        this.leaveButton = h("button", { type: "button", class: "plain", onclick: () => this.leave() }, "Leave room")));
     this.main = h("main", { class: "room", "aria-labelledby": "room-title" },
       heading, this.results, this.timeline.list, this.typingLine, this.uploads, this.composer);
     this.main.addEventListener("dragover", (e) => {
@@ -67,7 +70,7 @@ class App {
     this.node = h("div", { class: "shell" },
       h("header", { class: "top" }, this.me, this.search,
         h("button", { type: "button", class: "plain", onclick: () => this.logout() }, "Log out")),
-      h("nav", { class: "rooms", "aria-label": "Rooms" }, this.roomList),
+      h("nav", { class: "rooms", "aria-label": "Rooms" }, this.roomList, this.newRoom),
       this.main, this.membersPanel, this.threadPanel);
     window.addEventListener("hashchange", () => this.route());
     this.events = new Events((type, data) => this.onEvent(type, data), () => this.catchUp());
@@ -81,6 +84,69 @@ class App {
       }, () => this.loggedOut());
       return false;
     };
+  }
+
+  /** "New room": a name, then the room is made (with the creator as its moderator). */
+  newRoomForm() {
+    const name = h("input", { "aria-label": "Room name", placeholder: "New room name", maxlength: 128 });
+    const error = h("p", { class: "error", role: "alert" });
+    const form = h("form", { class: "new-room" }, name, h("button", { type: "submit" }, "Create room"), error);
+    form.addEventListener("submit", async (e) => {
+      e.preventDefault();
+      if (!name.value.trim()) return;
+      try {
+        const { room } = await api.createRoom(name.value.trim());
+        name.value = "";
+        error.textContent = "";
+        this.rooms.set(room.roomId, room);
+        location.hash = `#/room/${room.roomId}`;
+      } catch (err) {
+        error.textContent = err.message;
+      }
+    });
+    return form;
+  }
+
+  /** Leaving takes two clicks: "Leave room", then "Confirm: leave room" within 5 s. */
+  async leave() {
+    if (this.current === null) return;
+    if (!this.leaveArmed) {
+      this.leaveArmed = true;
+      this.leaveButton.textContent = "Confirm: leave room";
+      setTimeout(() => this.disarmLeave(), 5000);
+      return;
+    }
+    this.disarmLeave();
+    // The room left, not whichever is open when the answer comes (RoomDeleted may come
+    // first and open another).
+    const id = this.current;
+    try {
+      await api.leave(id);
+      this.rooms.delete(id);
+      location.hash = "#/";
+      this.route(true);
+    } catch (err) {
+      replace(this.results, h("p", { class: "error", role: "alert" }, err.message));
+      this.results.hidden = false;
+    }
+  }
+
+  disarmLeave() {
+    this.leaveArmed = false;
+    this.leaveButton.textContent = "Leave room";
+  }
+
+  /** `#/join/CODE`: a join link. */
+  async joinByLink(code) {
+    try {
+      const { room } = await api.join(code);
+      this.rooms.set(room.roomId, room);
+      location.hash = `#/room/${room.roomId}`;
+    } catch (err) {
+      location.hash = "#/";
+      replace(this.results, h("p", { class: "error", role: "alert" }, `Cannot join: ${err.message}`));
+      this.results.hidden = false;
+    }
   }
 
   async react(m, emoji, add) {
@@ -183,6 +249,8 @@ class App {
   }
 
   async route(reload = false) {
+    const join = location.hash.match(/^#\/join\/([A-Za-z0-9_-]+)/);
+    if (join) return this.joinByLink(join[1]);
     const m = location.hash.match(/^#\/room\/(\d+)/);
     let id = m ? Number(m[1]) : null;
     if (!this.rooms.has(id)) id = this.rooms.size ? [...this.rooms.keys()][0] : null;

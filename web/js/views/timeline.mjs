@@ -85,6 +85,7 @@ export class Timeline {
   show(messages) {
     this.byId.clear();
     this.messages.clear();
+    this.lastDay = null;
     replace(this.list);
     for (const m of messages) this.add(m, false);
     this.list.scrollTop = this.list.scrollHeight;
@@ -98,6 +99,13 @@ export class Timeline {
     if (old) {
       old.replaceWith(node);
     } else {
+      // A day separator before the first message of each day.
+      const day = new Date(m.createdUtc).toDateString();
+      if (day !== this.lastDay) {
+        this.lastDay = day;
+        const label = new Date(m.createdUtc).toLocaleDateString([], { weekday: "long", day: "numeric", month: "long" });
+        this.list.append(h("div", { class: "day", role: "separator", "aria-label": label }, label));
+      }
       this.list.append(node);
     }
     this.byId.set(m.messageId, node);
