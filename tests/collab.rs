@@ -343,29 +343,7 @@ async fn issues_and_meetings_are_listed_across_rooms_with_filters_and_calendars(
 
     // The command line.
     let home = tempfile::tempdir().unwrap();
-    let cli = |args: &[&str]| {
-        let out = std::process::Command::new(CLI_BIN)
-            .args([
-                "--server",
-                &server.addr,
-                "--fingerprint",
-                &server.fingerprint,
-                "--user",
-                "alice",
-            ])
-            .args(args)
-            .env("CONFAB_PASSWORD", "alice-password-123")
-            .env("HOME", home.path())
-            .output()
-            .unwrap();
-        let text = String::from_utf8_lossy(&out.stdout).to_string();
-        assert!(
-            out.status.success(),
-            "{args:?}: {text}{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        text
-    };
+    let cli = |args: &[&str]| run_cli(&server, "alice", home.path(), args);
     let text = cli(&[
         "issues",
         "--mine",

@@ -240,27 +240,13 @@ async fn search_follows_membership_edits_and_deletes_with_stems_diacritics_and_f
     wait_total(&mut b, "fine", 0, 5).await;
 
     // The command line.
-    let out = std::process::Command::new(CLI_BIN)
-        .args([
-            "--server",
-            &server.addr,
-            "--fingerprint",
-            &server.fingerprint,
-            "--user",
-            "bob",
-        ])
-        .args([
+    let text = run_cli(
+        &server,
+        "bob",
+        files.path(),
+        &[
             "search", "shipping", "--room", "Projects", "--from", "alice",
-        ])
-        .env("CONFAB_PASSWORD", "bob-password-123")
-        .env("HOME", files.path())
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{text}{}",
-        String::from_utf8_lossy(&out.stderr)
+        ],
     );
     assert!(
         text.contains(&format!(

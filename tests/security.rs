@@ -478,16 +478,7 @@ async fn administrators_remove_users_and_see_every_room() {
 /// read their events (`new WebSocket`), while the server's own page can do both.
 #[test]
 fn a_page_on_another_port_cannot_post_or_listen_as_a_member_in_chromium() {
-    let browser = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser");
-    if !browser.join("node_modules/playwright-core").exists() {
-        // The driver library, pinned by tests/browser/package-lock.json.
-        let npm = std::process::Command::new("npm")
-            .args(["ci", "--no-audit", "--no-fund", "--prefix"])
-            .arg(&browser)
-            .status()
-            .expect("run npm (apt-get install nodejs npm chromium)");
-        assert!(npm.success(), "npm ci --prefix tests/browser failed");
-    }
+    let browser = browser_tools();
     let tmp = tempfile::tempdir().unwrap();
     let home = browser.join("home");
     let attack = browser.join("attacker");

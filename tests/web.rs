@@ -10,21 +10,6 @@ mod util;
 use serde_json::json;
 use util::*;
 
-fn browser_dir() -> std::path::PathBuf {
-    let browser = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser");
-    if !browser.join("node_modules/playwright-core").exists()
-        || !browser.join("node_modules/axe-core").exists()
-    {
-        let npm = std::process::Command::new("npm")
-            .args(["ci", "--no-audit", "--no-fund", "--prefix"])
-            .arg(&browser)
-            .status()
-            .expect("run npm (apt-get install nodejs npm chromium)");
-        assert!(npm.success(), "npm ci --prefix tests/browser failed");
-    }
-    browser
-}
-
 #[test]
 fn the_embedded_client_is_served_with_a_strict_policy_and_caching() {
     let server = TestServer::start();
@@ -77,7 +62,7 @@ fn the_embedded_client_is_served_with_a_strict_policy_and_caching() {
 
 #[test]
 fn two_people_use_the_team_client_in_chromium_and_a_hostile_message_runs_nothing() {
-    let browser = browser_dir();
+    let browser = browser_tools();
     let server = TestServer::start();
     let system = actix_rt::System::new();
     let (room, ids) = system.block_on(async {

@@ -278,6 +278,50 @@ pub fn status_of<T: std::fmt::Debug>(r: Result<T, confab::client::ClientError>) 
         .expect("an API error")
 }
 
+/// The `confab` command line as `user` (password `USER-password-123`, as
+/// [`TestServer::user`] makes them) against `server`, with `home` as its HOME: its
+/// standard output; panics if it fails.
+pub fn run_cli(server: &TestServer, user: &str, home: &Path, args: &[&str]) -> String {
+    let out = Command::new(CLI_BIN)
+        .args([
+            "--server",
+            &server.addr,
+            "--fingerprint",
+            &server.fingerprint,
+        ])
+        .args(["--user", user])
+        .args(args)
+        .env("CONFAB_PASSWORD", format!("{user}-password-123"))
+        .env("HOME", home)
+        .output()
+        .expect("run confab");
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "{args:?}: {text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    text
+}
+
+/// `tests/browser`, with its npm packages (playwright-core, axe-core) installed.
+pub fn browser_tools() -> PathBuf {
+    let browser = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser");
+    let installed = ["playwright-core", "axe-core"]
+        .iter()
+        .all(|p| browser.join("node_modules").join(p).exists());
+    if !installed {
+        // Pinned by tests/browser/package-lock.json.
+        let npm = Command::new("npm")
+            .args(["ci", "--no-audit", "--no-fund", "--prefix"])
+            .arg(&browser)
+            .status()
+            .expect("run npm (apt-get install nodejs npm chromium)");
+        assert!(npm.success(), "npm ci --prefix tests/browser failed");
+    }
+    browser
+}
+
 /// Posts a message with any JSON body (`content`, `messageType`, …); its id.
 pub async fn post_json(c: &mut Client, room: u64, body: serde_json::Value) -> u64 {
     let (status, v) = c
