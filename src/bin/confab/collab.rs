@@ -143,6 +143,16 @@ pub async fn search(c: &mut Client, ctx: &Ctx, cmd: &SearchCmd) -> Result<(), Cl
     Ok(())
 }
 
+/// A message object's first line of text (an issue's or a meeting's title).
+fn first_line(m: &Value) -> &str {
+    m["text"]
+        .as_str()
+        .unwrap_or("")
+        .lines()
+        .next()
+        .unwrap_or("")
+}
+
 pub async fn issues(c: &mut Client, ctx: &Ctx, cmd: &IssuesCmd) -> Result<(), ClientError> {
     let mut filters: Vec<(&str, String)> = Vec::new();
     if cmd.mine {
@@ -174,12 +184,7 @@ pub async fn issues(c: &mut Client, ctx: &Ctx, cmd: &IssuesCmd) -> Result<(), Cl
             p["status"].as_str().unwrap_or(""),
             p["type"].as_str().unwrap_or(""),
             m["priority"].as_str().unwrap_or(""),
-            m["text"]
-                .as_str()
-                .unwrap_or("")
-                .lines()
-                .next()
-                .unwrap_or("")
+            first_line(m)
         ));
     }
     if let Some(counts) = answer["countsByStatus"].as_object() {
@@ -209,12 +214,7 @@ pub async fn meetings(c: &mut Client, ctx: &Ctx, cmd: &MeetingsCmd) -> Result<()
                 humantime::format_rfc3339_seconds(
                     std::time::UNIX_EPOCH + std::time::Duration::from_millis(start)
                 ),
-                m["text"]
-                    .as_str()
-                    .unwrap_or("")
-                    .lines()
-                    .next()
-                    .unwrap_or("")
+                first_line(m)
             )
         })
         .collect();
