@@ -183,3 +183,73 @@ fn two_people_use_the_team_client_in_chromium_and_a_hostile_message_runs_nothing
         assert!(shots.join(shot).exists(), "{shot}");
     }
 }
+
+#[test]
+fn the_browser_and_confab_voice_hear_each_other() {
+    let browser = browser_tools();
+    // Keys renewed every 2 s: the page must follow VoiceKey through the whole call.
+    let storage = tempfile::tempdir().unwrap();
+    let server = TestServer::start_in(storage.path(), &["--voice-key-rotation", "2"]);
+    let system = actix_rt::System::new();
+    system.block_on(async {
+        let mut admin = server.admin().await;
+        let (alice, _) = server.user(&mut admin, "alice").await;
+        let (bob, _) = server.user(&mut admin, "bob").await;
+        admin.create_room("Huddle", &[alice, bob]).await.unwrap();
+    });
+    let shots = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/web-screenshots");
+    std::fs::create_dir_all(&shots).unwrap();
+    let home = tempfile::tempdir().unwrap();
+    let port = server.addr.rsplit(':').next().unwrap();
+    let config = json!({
+        "server": format!("localhost:{port}"),
+        "room": "Huddle",
+        "shots": shots,
+        "cli": {
+            "bin": CLI_BIN,
+            "args": ["--server", server.addr, "--fingerprint", server.fingerprint, "--user", "bob",
+                     "voice", "Huddle", "--duration", "4"],
+            "env": { "CONFAB_PASSWORD": "bob-password-123", "HOME": home.path() },
+        },
+    });
+    let run = std::process::Command::new("node")
+        .arg(browser.join("voice.mjs"))
+        .arg(config.to_string())
+        .output()
+        .expect("run node (install nodejs)");
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    let out: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap_or_else(|_| {
+        panic!(
+            "voice.mjs: {stdout}\n{}",
+            String::from_utf8_lossy(&run.stderr)
+        )
+    });
+    eprintln!("{out}");
+    assert_eq!(out["ok"], true, "{out:#}");
+    assert!(out["pageErrors"].is_null(), "{out}");
+    assert_eq!(out["axe"], json!([]), "{out:#}");
+    let cli = &out["cli"];
+    // The CLI sent 4 s of frames at 50 per second over UDP; the page got them over its
+    // WebSocket, opened each under its own key.
+    let cli_sent = cli["sent"].as_u64().unwrap();
+    assert!(cli_sent >= 150, "{cli}");
+    let page_received = out["browser"]["received"]
+        .as_str()
+        .and_then(|n| n.parse::<u64>().ok())
+        .unwrap();
+    assert!(
+        page_received * 10 >= cli_sent * 9,
+        "page heard {page_received} of {cli_sent}: {out}"
+    );
+    // The page's Opus frames (one per 20 ms from the fake microphone) reached the CLI,
+    // authenticated under its key, from one speaker: alice's participant.
+    let heard = cli["receivedPerSpeaker"].as_object().unwrap();
+    assert_eq!(heard.len(), 1, "{cli}");
+    let from_page = heard.values().next().unwrap();
+    assert!(from_page["received"].as_u64().unwrap() >= 150, "{cli}");
+    assert_eq!(cli["authFailures"], 0, "{cli}");
+    assert!(cli["keyEpochsSeen"].as_array().unwrap().len() >= 2, "{cli}");
+    assert_eq!(out["talkingSeen"], true, "{out}");
+    assert!(out["sentWhileMuted"].as_u64().unwrap() <= 2, "{out}");
+    assert!(shots.join("voice.png").exists());
+}

@@ -383,9 +383,12 @@ fn receive(
     match h.kind {
         KIND_PONG if payload.len() >= 8 => rtts.push(now_us().saturating_sub(u64_at(0))),
         KIND_CHALLENGE => *challenge = Some(payload.to_vec()),
-        KIND_VOICE if payload.len() >= 16 => {
-            let sent_at = u64_at(0);
-            let seq = u64_at(8);
+        KIND_VOICE => {
+            // Counted by the header's speakerSeq (the server copies it), so frames from
+            // any client count — a browser's Opus frames too; only frames stamped by a
+            // `confab voice` (its sequence repeated in the payload) give a latency.
+            let seq = h.speaker_seq;
+            let sent_at = (payload.len() >= 16 && u64_at(8) == seq).then(|| u64_at(0));
             let s = speakers.entry(h.speaker).or_default();
             s.received += 1;
             if !s.seqs.insert(seq) {
@@ -395,7 +398,9 @@ fn receive(
                 s.out_of_order += 1;
             }
             s.highest = Some(s.highest.map_or(seq, |hi| hi.max(seq)));
-            s.latencies_us.push(now_us().saturating_sub(sent_at));
+            if let Some(sent_at) = sent_at {
+                s.latencies_us.push(now_us().saturating_sub(sent_at));
+            }
         }
         _ => {}
     }

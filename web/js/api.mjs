@@ -45,6 +45,11 @@ export const api = {
   createRoom: (displayName) => call("POST", "/rooms", { displayName }),
   leave: (roomId) => call("POST", `/rooms/${roomId}/leave`, {}),
   join: (joinCode) => call("POST", "/rooms/join", { joinCode }),
+  joinVoice: (roomId, listenOnly) =>
+    call("POST", `/rooms/${roomId}/voice`, { cipher: "aes-256-gcm", listenOnly }),
+  leaveVoice: (roomId, participantId) =>
+    call("DELETE", `/rooms/${roomId}/voice?participantId=${participantId}`),
+  voiceParticipants: (roomId) => call("GET", `/rooms/${roomId}/voice`),
 };
 
 /**
@@ -78,7 +83,8 @@ export function upload(messageId, files, progress) {
 /**
  * The event stream: calls onEvent(type, data) for each event and onOpen() after each
  * (re)connection (the caller catches up then); reconnects with exponential back-off
- * (1 s doubling to 30 s, with jitter) until close().
+ * (1 s doubling to 30 s, with jitter) until close(). Binary frames are voice packets
+ * (docs/voice.md §6): they go to onBinary(ArrayBuffer) and out through sendBinary().
  */
 export class Events {
   constructor(onEvent, onOpen) {
@@ -92,11 +98,16 @@ export class Events {
   connect() {
     const ws = new WebSocket(`wss://${location.host}/api/v1/events`);
     this.ws = ws;
+    ws.binaryType = "arraybuffer";
     ws.onopen = () => {
       this.delay = 1000;
       this.onOpen();
     };
     ws.onmessage = (e) => {
+      if (typeof e.data !== "string") {
+        if (this.onBinary) this.onBinary(e.data);
+        return;
+      }
       let event;
       try {
         event = JSON.parse(e.data);
@@ -116,6 +127,14 @@ export class Events {
 
   send(frame) {
     if (this.ws && this.ws.readyState === WebSocket.OPEN) this.ws.send(JSON.stringify(frame));
+  }
+
+  /** Voice is best effort: dropped rather than queued behind a slow link (> 64 KiB). */
+  sendBinary(bytes) {
+    const ws = this.ws;
+    if (!ws || ws.readyState !== WebSocket.OPEN || ws.bufferedAmount > 65536) return false;
+    ws.send(bytes);
+    return true;
   }
 
   close() {

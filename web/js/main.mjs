@@ -4,6 +4,7 @@ import { api, Events, upload } from "./api.mjs";
 import { h, replace } from "./dom.mjs";
 import { loginView } from "./views/login.mjs";
 import { composer, Timeline } from "./views/timeline.mjs";
+import { VoiceCall } from "./voice.mjs";
 
 const root = document.getElementById("app");
 
@@ -54,7 +55,10 @@ class App {
       h("div", { class: "room-tools" },
         this.membersButton = h("button", { type: "button", class: "plain", "aria-expanded": "false",
           onclick: () => this.toggleMembers() }, "Members"),
+        this.voiceButton = h("button", { type: "button", class: "plain", onclick: () => this.joinVoice() }, "Join voice"),
         this.leaveButton = h("button", { type: "button", class: "plain", onclick: () => this.leave() }, "Leave room")));
+    this.voice = null;
+    this.voiceBar = h("section", { class: "voice", "aria-label": "Voice", hidden: true });
     this.main = h("main", { class: "room", "aria-labelledby": "room-title" },
       heading, this.results, this.timeline.list, this.typingLine, this.uploads, this.composer);
     this.main.addEventListener("dragover", (e) => {
@@ -70,10 +74,15 @@ class App {
     this.node = h("div", { class: "shell" },
       h("header", { class: "top" }, this.me, this.search,
         h("button", { type: "button", class: "plain", onclick: () => this.logout() }, "Log out")),
-      h("nav", { class: "rooms", "aria-label": "Rooms" }, this.roomList, this.newRoom),
+      h("div", { class: "left" },
+        h("nav", { class: "rooms", "aria-label": "Rooms" }, this.roomList, this.newRoom),
+        this.voiceBar),
       this.main, this.membersPanel, this.threadPanel);
     window.addEventListener("hashchange", () => this.route());
     this.events = new Events((type, data) => this.onEvent(type, data), () => this.catchUp());
+    this.events.onBinary = (packet) => {
+      if (this.voice) this.voice.receive(packet);
+    };
     // 1008: the session was ended (logged out elsewhere, suspended): back to the login
     // form if it really is gone, else connect again.
     this.events.onClose = (e) => {
@@ -134,6 +143,80 @@ class App {
   disarmLeave() {
     this.leaveArmed = false;
     this.leaveButton.textContent = "Leave room";
+  }
+
+  /** Joins the open room's voice channel (one call at a time; it follows you between rooms). */
+  async joinVoice() {
+    if (this.current === null) return;
+    if (this.voice) await this.leaveVoice();
+    const call = new VoiceCall(this.current, this.events, () => this.drawVoice());
+    this.voice = call;
+    this.drawVoice();
+    try {
+      await call.join();
+    } catch (e) {
+      call.stop();
+      this.voice = null;
+      this.voiceError = e.message;
+    }
+    this.drawVoice();
+    clearInterval(this.voiceTimer);
+    // Counters and who is talking, redrawn once a second rather than per packet.
+    this.voiceTimer = setInterval(() => this.drawVoiceStats(), 1000);
+  }
+
+  async leaveVoice() {
+    const call = this.voice;
+    this.voice = null;
+    clearInterval(this.voiceTimer);
+    this.drawVoice();
+    if (call) await call.leave();
+  }
+
+  drawVoice() {
+    const call = this.voice;
+    this.voiceButton.hidden = Boolean(call && !call.left && call.roomId === this.current);
+    if (!call || call.left) {
+      if (call) this.voiceError = call.error;
+      this.voice = null;
+      clearInterval(this.voiceTimer);
+      this.voiceBar.hidden = !this.voiceError;
+      replace(this.voiceBar, this.voiceError ? h("p", { class: "error", role: "alert" }, this.voiceError) : null);
+      return;
+    }
+    this.voiceError = null;
+    const room = this.rooms.get(call.roomId);
+    const toggle = (label, pressed, onclick) =>
+      h("button", { type: "button", class: "plain", "aria-pressed": String(pressed), onclick }, label);
+    const people = [[call.participantId, this.userId], ...call.participants.entries()];
+    this.voiceStats = h("p", { class: "voice-stats" });
+    replace(this.voiceBar,
+      h("h3", {}, `Voice: ${room ? room.displayName : `room ${call.roomId}`}`),
+      h("ul", { "aria-label": "In the call" }, people.map(([pid, uid]) => {
+        const talking = call.talking.has(pid);
+        return h("li", { class: talking ? "talking" : null, "data-participant-id": pid },
+          h("span", { class: "presence online", "aria-hidden": "true" }),
+          uid === this.userId && pid === call.participantId ? "You" : this.timeline.name(uid),
+          talking ? " — talking" : "");
+      })),
+      toggle("Mute", call.muted, () => call.setMuted(!call.muted)),
+      toggle("Deafen", call.deafened, () => call.setDeafened(!call.deafened)),
+      h("button", { type: "button", class: "plain", onclick: () => this.leaveVoice() }, "Leave voice"),
+      this.voiceStats,
+      call.error ? h("p", { class: "error", role: "alert" }, call.error) : null);
+    this.voiceBar.hidden = false;
+    this.drawVoiceStats();
+  }
+
+  drawVoiceStats() {
+    const call = this.voice;
+    if (!call || !this.voiceStats) return;
+    const s = call.stats;
+    this.voiceStats.dataset.sent = s.sent;
+    this.voiceStats.dataset.received = s.received;
+    this.voiceStats.dataset.played = s.played;
+    this.voiceStats.textContent = `Sent ${s.sent} · received ${s.received}`
+      + (s.rttMs === null ? "" : ` · ${s.rttMs} ms round trip`);
   }
 
   /** `#/join/CODE`: a join link. */
@@ -263,6 +346,7 @@ class App {
       return;
     }
     this.title.textContent = this.rooms.get(id).displayName;
+    this.voiceButton.hidden = Boolean(this.voice && this.voice.roomId === id);
     if (this.thread) this.closeThread();
     this.drawMembers();
     const { messages } = await api.history(id, 50);
@@ -366,6 +450,13 @@ class App {
         if (data.roomId === this.current) this.route(true);
         else this.drawRooms();
         break;
+      case "VoiceKey":
+      case "VoiceParticipantJoined":
+      case "VoiceParticipantLeft":
+      case "VoiceTalking":
+      case "VoiceRejoin":
+        if (this.voice && !this.voice.onEvent(type, data)) this.drawVoice();
+        break;
       case "UserTyping":
         this.typing.set(data.userId, { roomId: data.roomId, at: Date.now() });
         this.showTyping();
@@ -412,12 +503,15 @@ class App {
   }
 
   async logout() {
+    await this.leaveVoice();
     this.events.close();
     await api.logout().catch(() => {});
     this.loggedOut();
   }
 
   loggedOut() {
+    if (this.voice) this.voice.stop();
+    clearInterval(this.voiceTimer);
     this.events.close();
     showLogin();
   }
