@@ -115,6 +115,7 @@ fn two_people_use_the_team_client_in_chromium_and_a_hostile_message_runs_nothing
             String::from_utf8_lossy(&run.stderr)
         )
     });
+    eprintln!("{out}");
     assert_eq!(out["ok"], true, "{out:#}");
     assert!(
         out["csp"]
@@ -152,7 +153,19 @@ fn two_people_use_the_team_client_in_chromium_and_a_hostile_message_runs_nothing
     assert!(out["pageErrors"].is_null(), "{out}");
     assert_eq!(out["searchMarks"], json!(["second"]), "{out}");
     // axe-core on every view: no serious or critical violation.
-    for view in ["login", "timeline", "search", "members", "comments"] {
+    for view in [
+        "login",
+        "timeline",
+        "search",
+        "members",
+        "comments",
+        "board",
+        "meetings",
+        "roomSettings",
+        "settings",
+        "admin",
+        "phone",
+    ] {
         assert_eq!(
             out["axe"][view],
             json!([]),
@@ -171,7 +184,33 @@ fn two_people_use_the_team_client_in_chromium_and_a_hostile_message_runs_nothing
         "{out}"
     );
     assert_eq!(out["removeStatus"], 200, "{out}");
-    assert_eq!(out["suspendStatus"], 200, "{out}");
+    assert_eq!(out["cardsAssignedToAlice"], 0, "{out}");
+    assert_eq!(out["cardsAssignedToBob"], 1, "{out}");
+    assert_eq!(out["meetingDays"], 1, "{out}");
+    assert!(
+        out["refusedMove"]
+            .as_str()
+            .unwrap()
+            .contains("canChangePropertiesOfUnrelatedIssues"),
+        "{out}"
+    );
+    assert_eq!(out["unreadMarkers"], 1, "{out}");
+    assert_eq!(out["afterReconnect"], 2, "{out}");
+    assert_eq!(out["firstRoomOfBob"], "General, pinned", "{out}");
+    assert!(out["phoneOverflow"].as_i64().unwrap() <= 0, "{out}");
+    assert_eq!(out["eventStreams"], 2, "{out}");
+    assert!(
+        out["serviceWorker"].as_str().unwrap().ends_with("/sw.js"),
+        "{out}"
+    );
+    assert_eq!(out["renamed"], "Mallory M", "{out}");
+    assert!(
+        out["messageLink"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("/#/room/{room}/message/")),
+        "{out}"
+    );
     assert!(out["offlineAfterMs"].as_u64().unwrap() < 60_000, "{out}");
     for shot in [
         "timeline.png",
@@ -179,6 +218,12 @@ fn two_people_use_the_team_client_in_chromium_and_a_hostile_message_runs_nothing
         "files.png",
         "comments.png",
         "login.png",
+        "board.png",
+        "meetings.png",
+        "room-settings.png",
+        "settings.png",
+        "admin.png",
+        "phone.png",
     ] {
         assert!(shots.join(shot).exists(), "{shot}");
     }
@@ -252,4 +297,64 @@ fn the_browser_and_confab_voice_hear_each_other() {
     assert_eq!(out["talkingSeen"], true, "{out}");
     assert!(out["sentWhileMuted"].as_u64().unwrap() <= 2, "{out}");
     assert!(shots.join("voice.png").exists());
+}
+
+#[test]
+fn a_long_room_scrolls_back_to_its_first_message_with_a_bounded_page() {
+    let browser = browser_tools();
+    let server = TestServer::start();
+    let system = actix_rt::System::new();
+    const MESSAGES: usize = 1200;
+    system.block_on(async {
+        let admin = server.admin().await;
+        let mut a = admin.another();
+        a.use_token(admin.session_id().unwrap());
+        let room = a.create_room("Long room", &[]).await.unwrap();
+        // Eight posters; each message's number in its text, so the oldest is known.
+        let next = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let posters = (0..8).map(|_| {
+            let mut c = admin.another();
+            c.use_token(admin.session_id().unwrap());
+            let next = next.clone();
+            async move {
+                loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    if i >= MESSAGES {
+                        break;
+                    }
+                    c.send_text(room, &format!("message {i:05}")).await.unwrap();
+                }
+            }
+        });
+        futures_util::future::join_all(posters).await;
+    });
+    let port = server.addr.rsplit(':').next().unwrap();
+    let config = json!({
+        "server": format!("localhost:{port}"), "user": "admin",
+        "password": server.admin_password(), "room": "Long room", "expect": MESSAGES,
+    });
+    let run = std::process::Command::new("node")
+        .arg(browser.join("scroll.mjs"))
+        .arg(config.to_string())
+        .output()
+        .expect("run node (install nodejs)");
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    let out: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap_or_else(|_| {
+        panic!(
+            "scroll.mjs: {stdout}\n{}",
+            String::from_utf8_lossy(&run.stderr)
+        )
+    });
+    eprintln!("{out}");
+    assert_eq!(out["ok"], true, "{out:#}");
+    assert!(out["pageErrors"].is_null(), "{out}");
+    assert_eq!(out["reachedOldest"], true, "{out}");
+    // Messages are posted concurrently, so the oldest is one of the first few numbers.
+    let oldest = out["oldestText"].as_str().unwrap();
+    assert!(oldest.starts_with("message 0000"), "{out}");
+    // The newest page, then 100 per step: about 11 steps to the first of 1,200 messages,
+    // and never more than 300 messages in the page.
+    assert!(out["pages"].as_u64().unwrap() >= 10, "{out}");
+    assert!(out["maxArticles"].as_u64().unwrap() <= 300, "{out}");
+    assert!(out["articlesAtNewest"].as_u64().unwrap() <= 300, "{out}");
 }

@@ -31,8 +31,11 @@ export const api = {
   status: () => call("GET", "/status"),
   users: () => call("GET", "/users"),
   rooms: () => call("GET", "/rooms"),
-  history: (roomId, limit = 50, cursor) =>
-    call("GET", `/rooms/${roomId}/messages?limit=${limit}${cursor ? `&cursor=${cursor}` : ""}`),
+  /** A page of a room's messages (oldest first): the newest `limit` before `cursor` going
+   * backward, or the oldest after it going forward. */
+  history: (roomId, limit = 50, cursor = 0, direction = "backward") =>
+    call("GET", `/rooms/${roomId}/messages?limit=${limit}&direction=${direction}${cursor ? `&cursor=${cursor}` : ""}`),
+  message: (messageId) => call("GET", `/messages/${messageId}`),
   send: (roomId, content) => call("POST", `/rooms/${roomId}/messages`, { content }),
   markRead: (messageId) => call("POST", `/messages/${messageId}/read`, {}),
   search: (q) => call("GET", `/search?q=${encodeURIComponent(q)}&limit=30`),
@@ -43,8 +46,51 @@ export const api = {
   comment: (messageId, content) => call("POST", `/messages/${messageId}/comments`, { content }),
   members: (roomId) => call("GET", `/rooms/${roomId}/members`),
   createRoom: (displayName) => call("POST", "/rooms", { displayName }),
+  privateRoom: (userId) => call("POST", "/rooms", { roomType: "Private", members: [userId] }),
+  pin: (roomId, isPinned) => call("PUT", `/rooms/${roomId}/pin`, { isPinned }),
+  deleteFile: (attachmentId) => call("DELETE", `/attachments/${attachmentId}`),
   leave: (roomId) => call("POST", `/rooms/${roomId}/leave`, {}),
   join: (joinCode) => call("POST", "/rooms/join", { joinCode }),
+  sendIssue: (roomId, content, priority, issueProperties) =>
+    call("POST", `/rooms/${roomId}/messages`, { content, priority, messageType: "Issue", issueProperties }),
+  /** Changes an issue's properties; the text is sent unchanged (what a non-author may do). */
+  setIssue: (m, issueProperties) =>
+    call("PUT", `/messages/${m.messageId}`, { content: m.text, messageType: "Issue", issueProperties }),
+  issues: (roomId) => call("GET", `/issues?roomId=${roomId}&sort=priority&limit=1000`),
+  sendMeeting: (roomId, content, meetingProperties) =>
+    call("POST", `/rooms/${roomId}/messages`, { content, messageType: "Meeting", meetingProperties }),
+  meetings: (roomId, from, to) => call("GET", `/meetings?roomId=${roomId}&from=${from}&to=${to}`),
+  updateMe: (userId, fields) => call("PATCH", `/users/${userId}`, fields),
+  changePassword: (userId, oldPassword, password) => call("POST", `/users/${userId}/password`, { oldPassword, password }),
+  setStatus: (statusText) => call("PUT", "/presence", { statusText }),
+  /** Uploads an avatar image (the bytes as the body). */
+  setAvatar: async (userId, file) => {
+    const r = await fetch(`/api/v1/users/${userId}/avatar.jpg`, { method: "PUT", body: file, credentials: "same-origin" });
+    const data = await r.json().catch(() => ({}));
+    if (!r.ok) throw new ApiError(r.status, data.errorText || r.statusText);
+    return data;
+  },
+  sessions: () => call("GET", "/sessions"),
+  endOtherSessions: () => call("DELETE", "/sessions?others=true"),
+  // Room management (moderators, administrators)
+  addMember: (roomId, userId) => call("POST", `/rooms/${roomId}/members`, { userId }),
+  removeMember: (roomId, userId) => call("DELETE", `/rooms/${roomId}/members/${userId}`),
+  setModerator: (roomId, userId, isModerator) => call("PUT", `/rooms/${roomId}/members/${userId}`, { isModerator }),
+  updateRoom: (roomId, fields) => call("PATCH", `/rooms/${roomId}`, fields),
+  roomPermissions: (roomId, userId) => call("GET", `/room-permissions/${roomId}${userId ? `?userId=${userId}` : ""}`),
+  setRoomPermissions: (roomId, userId, permissions) =>
+    call("PUT", `/room-permissions/${roomId}`, userId ? { userId, permissions } : { permissions }),
+  // Administration
+  createUser: (fields) => call("POST", "/users", fields),
+  suspend: (userId) => call("POST", `/users/${userId}/suspend`, {}),
+  reactivate: (userId) => call("POST", `/users/${userId}/reactivate`, {}),
+  resetPassword: (userId) => call("POST", `/users/${userId}/password`, {}),
+  setAdmin: (userId, isAdmin) => call("POST", `/users/${userId}/admin`, { isAdmin }),
+  permissions: () => call("GET", "/permissions"),
+  setPermissions: (permissions) => call("PUT", "/permissions", { permissions }),
+  health: () => call("GET", "/server-health"),
+  vapidKey: () => call("GET", "/push/vapid-public-key"),
+  registerPush: (subscription) => call("POST", "/push/devices", { platform: "webpush", subscription }),
   joinVoice: (roomId, listenOnly) =>
     call("POST", `/rooms/${roomId}/voice`, { cipher: "aes-256-gcm", listenOnly }),
   leaveVoice: (roomId, participantId) =>
@@ -96,7 +142,8 @@ export class Events {
   }
 
   connect() {
-    const ws = new WebSocket(`wss://${location.host}/api/v1/events`);
+    // readDeltas: read receipts come as small MessagesRead events, not whole messages.
+    const ws = new WebSocket(`wss://${location.host}/api/v1/events?extensions=readDeltas`);
     this.ws = ws;
     ws.binaryType = "arraybuffer";
     ws.onopen = () => {

@@ -3,7 +3,13 @@
 import { api, Events, upload } from "./api.mjs";
 import { h, replace } from "./dom.mjs";
 import { loginView } from "./views/login.mjs";
-import { composer, Timeline } from "./views/timeline.mjs";
+import { AdminPage } from "./views/admin.mjs";
+import { IssueBoard } from "./views/board.mjs";
+import { MeetingList } from "./views/meetings.mjs";
+import { RoomSettings } from "./views/roomsettings.mjs";
+import { SettingsPage } from "./views/settings.mjs";
+import { composer, PAGE, Timeline } from "./views/timeline.mjs";
+import { enableNotifications, notificationsWanted, subscribePush } from "./notify.mjs";
 import { VoiceCall } from "./voice.mjs";
 
 const root = document.getElementById("app");
@@ -50,17 +56,29 @@ class App {
       if (e.key === "Enter") this.runSearch(this.search.value);
       if (e.key === "Escape") this.closeSearch();
     });
-    this.me = h("span", { class: "me" });
+    this.meName = h("span", { class: "name" });
+    this.me = h("a", { class: "me", href: "#/settings" }, this.meName,
+      h("span", { class: "visually-hidden" }, " (your settings)"));
+    this.adminLink = h("a", { href: "#/admin", hidden: true }, "Administration");
+    this.notifyButton = h("button", { type: "button", class: "plain", hidden: !notificationsWanted(),
+      onclick: () => this.askNotifications() }, "Enable notifications");
+    this.tabs = h("ul", { class: "tabs" });
+    this.viewHost = h("div", { class: "view-host", hidden: true });
+    this.noticeLine = h("p", { class: "notice", role: "status" });
     const heading = h("div", { class: "room-head" }, this.title,
       h("div", { class: "room-tools" },
         this.membersButton = h("button", { type: "button", class: "plain", "aria-expanded": "false",
           onclick: () => this.toggleMembers() }, "Members"),
+        this.pinButton = h("button", { type: "button", class: "plain", "aria-pressed": "false",
+          onclick: () => this.togglePin() }, "Pin room"),
         this.voiceButton = h("button", { type: "button", class: "plain", onclick: () => this.joinVoice() }, "Join voice"),
         this.leaveButton = h("button", { type: "button", class: "plain", onclick: () => this.leave() }, "Leave room")));
     this.voice = null;
     this.voiceBar = h("section", { class: "voice", "aria-label": "Voice", hidden: true });
     this.main = h("main", { class: "room", "aria-labelledby": "room-title" },
-      heading, this.results, this.timeline.list, this.typingLine, this.uploads, this.composer);
+      heading, h("nav", { "aria-label": "Room views" }, this.tabs), this.results, this.noticeLine,
+      this.timeline.list, this.viewHost, this.typingLine, this.uploads, this.composer);
+    this.pageHost = h("main", { class: "page", hidden: true });
     this.main.addEventListener("dragover", (e) => {
       if (e.dataTransfer?.types?.includes("Files")) e.preventDefault();
     });
@@ -72,13 +90,14 @@ class App {
       }
     });
     this.node = h("div", { class: "shell" },
-      h("header", { class: "top" }, this.me, this.search,
+      h("header", { class: "top" }, this.me, this.search, this.notifyButton, this.adminLink,
         h("button", { type: "button", class: "plain", onclick: () => this.logout() }, "Log out")),
       h("div", { class: "left" },
         h("nav", { class: "rooms", "aria-label": "Rooms" }, this.roomList, this.newRoom),
         this.voiceBar),
-      this.main, this.membersPanel, this.threadPanel);
+      this.main, this.pageHost, this.membersPanel, this.threadPanel);
     window.addEventListener("hashchange", () => this.route());
+    if ("Notification" in window && Notification.permission === "granted") subscribePush().catch(() => {});
     this.events = new Events((type, data) => this.onEvent(type, data), () => this.catchUp());
     this.events.onBinary = (packet) => {
       if (this.voice) this.voice.receive(packet);
@@ -95,11 +114,41 @@ class App {
     };
   }
 
+  async togglePin() {
+    const room = this.rooms.get(this.current);
+    if (!room) return;
+    try {
+      const { room: r } = await api.pin(room.roomId, !room.isPinned);
+      this.rooms.set(r.roomId, r);
+      this.drawRooms();
+    } catch (e) {
+      this.notice(e.message);
+    }
+  }
+
+  /** A private room with one other person (the existing one, if there is one). */
+  async openPrivate(userId) {
+    try {
+      const { room } = await api.privateRoom(userId);
+      this.rooms.set(room.roomId, room);
+      location.hash = `#/room/${room.roomId}`;
+    } catch (e) {
+      this.notice(e.message);
+    }
+  }
+
   /** "New room": a name, then the room is made (with the creator as its moderator). */
   newRoomForm() {
     const name = h("input", { "aria-label": "Room name", placeholder: "New room name", maxlength: 128 });
     const error = h("p", { class: "error", role: "alert" });
-    const form = h("form", { class: "new-room" }, name, h("button", { type: "submit" }, "Create room"), error);
+    this.privatePick = h("select", { "aria-label": "Private chat with" });
+    this.privatePick.addEventListener("change", () => {
+      const id = Number(this.privatePick.value);
+      this.privatePick.value = "";
+      if (id) this.openPrivate(id);
+    });
+    const form = h("form", { class: "new-room" }, name, h("button", { type: "submit" }, "Create room"), error,
+      this.privatePick);
     form.addEventListener("submit", async (e) => {
       e.preventDefault();
       if (!name.value.trim()) return;
@@ -242,6 +291,15 @@ class App {
     this.updated(message);
   }
 
+  async deleteFile(a) {
+    try {
+      await api.deleteFile(a.attachmentId);
+      this.notice(`Deleted ${a.fileName}`);
+    } catch (e) {
+      this.notice(e.message);
+    }
+  }
+
   async remove(m) {
     await api.remove(m.messageId);
     this.timeline.remove(m.messageId);
@@ -307,7 +365,11 @@ class App {
       const [{ users }, { rooms }] = await Promise.all([api.users(), api.rooms()]);
       this.users = new Map(users.map((u) => [u.userId, u]));
       const me = this.users.get(this.userId);
-      this.me.textContent = me ? (me.displayName || me.userName) : "";
+      this.meName.textContent = me ? (me.displayName || me.userName) : "";
+      this.adminLink.hidden = !this.isAdmin();
+      replace(this.privatePick, h("option", { value: "" }, "Private chat with…"),
+        users.filter((u) => u.userId !== this.userId && u.status !== "Suspended" && u.status !== "DeletionInProgress")
+          .map((u) => h("option", { value: u.userId }, u.displayName || u.userName)));
       this.rooms = new Map(rooms.map((r) => [r.roomId, r]));
       this.drawRooms();
       await this.route(true);
@@ -321,38 +383,162 @@ class App {
       (b.isPinned === true) - (a.isPinned === true) || (a.displayName || "").localeCompare(b.displayName || ""));
     replace(this.roomList, sorted.map((r) => {
       const unread = r.unreadMessageCount || 0;
-      const label = unread ? `${r.displayName}, ${unread} unread` : r.displayName;
+      const flags = [r.isPinned ? "pinned" : null, r.isArchived ? "archived" : null,
+        r.roomType === "Private" ? "private" : null].filter(Boolean);
+      const label = [r.displayName, ...flags, unread ? `${unread} unread` : null].filter(Boolean).join(", ");
       return h("li", {}, h("a", {
         href: `#/room/${r.roomId}`, "aria-label": label,
         "aria-current": this.current === r.roomId ? "page" : null,
-      }, h("span", {}, r.displayName), unread ? h("span", { class: "unread" }, String(unread)) : null));
+      }, h("span", {}, r.roomType === "Private" ? h("span", { "aria-hidden": "true" }, "@ ") : null, r.displayName,
+        r.isPinned ? h("span", { class: "flag", "aria-hidden": "true" }, " 📌") : null,
+        r.isArchived ? h("span", { class: "flag", "aria-hidden": "true" }, " (archived)") : null),
+      unread ? h("span", { class: "unread" }, String(unread)) : null));
     }));
     const total = [...this.rooms.values()].reduce((n, r) => n + (r.unreadMessageCount || 0), 0);
     document.title = total ? `(${total}) Confab` : "Confab";
   }
 
+  /**
+   * The address says what is shown: `#/room/ID` (timeline), `…/issues`, `…/meetings`,
+   * `…/message/MID` (a linked message), `#/settings`, `#/admin`, `#/join/CODE`.
+   */
   async route(reload = false) {
-    const join = location.hash.match(/^#\/join\/([A-Za-z0-9_-]+)/);
+    const hash = location.hash;
+    const join = hash.match(/^#\/join\/([A-Za-z0-9_-]+)/);
     if (join) return this.joinByLink(join[1]);
-    const m = location.hash.match(/^#\/room\/(\d+)/);
+    const page = hash.match(/^#\/(settings|admin)/);
+    if (page) return this.showPage(page[1]);
+    this.showPage(null);
+    const m = hash.match(/^#\/room\/(\d+)(?:\/(issues|meetings|settings)|\/message\/(\d+))?/);
     let id = m ? Number(m[1]) : null;
+    const view = (m && m[2]) || "timeline";
+    const focus = m && m[3] ? Number(m[3]) : null;
     if (!this.rooms.has(id)) id = this.rooms.size ? [...this.rooms.keys()][0] : null;
-    if (id === this.current && !reload) return;
+    const roomChanged = id !== this.current;
+    if (!roomChanged && !reload && view === this.view && !focus) return;
     this.current = id;
+    this.view = view;
     this.drawRooms();
+    this.drawTabs();
     if (id === null) {
       this.title.textContent = "No rooms yet";
       this.timeline.show([]);
+      this.showView(null);
       return;
     }
-    this.title.textContent = this.rooms.get(id).displayName;
+    const room = this.rooms.get(id);
+    this.title.textContent = room.displayName;
+    this.drawRoomTools(room);
     this.voiceButton.hidden = Boolean(this.voice && this.voice.roomId === id);
-    if (this.thread) this.closeThread();
-    this.drawMembers();
-    const { messages } = await api.history(id, 50);
+    if (roomChanged || reload || focus) {
+      if (this.thread) this.closeThread();
+      this.drawMembers();
+      await this.loadTimeline(id, focus, roomChanged ? room.unreadMessageCount || 0 : 0);
+      if (this.current !== id) return;
+    }
+    if (view === "issues") this.showView(new IssueBoard(this, id));
+    else if (view === "meetings") this.showView(new MeetingList(this, id));
+    else if (view === "settings") this.showView(new RoomSettings(this, id));
+    else this.showView(null);
+  }
+
+  drawRoomTools(room) {
+    this.pinButton.textContent = room.isPinned ? "Unpin room" : "Pin room";
+    this.pinButton.setAttribute("aria-pressed", String(Boolean(room.isPinned)));
+    this.leaveButton.hidden = room.roomType === "Private";
+  }
+
+  /** The timeline's newest page, or the pages around a linked message. */
+  async loadTimeline(id, focus, unread) {
+    this.timeline.loader = (cursor, direction) => api.history(id, PAGE, cursor, direction);
+    if (focus) {
+      const [before, after] = await Promise.all([
+        api.history(id, PAGE / 2, focus + 1, "backward"), api.history(id, PAGE / 2, focus, "forward"),
+      ]);
+      if (this.current !== id) return;
+      this.timeline.show([...before.messages, ...after.messages], {
+        hasOlder: before.messages.length >= PAGE / 2, hasNewer: after.messages.length >= PAGE / 2,
+      });
+      if (!this.timeline.reveal(focus)) this.notice("That message is gone (deleted, or not in this room).");
+      return;
+    }
+    const { messages } = await api.history(id, PAGE);
     if (this.current !== id) return;
-    this.timeline.show(messages);
+    this.timeline.show(messages, { hasOlder: messages.length >= PAGE, unread });
     this.markRead(messages[messages.length - 1]);
+  }
+
+  jumpToNewest() {
+    if (this.current !== null) this.loadTimeline(this.current, null, 0);
+  }
+
+  /** The room's other views (board, meetings, settings) take the timeline's place. */
+  showView(view) {
+    this.roomView = view;
+    const timeline = !view;
+    for (const el of [this.timeline.list, this.typingLine, this.uploads, this.composer]) el.hidden = !timeline;
+    this.viewHost.hidden = timeline;
+    replace(this.viewHost, view ? view.node : null);
+    if (view) {
+      view.load().catch((e) => {
+        replace(this.viewHost, h("p", { class: "error", role: "alert" }, e.message));
+      });
+    }
+  }
+
+  drawTabs() {
+    const id = this.current;
+    const tab = (view, label) => h("li", {}, h("a", {
+      href: view === "timeline" ? `#/room/${id}` : `#/room/${id}/${view}`,
+      "aria-current": this.view === view ? "page" : null,
+    }, label));
+    const room = this.rooms.get(id);
+    replace(this.tabs, id === null ? null : [
+      tab("timeline", "Messages"), tab("issues", "Issues"), tab("meetings", "Meetings"),
+      room && (room.isModerator || this.isAdmin()) ? tab("settings", "Room settings") : null,
+    ]);
+  }
+
+  isAdmin() {
+    return Boolean(this.users.get(this.userId)?.isAdmin);
+  }
+
+  /** Settings and administration take the room's place. */
+  showPage(name) {
+    if (!name) {
+      if (this.page) {
+        this.page = null;
+        this.main.hidden = false;
+        this.pageHost.hidden = true;
+        replace(this.pageHost);
+      }
+      return;
+    }
+    this.current = null;
+    this.page = name === "admin" ? new AdminPage(this) : new SettingsPage(this);
+    this.main.hidden = true;
+    this.drawRooms();
+    replace(this.pageHost, this.page.node);
+    this.pageHost.hidden = false;
+    this.page.load().catch((e) => replace(this.pageHost, h("p", { class: "error", role: "alert" }, e.message)));
+  }
+
+  /** A short message for everyone (screen readers too), gone after a while. */
+  notice(text) {
+    this.noticeLine.textContent = text;
+    clearTimeout(this.noticeTimer);
+    this.noticeTimer = setTimeout(() => { this.noticeLine.textContent = ""; }, 5000);
+  }
+
+  async copyLink(m, button) {
+    const link = `${location.origin}/#/room/${m.roomId}/message/${m.messageId}`;
+    try {
+      await navigator.clipboard.writeText(link);
+      this.notice("Link copied");
+    } catch {
+      this.notice(`Link: ${link}`);
+    }
+    if (button) button.focus();
   }
 
   markRead(message) {
@@ -419,6 +605,7 @@ class App {
       case "TextMessagesUpdated":
         for (const m of data.messages || []) {
           if (this.thread) this.thread.timeline.add(m);
+          if (this.roomView && this.roomView.onMessage) this.roomView.onMessage(m);
           if (m.roomId === this.current) {
             this.timeline.add(m);
             if (type === "TextMessagesCreated") {
@@ -432,6 +619,7 @@ class App {
         break;
       case "TextMessageDeleted":
         if (data.roomId === this.current) this.timeline.remove(data.messageId);
+        if (this.roomView && this.roomView.onDeleted) this.roomView.onDeleted(data.messageId);
         if (this.thread) {
           if (this.thread.parent === data.messageId) this.closeThread();
           else this.thread.timeline.remove(data.messageId);
@@ -442,7 +630,10 @@ class App {
         if (data.room) {
           this.rooms.set(data.room.roomId, data.room);
           this.drawRooms();
-          if (data.room.roomId === this.current) this.title.textContent = data.room.displayName;
+          if (data.room.roomId === this.current) {
+            this.title.textContent = data.room.displayName;
+            this.drawRoomTools(data.room);
+          }
         }
         break;
       case "RoomDeleted":
@@ -456,6 +647,13 @@ class App {
       case "VoiceTalking":
       case "VoiceRejoin":
         if (this.voice && !this.voice.onEvent(type, data)) this.drawVoice();
+        break;
+      case "MessagesRead":
+        if (data.roomId === this.current) this.timeline.addReceipts(data.messageId, data.readTimestamps || []);
+        if (this.thread) this.thread.timeline.addReceipts(data.messageId, data.readTimestamps || []);
+        break;
+      case "RoomPermissionsChanged":
+        if (this.roomView && this.roomView.onPermissionsChanged) this.roomView.onPermissionsChanged(data);
         break;
       case "UserTyping":
         this.typing.set(data.userId, { roomId: data.roomId, at: Date.now() });
@@ -473,6 +671,12 @@ class App {
       }
       default:
     }
+  }
+
+  async askNotifications() {
+    const result = await enableNotifications();
+    this.notifyButton.hidden = true;
+    this.notice(result);
   }
 
   notify(m) {

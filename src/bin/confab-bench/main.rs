@@ -89,6 +89,10 @@ struct Args {
     /// instead of messages: measure the web client's first load (bytes sent, gzip)
     #[argh(switch)]
     web_first_load: bool,
+    /// instead of messages: fill one room with this many messages, then scroll it from the
+    /// newest to the oldest in headless Chromium (the web client's scroll cost)
+    #[argh(option, default = "0")]
+    web_scroll: u64,
     /// instead of messages: post this many messages over --search-rooms rooms, then time
     /// searches of a member of --search-user-rooms of them, and an offline reindex
     #[argh(option, default = "0")]
@@ -459,6 +463,8 @@ fn main() {
         system.block_on(run_hostile(args.hostile, args.hostile_rounds, &server))
     } else if args.images > 0 {
         system.block_on(run_images(args.images, args.image_mp, &server))
+    } else if args.web_scroll > 0 {
+        system.block_on(web::run_web_scroll(&server, args.web_scroll, args.posters))
     } else if args.web_first_load {
         system.block_on(web::run_web_first_load(&server))
     } else if args.search_messages > 0 {

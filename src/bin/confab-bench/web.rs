@@ -77,3 +77,50 @@ pub(super) async fn run_web_first_load(server: &Server) -> serde_json::Value {
         "byFile": files,
     })
 }
+
+/// A room of `n` messages scrolled from the newest to the oldest in headless Chromium
+/// (`tests/browser/scroll.mjs`, with the npm packages of `tests/browser` installed): the
+/// cost of each step and the most DOM the page ever held.
+pub(super) async fn run_web_scroll(server: &Server, n: u64, posters: usize) -> serde_json::Value {
+    let mut admin = Client::new(&server.addr, trust(server)).expect("client");
+    if let Err(e) = admin.login("admin", &server.admin_password).await {
+        return json!({ "error": format!("login: {e}") });
+    }
+    let room = match admin.create_room("Long room", &[]).await {
+        Ok(r) => r,
+        Err(e) => return json!({ "error": format!("create room: {e}") }),
+    };
+    let started = Instant::now();
+    super::files::fill_room(&admin, room, n, posters).await;
+    let fill_secs = started.elapsed().as_secs_f64();
+    let browser = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser");
+    if !browser.join("node_modules/playwright-core").exists() {
+        let npm = Command::new("npm")
+            .args(["ci", "--no-audit", "--no-fund", "--prefix"])
+            .arg(&browser)
+            .status();
+        if !npm.is_ok_and(|s| s.success()) {
+            return json!({ "error": "npm ci --prefix tests/browser failed (apt-get install nodejs npm chromium)" });
+        }
+    }
+    let port = server.addr.rsplit(':').next().unwrap_or("7777");
+    let config = json!({
+        "server": format!("localhost:{port}"), "user": "admin", "password": server.admin_password,
+        "room": "Long room", "expect": n,
+    });
+    let run = match Command::new("node")
+        .arg(browser.join("scroll.mjs"))
+        .arg(config.to_string())
+        .output()
+    {
+        Ok(r) => r,
+        Err(e) => return json!({ "error": format!("node: {e}") }),
+    };
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    let mut report: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap_or_else(|_| {
+        json!({ "error": format!("scroll.mjs: {stdout} {}", String::from_utf8_lossy(&run.stderr)) })
+    });
+    report["messages"] = n.into();
+    report["fillSeconds"] = ((fill_secs * 10.0).round() / 10.0).into();
+    report
+}

@@ -1,24 +1,54 @@
-// A room's timeline: the newest messages, live ones appended, each an <article> with its
-// author, time and text; the composer below (Enter sends, Shift+Enter a new line).
+// A room's timeline (or one message's comments): a window of at most MAX_NODES messages,
+// each an <article> with its author, time, text, files, reactions and receipts. Scrolling
+// up loads older pages and drops the newest beyond the window (scrolling down brings them
+// back), so a room of any length costs the same DOM. Day separators and the unread marker
+// are drawn from the window's order; live messages are appended when the window is at the
+// newest end. The composer below: Enter sends, Shift+Enter a new line, Up edits.
 import { h, replace } from "../dom.mjs";
 import { render } from "../markup.mjs";
 
-/** At most this many messages stay in the page: older ones are dropped as new arrive. */
-const MAX_NODES = 500;
+/** At most this many messages stay in the page. */
+export const MAX_NODES = 300;
+/** Messages per page loaded while scrolling. */
+export const PAGE = 100;
+/** Load the next page when the view is this close (px) to an end. */
+const EDGE = 400;
+
+const dayOf = (m) => new Date(m.createdUtc).toDateString();
+const dayLabel = (m) => new Date(m.createdUtc).toLocaleDateString([], { weekday: "long", day: "numeric", month: "long" });
 
 export class Timeline {
-  /** The room's timeline, or (with `parent`) the comments of one message. */
+  /**
+   * The room's timeline, or (with `parent`) the comments of one message. `loader(cursor,
+   * direction)` fetches a page (room timelines only: comments come in one piece).
+   */
   constructor(app, parent = 0) {
     this.app = app;
     this.parent = parent;
     this.list = h("div", { class: "timeline", role: "log", "aria-label": parent ? "Comments" : "Messages" });
-    this.byId = new Map();
+    this.nodes = new Map();
     this.messages = new Map();
+    this.order = [];
+    this.hasOlder = false;
+    this.hasNewer = false;
+    this.loading = false;
+    this.unreadFrom = null;
+    this.loader = null;
+    this.list.addEventListener("scroll", () => this.onScroll(), { passive: true });
   }
 
   name(userId) {
     const u = this.app.users.get(userId);
     return u ? (u.displayName || u.userName) : `user ${userId}`;
+  }
+
+  /** "Seen by …" from a message's read receipts (its author left out). */
+  seenBy(m) {
+    const readers = (m.readTimestamps || []).map((r) => r.userId).filter((id) => id !== m.userId);
+    if (!readers.length) return null;
+    const names = readers.slice(0, 3).map((id) => this.name(id));
+    const more = readers.length > 3 ? ` and ${readers.length - 3} more` : "";
+    return h("div", { class: "seen" }, `Seen by ${names.join(", ")}${more}`);
   }
 
   article(m) {
@@ -36,19 +66,21 @@ export class Timeline {
       h("button", { type: "button", class: "plain", onclick: () => this.app.react(m, "👍", true) }, "React 👍"),
       m.parentMessageId || m.commentCount ? null
         : h("button", { type: "button", class: "plain", onclick: () => this.app.openThread(m) }, "Comment"),
+      m.parentMessageId ? null
+        : h("button", { type: "button", class: "plain", onclick: (e) => this.app.copyLink(m, e.currentTarget) }, "Copy link"),
       own ? h("button", { type: "button", class: "plain", onclick: () => this.startEdit(m, node, text) }, "Edit") : null,
       own ? h("button", { type: "button", class: "plain", onclick: () => this.app.remove(m) }, "Delete") : null);
     const edited = m.lastEditedUtc && m.lastEditedUtc !== m.createdUtc ? h("span", { class: "edited" }, " (edited)") : null;
     const node = h("article", { "data-message-id": m.messageId, "aria-label": `${this.name(m.userId)}: ${m.text}` },
       h("span", { class: "who" }, this.name(m.userId)),
       h("time", { datetime: when.toISOString() }, when.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" })),
-      edited, text, attachments(m),
+      edited, kindLine(m, this), text, attachments(m, own ? (a) => this.app.deleteFile(a) : null),
       reactions.length ? h("div", { class: "reactions" }, reactions) : null,
       m.commentCount && !m.parentMessageId
         ? h("button", { type: "button", class: "plain comments", onclick: () => this.app.openThread(m) },
           `Comments (${m.commentCount})`)
         : null,
-      actions);
+      this.seenBy(m), actions);
     return node;
   }
 
@@ -75,60 +107,217 @@ export class Timeline {
 
   /** Edits the newest own message (Up in an empty composer). */
   editLastOwn() {
-    const own = [...this.messages.values()].filter((m) => m.userId === this.app.userId).pop();
-    if (!own) return;
-    const node = this.byId.get(own.messageId);
+    const id = [...this.order].reverse().find((i) => this.messages.get(i).userId === this.app.userId);
+    if (id === undefined) return;
+    const own = this.messages.get(id);
+    const node = this.nodes.get(id);
     const text = node && node.querySelector(".text");
     if (text) this.startEdit(own, node, text);
   }
 
-  show(messages) {
-    this.byId.clear();
+  /**
+   * Shows a page of messages (oldest first). `hasOlder`/`hasNewer`: whether the room goes
+   * on beyond it; `unread`: how many of the newest are unread (the marker goes before them).
+   */
+  show(messages, { hasOlder = false, hasNewer = false, unread = 0 } = {}) {
+    this.nodes.clear();
     this.messages.clear();
-    this.lastDay = null;
-    replace(this.list);
-    for (const m of messages) this.add(m, false);
+    for (const m of messages) this.messages.set(m.messageId, m);
+    this.order = [...this.messages.keys()].sort((a, b) => a - b);
+    this.hasOlder = hasOlder;
+    this.hasNewer = hasNewer;
+    this.unreadFrom = null;
+    if (unread > 0) {
+      let left = unread;
+      for (let i = this.order.length - 1; i >= 0 && left > 0; i--) {
+        if (this.messages.get(this.order[i]).userId !== this.app.userId) {
+          this.unreadFrom = this.order[i];
+          left--;
+        }
+      }
+    }
+    this.draw();
     this.list.scrollTop = this.list.scrollHeight;
   }
 
-  add(m, scroll = true) {
+  /** Rebuilds the list from the window's order, reusing each message's article. */
+  draw() {
+    const children = [];
+    if (this.hasOlder && this.loader) {
+      children.push(h("button", { type: "button", class: "plain more", onclick: () => this.loadOlder() }, "Load older messages"));
+    }
+    let lastDay = null;
+    for (const id of this.order) {
+      const m = this.messages.get(id);
+      if (dayOf(m) !== lastDay) {
+        lastDay = dayOf(m);
+        children.push(h("div", { class: "day", role: "separator", "aria-label": dayLabel(m) }, dayLabel(m)));
+      }
+      if (id === this.unreadFrom) {
+        children.push(h("div", { class: "unread-marker", role: "separator", "aria-label": "New messages" }, "New messages"));
+      }
+      let node = this.nodes.get(id);
+      if (!node) {
+        node = this.article(m);
+        this.nodes.set(id, node);
+      }
+      children.push(node);
+    }
+    if (this.hasNewer && this.loader) {
+      children.push(h("button", { type: "button", class: "plain more", onclick: () => this.app.jumpToNewest() }, "Jump to newest"));
+    }
+    replace(this.list, children);
+  }
+
+  onScroll() {
+    if (this.loading || !this.loader) return;
+    const { scrollTop, scrollHeight, clientHeight } = this.list;
+    if (this.hasOlder && scrollTop < EDGE) this.loadOlder();
+    else if (this.hasNewer && scrollHeight - scrollTop - clientHeight < EDGE) this.loadNewer();
+  }
+
+  /** The first article at least partly in view, and how far below the top it is. */
+  anchor() {
+    const top = this.list.getBoundingClientRect().top;
+    for (const id of this.order) {
+      const node = this.nodes.get(id);
+      const r = node && node.getBoundingClientRect();
+      if (r && r.bottom > top) return { node, offset: r.top - top };
+    }
+    return null;
+  }
+
+  /** Loads a page in `direction`, then trims the window at the other end. */
+  async loadPage(direction) {
+    if (this.loading || !this.loader || !this.order.length) return;
+    this.loading = true;
+    try {
+      const backward = direction === "backward";
+      const cursor = backward ? this.order[0] : this.order[this.order.length - 1];
+      const { messages } = await this.loader(cursor, direction);
+      const anchor = this.anchor();
+      for (const m of messages) this.messages.set(m.messageId, m);
+      this.order = [...this.messages.keys()].sort((a, b) => a - b);
+      if (backward) this.hasOlder = messages.length >= PAGE;
+      else this.hasNewer = messages.length >= PAGE;
+      const excess = this.order.length - MAX_NODES;
+      if (excess > 0) {
+        const dropped = backward ? this.order.splice(this.order.length - excess) : this.order.splice(0, excess);
+        for (const id of dropped) {
+          this.messages.delete(id);
+          this.nodes.delete(id);
+        }
+        if (backward) this.hasNewer = true;
+        else this.hasOlder = true;
+      }
+      this.draw();
+      // Keep what the reader was looking at where it was.
+      if (anchor && anchor.node.isConnected) {
+        this.list.scrollTop += anchor.node.getBoundingClientRect().top - this.list.getBoundingClientRect().top - anchor.offset;
+      }
+    } finally {
+      this.loading = false;
+    }
+  }
+
+  loadOlder() {
+    return this.loadPage("backward");
+  }
+
+  loadNewer() {
+    return this.loadPage("forward");
+  }
+
+  /** Scrolls to a message in the window and highlights it; false when it is not here. */
+  reveal(messageId) {
+    const node = this.nodes.get(messageId);
+    if (!node) return false;
+    node.classList.add("highlight");
+    node.setAttribute("tabindex", "-1");
+    node.scrollIntoView({ block: "center" });
+    node.focus({ preventScroll: true });
+    setTimeout(() => node.classList.remove("highlight"), 4000);
+    return true;
+  }
+
+  /** A new or changed message (live, or an answer of ours). */
+  add(m) {
     if ((m.parentMessageId || 0) !== this.parent) return;
-    const atBottom = this.list.scrollHeight - this.list.scrollTop - this.list.clientHeight < 40;
-    const node = this.article(m);
-    const old = this.byId.get(m.messageId);
+    const old = this.nodes.get(m.messageId);
     if (old) {
+      this.messages.set(m.messageId, m);
+      const node = this.article(m);
       old.replaceWith(node);
-    } else {
-      // A day separator before the first message of each day.
-      const day = new Date(m.createdUtc).toDateString();
-      if (day !== this.lastDay) {
-        this.lastDay = day;
-        const label = new Date(m.createdUtc).toLocaleDateString([], { weekday: "long", day: "numeric", month: "long" });
-        this.list.append(h("div", { class: "day", role: "separator", "aria-label": label }, label));
+      this.nodes.set(m.messageId, node);
+      return;
+    }
+    const last = this.order[this.order.length - 1];
+    if (this.hasNewer || (last !== undefined && m.messageId < this.order[0])) return;
+    const atBottom = this.list.scrollHeight - this.list.scrollTop - this.list.clientHeight < 40;
+    this.messages.set(m.messageId, m);
+    if (last === undefined || m.messageId > last) {
+      const lastMessage = last === undefined ? null : this.messages.get(last);
+      this.order.push(m.messageId);
+      const node = this.article(m);
+      this.nodes.set(m.messageId, node);
+      if (!lastMessage || dayOf(lastMessage) !== dayOf(m)) {
+        this.list.append(h("div", { class: "day", role: "separator", "aria-label": dayLabel(m) }, dayLabel(m)));
       }
       this.list.append(node);
+    } else {
+      this.order = [...this.messages.keys()].sort((a, b) => a - b);
+      this.draw();
     }
-    this.byId.set(m.messageId, node);
-    this.messages.set(m.messageId, m);
-    while (this.byId.size > MAX_NODES) {
-      const [first, firstNode] = this.byId.entries().next().value;
-      firstNode.remove();
-      this.byId.delete(first);
-      this.messages.delete(first);
+    if (this.order.length > MAX_NODES) {
+      for (const id of this.order.splice(0, this.order.length - MAX_NODES)) {
+        this.messages.delete(id);
+        this.nodes.delete(id);
+      }
+      this.hasOlder = true;
+      this.draw();
     }
-    if (scroll && atBottom) this.list.scrollTop = this.list.scrollHeight;
+    if (atBottom) this.list.scrollTop = this.list.scrollHeight;
+  }
+
+  /** Read receipts new since the message was drawn (the `readDeltas` event). */
+  addReceipts(messageId, receipts) {
+    const m = this.messages.get(messageId);
+    if (!m) return;
+    const known = new Map((m.readTimestamps || []).map((r) => [r.userId, r]));
+    for (const r of receipts) known.set(r.userId, r);
+    this.add({ ...m, readTimestamps: [...known.values()] });
   }
 
   remove(messageId) {
-    const node = this.byId.get(messageId);
-    if (node) node.remove();
-    this.byId.delete(messageId);
+    const node = this.nodes.get(messageId);
+    if (!node) return;
+    this.nodes.delete(messageId);
     this.messages.delete(messageId);
+    this.order = this.order.filter((id) => id !== messageId);
+    this.draw();
   }
 }
 
-/** A message's files: images as thumbnails, each a link to download the file. */
-function attachments(m) {
+const STATUS_LABEL = { Backlog: "Backlog", ToDo: "To do", InProgress: "In progress", ToVerify: "To verify", Done: "Done", Declined: "Declined" };
+
+/** An issue's type, status and assignees, or a meeting's time, above its text. */
+function kindLine(m, timeline) {
+  if (m.messageType === "Issue" && m.issueProperties) {
+    const p = m.issueProperties;
+    const who = p.assignees.length ? ` · → ${p.assignees.map((id) => timeline.name(id)).join(", ")}` : "";
+    return h("div", { class: "kind" }, `Issue · ${p.type.replace(/([a-z])([A-Z])/g, "$1 $2")} · ${STATUS_LABEL[p.status] || p.status}${who}`);
+  }
+  if (m.messageType === "Meeting" && m.meetingProperties) {
+    const start = new Date(m.meetingProperties.timeUtc);
+    const minutes = Math.round(m.meetingProperties.duration / 60000);
+    return h("div", { class: "kind" }, `Meeting · ${start.toLocaleString([], { dateStyle: "medium", timeStyle: "short" })} · ${minutes} min`);
+  }
+  return null;
+}
+
+/** A message's files: images as thumbnails, each a link to download the file (and, for
+ * the author, a button that deletes it). */
+function attachments(m, onDelete) {
   const files = m.attachments || [];
   if (!files.length) return null;
   return h("ul", { class: "files" }, files.map((a) => {
@@ -137,7 +326,8 @@ function attachments(m) {
       : a.fileSize < 1048576 ? `${Math.round(a.fileSize / 1024)} KB` : `${(a.fileSize / 1048576).toFixed(1)} MB`;
     return h("li", {}, h("a", { href, download: a.fileName },
       a.hasThumbnail ? h("img", { src: `/api/v1/thumbnails/${a.attachmentId}`, alt: a.fileName, loading: "lazy" }) : null,
-      h("span", {}, `${a.fileName} (${size})`)));
+      h("span", {}, `${a.fileName} (${size})`)),
+    onDelete ? h("button", { type: "button", class: "plain small", onclick: () => onDelete(a) }, `Delete ${a.fileName}`) : null);
   }));
 }
 

@@ -1,0 +1,86 @@
+// Scrolling a long room in Confab Web (headless Chromium): opens the room, then scrolls to
+// the top again and again until its first message is on screen, then jumps back to the
+// newest. Measures each step (scroll → older page fetched, drawn and laid out), and the
+// most articles and DOM elements the page ever held. Usage: node scroll.mjs CONFIG with
+// CONFIG = JSON {server, user, password, room, expect (messages in the room)}. Prints JSON.
+import { chromium } from "playwright-core";
+
+const config = JSON.parse(process.argv[2]);
+const browser = await chromium.launch({
+  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
+  args: ["--no-sandbox", "--disable-gpu", "--no-first-run", "--ignore-certificate-errors",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync",
+         "--enable-precise-memory-info"],
+});
+const out = {};
+try {
+  const context = await browser.newContext({ ignoreHTTPSErrors: true, viewport: { width: 1280, height: 800 } });
+  const page = await context.newPage();
+  page.on("pageerror", (e) => { (out.pageErrors ||= []).push(e.message); });
+  await page.goto(`https://${config.server}/`);
+  await page.getByLabel("User name").fill(config.user);
+  await page.getByLabel("Password").fill(config.password);
+  const opened = Date.now();
+  await page.getByRole("button", { name: "Log in" }).click();
+  await page.getByRole("navigation", { name: "Rooms" }).getByRole("link", { name: new RegExp(`^${config.room}`) }).click();
+  await page.locator(".timeline article").first().waitFor();
+  out.openMs = Date.now() - opened;
+
+  // One step: scroll to the top, wait until the window moved (its first message changed)
+  // and two frames were drawn. In the page, so the timing is the page's own.
+  const step = () => page.evaluate(async () => {
+    const list = document.querySelector(".timeline");
+    const firstId = () => list.querySelector("article")?.dataset.messageId;
+    const hasOlder = () => Boolean(list.firstElementChild?.matches("button.more"));
+    const before = firstId();
+    const t0 = performance.now();
+    list.scrollTop = 0;
+    const deadline = t0 + 10000;
+    while (firstId() === before && performance.now() < deadline) {
+      if (!hasOlder()) break;
+      await new Promise((r) => setTimeout(r, 5));
+    }
+    await new Promise((r) => requestAnimationFrame(() => requestAnimationFrame(r)));
+    return {
+      ms: performance.now() - t0,
+      moved: firstId() !== before,
+      articles: list.querySelectorAll("article").length,
+      elements: document.getElementsByTagName("*").length,
+      heap: performance.memory ? performance.memory.usedJSHeapSize : 0,
+      first: Number(firstId()),
+    };
+  });
+  const steps = [];
+  for (let i = 0; i < 1000; i++) {
+    const s = await step();
+    if (!s.moved) break;
+    steps.push(s);
+  }
+  const times = steps.map((s) => s.ms).sort((a, b) => a - b);
+  const pct = (p) => (times.length ? Math.round(times[Math.min(times.length - 1, Math.floor(p * times.length))] * 10) / 10 : 0);
+  out.pages = steps.length;
+  out.stepMs = { p50: pct(0.5), p99: pct(0.99), max: pct(1) };
+  out.totalMs = Math.round(steps.reduce((n, s) => n + s.ms, 0));
+  out.maxArticles = Math.max(0, ...steps.map((s) => s.articles));
+  out.maxElements = Math.max(0, ...steps.map((s) => s.elements));
+  out.maxHeapBytes = Math.max(0, ...steps.map((s) => s.heap));
+  out.reachedOldest = await page.evaluate(() => {
+    const list = document.querySelector(".timeline");
+    return !list.firstElementChild?.matches("button.more") && Boolean(list.querySelector("article"));
+  });
+  out.oldestText = await page.locator(".timeline article .text").first().innerText();
+  // Back to the newest: one click.
+  const t0 = Date.now();
+  await page.getByRole("button", { name: "Jump to newest" }).click();
+  await page.waitForFunction(() => !document.querySelector(".timeline button.more:last-child"));
+  out.jumpToNewestMs = Date.now() - t0;
+  out.articlesAtNewest = await page.locator(".timeline article").count();
+  out.ok = true;
+} catch (e) {
+  out.ok = false;
+  out.error = String(e && e.stack || e);
+} finally {
+  await browser.close();
+}
+console.log(JSON.stringify(out));
+process.exit(out.ok ? 0 : 1);
