@@ -7,10 +7,11 @@ import { AdminPage } from "./views/admin.mjs";
 import { IssueBoard } from "./views/board.mjs";
 import { MeetingList } from "./views/meetings.mjs";
 import { RoomSettings } from "./views/roomsettings.mjs";
+import { SearchResults } from "./views/search.mjs";
 import { SettingsPage } from "./views/settings.mjs";
 import { composer, PAGE, Timeline } from "./views/timeline.mjs";
+import { VoiceBar } from "./views/voicebar.mjs";
 import { enableNotifications, notificationsWanted, subscribePush } from "./notify.mjs";
-import { VoiceCall } from "./voice.mjs";
 
 const root = document.getElementById("app");
 
@@ -27,7 +28,7 @@ class App {
     this.newRoom = this.newRoomForm();
     this.title = h("h2", { id: "room-title" }, "");
     this.typingLine = h("div", { class: "typing", "aria-live": "polite" });
-    this.results = h("section", { class: "results", "aria-label": "Search results", hidden: true });
+    this.searchResults = new SearchResults(this);
     const { form } = composer((text) => this.send(text), () => this.sendTyping(),
       () => this.timeline.editLastOwn());
     this.composer = form;
@@ -53,8 +54,8 @@ class App {
     this.threadPanel = h("aside", { class: "panel", "aria-label": "Comments", hidden: true });
     this.search = h("input", { type: "search", "aria-label": "Search", placeholder: "Search messages" });
     this.search.addEventListener("keydown", (e) => {
-      if (e.key === "Enter") this.runSearch(this.search.value);
-      if (e.key === "Escape") this.closeSearch();
+      if (e.key === "Enter") this.searchResults.run(this.search.value);
+      if (e.key === "Escape") this.searchResults.close();
     });
     this.meName = h("span", { class: "name" });
     this.me = h("a", { class: "me", href: "#/settings" }, this.meName,
@@ -71,12 +72,10 @@ class App {
           onclick: () => this.toggleMembers() }, "Members"),
         this.pinButton = h("button", { type: "button", class: "plain", "aria-pressed": "false",
           onclick: () => this.togglePin() }, "Pin room"),
-        this.voiceButton = h("button", { type: "button", class: "plain", onclick: () => this.joinVoice() }, "Join voice"),
+        (this.voiceBar = new VoiceBar(this)).joinButton,
         this.leaveButton = h("button", { type: "button", class: "plain", onclick: () => this.leave() }, "Leave room")));
-    this.voice = null;
-    this.voiceBar = h("section", { class: "voice", "aria-label": "Voice", hidden: true });
     this.main = h("main", { class: "room", "aria-labelledby": "room-title" },
-      heading, h("nav", { "aria-label": "Room views" }, this.tabs), this.results, this.noticeLine,
+      heading, h("nav", { "aria-label": "Room views" }, this.tabs), this.searchResults.node, this.noticeLine,
       this.timeline.list, this.viewHost, this.typingLine, this.uploads, this.composer);
     this.pageHost = h("main", { class: "page", hidden: true });
     this.main.addEventListener("dragover", (e) => {
@@ -94,14 +93,12 @@ class App {
         h("button", { type: "button", class: "plain", onclick: () => this.logout() }, "Log out")),
       h("div", { class: "left" },
         h("nav", { class: "rooms", "aria-label": "Rooms" }, this.roomList, this.newRoom),
-        this.voiceBar),
+        this.voiceBar.node),
       this.main, this.pageHost, this.membersPanel, this.threadPanel);
     window.addEventListener("hashchange", () => this.route());
     if ("Notification" in window && Notification.permission === "granted") subscribePush().catch(() => {});
     this.events = new Events((type, data) => this.onEvent(type, data), () => this.catchUp());
-    this.events.onBinary = (packet) => {
-      if (this.voice) this.voice.receive(packet);
-    };
+    this.events.onBinary = (packet) => this.voiceBar.receive(packet);
     // 1008: the session was ended (logged out elsewhere, suspended): back to the login
     // form if it really is gone, else connect again.
     this.events.onClose = (e) => {
@@ -184,88 +181,13 @@ class App {
       location.hash = "#/";
       this.route(true);
     } catch (err) {
-      replace(this.results, h("p", { class: "error", role: "alert" }, err.message));
-      this.results.hidden = false;
+      this.searchResults.error(err.message);
     }
   }
 
   disarmLeave() {
     this.leaveArmed = false;
     this.leaveButton.textContent = "Leave room";
-  }
-
-  /** Joins the open room's voice channel (one call at a time; it follows you between rooms). */
-  async joinVoice() {
-    if (this.current === null) return;
-    if (this.voice) await this.leaveVoice();
-    const call = new VoiceCall(this.current, this.events, () => this.drawVoice());
-    this.voice = call;
-    this.drawVoice();
-    try {
-      await call.join();
-    } catch (e) {
-      call.stop();
-      this.voice = null;
-      this.voiceError = e.message;
-    }
-    this.drawVoice();
-    clearInterval(this.voiceTimer);
-    // Counters and who is talking, redrawn once a second rather than per packet.
-    this.voiceTimer = setInterval(() => this.drawVoiceStats(), 1000);
-  }
-
-  async leaveVoice() {
-    const call = this.voice;
-    this.voice = null;
-    clearInterval(this.voiceTimer);
-    this.drawVoice();
-    if (call) await call.leave();
-  }
-
-  drawVoice() {
-    const call = this.voice;
-    this.voiceButton.hidden = Boolean(call && !call.left && call.roomId === this.current);
-    if (!call || call.left) {
-      if (call) this.voiceError = call.error;
-      this.voice = null;
-      clearInterval(this.voiceTimer);
-      this.voiceBar.hidden = !this.voiceError;
-      replace(this.voiceBar, this.voiceError ? h("p", { class: "error", role: "alert" }, this.voiceError) : null);
-      return;
-    }
-    this.voiceError = null;
-    const room = this.rooms.get(call.roomId);
-    const toggle = (label, pressed, onclick) =>
-      h("button", { type: "button", class: "plain", "aria-pressed": String(pressed), onclick }, label);
-    const people = [[call.participantId, this.userId], ...call.participants.entries()];
-    this.voiceStats = h("p", { class: "voice-stats" });
-    replace(this.voiceBar,
-      h("h3", {}, `Voice: ${room ? room.displayName : `room ${call.roomId}`}`),
-      h("ul", { "aria-label": "In the call" }, people.map(([pid, uid]) => {
-        const talking = call.talking.has(pid);
-        return h("li", { class: talking ? "talking" : null, "data-participant-id": pid },
-          h("span", { class: "presence online", "aria-hidden": "true" }),
-          uid === this.userId && pid === call.participantId ? "You" : this.timeline.name(uid),
-          talking ? " — talking" : "");
-      })),
-      toggle("Mute", call.muted, () => call.setMuted(!call.muted)),
-      toggle("Deafen", call.deafened, () => call.setDeafened(!call.deafened)),
-      h("button", { type: "button", class: "plain", onclick: () => this.leaveVoice() }, "Leave voice"),
-      this.voiceStats,
-      call.error ? h("p", { class: "error", role: "alert" }, call.error) : null);
-    this.voiceBar.hidden = false;
-    this.drawVoiceStats();
-  }
-
-  drawVoiceStats() {
-    const call = this.voice;
-    if (!call || !this.voiceStats) return;
-    const s = call.stats;
-    this.voiceStats.dataset.sent = s.sent;
-    this.voiceStats.dataset.received = s.received;
-    this.voiceStats.dataset.played = s.played;
-    this.voiceStats.textContent = `Sent ${s.sent} · received ${s.received}`
-      + (s.rttMs === null ? "" : ` · ${s.rttMs} ms round trip`);
   }
 
   /** `#/join/CODE`: a join link. */
@@ -276,8 +198,7 @@ class App {
       location.hash = `#/room/${room.roomId}`;
     } catch (err) {
       location.hash = "#/";
-      replace(this.results, h("p", { class: "error", role: "alert" }, `Cannot join: ${err.message}`));
-      this.results.hidden = false;
+      this.searchResults.error(`Cannot join: ${err.message}`);
     }
   }
 
@@ -429,7 +350,7 @@ class App {
     const room = this.rooms.get(id);
     this.title.textContent = room.displayName;
     this.drawRoomTools(room);
-    this.voiceButton.hidden = Boolean(this.voice && this.voice.roomId === id);
+    this.voiceBar.roomShown(id);
     if (roomChanged || reload || focus) {
       if (this.thread) this.closeThread();
       this.drawMembers();
@@ -646,7 +567,7 @@ class App {
       case "VoiceParticipantLeft":
       case "VoiceTalking":
       case "VoiceRejoin":
-        if (this.voice && !this.voice.onEvent(type, data)) this.drawVoice();
+        this.voiceBar.onEvent(type, data);
         break;
       case "MessagesRead":
         if (data.roomId === this.current) this.timeline.addReceipts(data.messageId, data.readTimestamps || []);
@@ -685,53 +606,18 @@ class App {
     new Notification(`${this.timeline.name(m.userId)} in ${room ? room.displayName : "Confab"}`, { body: m.text.slice(0, 140) });
   }
 
-  async runSearch(q) {
-    if (!q.trim()) return this.closeSearch();
-    try {
-      const { results } = await api.search(q);
-      replace(this.results,
-        h("h3", {}, `${results.length} result${results.length === 1 ? "" : "s"} for “${q}”`),
-        h("ul", {}, results.map((r) => h("li", {},
-          h("a", { href: `#/room/${r.roomId}` }, this.rooms.get(r.roomId)?.displayName || `room ${r.roomId}`),
-          " · ", this.timeline.name(r.authorId), ": ", highlighted(r.snippet, r.highlights)))),
-        h("button", { type: "button", class: "plain", onclick: () => this.closeSearch() }, "Close search"));
-    } catch (e) {
-      replace(this.results, h("p", { class: "error", role: "alert" }, e.message));
-    }
-    this.results.hidden = false;
-  }
-
-  closeSearch() {
-    this.results.hidden = true;
-    replace(this.results);
-  }
-
   async logout() {
-    await this.leaveVoice();
+    await this.voiceBar.leave();
     this.events.close();
     await api.logout().catch(() => {});
     this.loggedOut();
   }
 
   loggedOut() {
-    if (this.voice) this.voice.stop();
-    clearInterval(this.voiceTimer);
+    this.voiceBar.stop();
     this.events.close();
     showLogin();
   }
-}
-
-/** A snippet with its highlighted ranges (UTF-16 offsets) in <mark>, all as text. */
-function highlighted(snippet, ranges) {
-  const out = [];
-  let at = 0;
-  for (const [start, end] of ranges || []) {
-    if (start < at || end > snippet.length) continue;
-    out.push(snippet.slice(at, start), h("mark", {}, snippet.slice(start, end)));
-    at = end;
-  }
-  out.push(snippet.slice(at));
-  return h("span", {}, out);
 }
 
 function showLogin() {
