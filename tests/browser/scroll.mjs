@@ -33,6 +33,9 @@ try {
     const firstId = () => list.querySelector("article")?.dataset.messageId;
     const hasOlder = () => Boolean(list.firstElementChild?.matches("button.more"));
     const before = firstId();
+    let scrollAt = 0;
+    list.addEventListener("scroll", () => { scrollAt = scrollAt || performance.now(); });
+    const fetchesBefore = performance.getEntriesByType("resource").length;
     const t0 = performance.now();
     list.scrollTop = 0;
     const deadline = t0 + 10000;
@@ -40,8 +43,21 @@ try {
       if (!hasOlder()) break;
       await new Promise((r) => setTimeout(r, 5));
     }
+    const domMs = performance.now() - t0;
+    const fetch = performance.getEntriesByType("resource").slice(fetchesBefore)
+      .find((e) => e.name.includes("/messages?"));
+    // Layout of the new window, forced here so it is counted, then the next frame.
+    list.getBoundingClientRect();
+    void list.scrollHeight;
+    const layoutMs = performance.now() - t0;
     await new Promise((r) => requestAnimationFrame(() => requestAnimationFrame(r)));
     return {
+      // From the scroll to: its event, the page request's start and end, the new window.
+      scrollEventMs: scrollAt ? scrollAt - t0 : 0,
+      fetchStartMs: fetch ? fetch.startTime - t0 : 0,
+      fetchEndMs: fetch ? fetch.responseEnd - t0 : 0,
+      domMs,
+      layoutMs,
       ms: performance.now() - t0,
       moved: firstId() !== before,
       articles: list.querySelectorAll("article").length,
@@ -50,20 +66,55 @@ try {
       first: Number(firstId()),
     };
   });
+  // With "profile": the page's JavaScript is sampled while scrolling (DevTools protocol),
+  // and the functions with the most self time are reported.
+  const cdp = config.profile ? await context.newCDPSession(page) : null;
+  if (cdp) {
+    await cdp.send("Profiler.enable");
+    await cdp.send("Profiler.setSamplingInterval", { interval: 100 });
+    await cdp.send("Profiler.start");
+  }
   const steps = [];
   for (let i = 0; i < 1000; i++) {
     const s = await step();
     if (!s.moved) break;
     steps.push(s);
   }
-  const times = steps.map((s) => s.ms).sort((a, b) => a - b);
-  const pct = (p) => (times.length ? Math.round(times[Math.min(times.length - 1, Math.floor(p * times.length))] * 10) / 10 : 0);
+  if (cdp) {
+    const { profile } = await cdp.send("Profiler.stop");
+    const self = new Map();
+    const byId = new Map(profile.nodes.map((n) => [n.id, n]));
+    const dt = profile.timeDeltas;
+    profile.samples.forEach((id, i) => {
+      const f = byId.get(id).callFrame;
+      const key = `${f.functionName || "(anonymous)"} ${f.url.split("/").pop()}:${f.lineNumber + 1}`;
+      self.set(key, (self.get(key) || 0) + (dt[i] || 0) / 1000);
+    });
+    out.profileSelfMs = Object.fromEntries([...self.entries()].sort((a, b) => b[1] - a[1]).slice(0, 15)
+      .map(([k, v]) => [k, Math.round(v)]));
+  }
+  const pcts = (field) => {
+    const times = steps.map((s) => s[field]).sort((a, b) => a - b);
+    const pct = (p) => (times.length ? Math.round(times[Math.min(times.length - 1, Math.floor(p * times.length))] * 10) / 10 : 0);
+    return { p50: pct(0.5), p99: pct(0.99), max: pct(1) };
+  };
   out.pages = steps.length;
-  out.stepMs = { p50: pct(0.5), p99: pct(0.99), max: pct(1) };
+  // stepMs: scroll → older page fetched, drawn, laid out and two frames painted;
+  // domMs: until the new window is in the DOM; layoutMs: and laid out.
+  out.stepMs = pcts("ms");
+  out.domMs = pcts("domMs");
+  out.layoutMs = pcts("layoutMs");
+  out.scrollEventMs = pcts("scrollEventMs");
+  out.fetchStartMs = pcts("fetchStartMs");
+  out.fetchEndMs = pcts("fetchEndMs");
   out.totalMs = Math.round(steps.reduce((n, s) => n + s.ms, 0));
   out.maxArticles = Math.max(0, ...steps.map((s) => s.articles));
   out.maxElements = Math.max(0, ...steps.map((s) => s.elements));
   out.maxHeapBytes = Math.max(0, ...steps.map((s) => s.heap));
+  // How much of a step is the page fetch (resource timing of each /messages request).
+  const fetches = await page.evaluate(() => performance.getEntriesByType("resource")
+    .filter((e) => e.name.includes("/messages?")).map((e) => e.duration).sort((a, b) => a - b));
+  out.fetchMs = { p50: Math.round(fetches[Math.floor(fetches.length / 2)] * 10) / 10, count: fetches.length };
   out.reachedOldest = await page.evaluate(() => {
     const list = document.querySelector(".timeline");
     return !list.firstElementChild?.matches("button.more") && Boolean(list.querySelector("article"));

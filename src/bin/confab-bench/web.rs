@@ -107,6 +107,7 @@ pub(super) async fn run_web_scroll(server: &Server, n: u64, posters: usize) -> s
     let config = json!({
         "server": format!("localhost:{port}"), "user": "admin", "password": server.admin_password,
         "room": "Long room", "expect": n,
+        "profile": std::env::var_os("CONFAB_BENCH_PROFILE").is_some(),
     });
     let run = match Command::new("node")
         .arg(browser.join("scroll.mjs"))
