@@ -165,6 +165,7 @@ fn two_people_use_the_team_client_in_chromium_and_a_hostile_message_runs_nothing
         "settings",
         "admin",
         "phone",
+        "dark",
     ] {
         assert_eq!(
             out["axe"][view],
@@ -199,6 +200,7 @@ fn two_people_use_the_team_client_in_chromium_and_a_hostile_message_runs_nothing
     assert_eq!(out["firstRoomOfBob"], "General, pinned", "{out}");
     assert!(out["phoneOverflow"].as_i64().unwrap() <= 0, "{out}");
     assert_eq!(out["eventStreams"], 2, "{out}");
+    assert_eq!(out["historyReloadsOnReconnect"], 0, "{out}");
     assert!(
         out["serviceWorker"].as_str().unwrap().ends_with("/sw.js"),
         "{out}"
@@ -224,6 +226,7 @@ fn two_people_use_the_team_client_in_chromium_and_a_hostile_message_runs_nothing
         "settings.png",
         "admin.png",
         "phone.png",
+        "dark.png",
     ] {
         assert!(shots.join(shot).exists(), "{shot}");
     }

@@ -82,6 +82,9 @@ try {
   step("alice saw that bob read her message");
 
   // Bob's event stream drops; alice posts meanwhile; bob reconnects and has each message once.
+  const historyFetches = () => bob.evaluate(() => performance.getEntriesByType("resource")
+    .filter((e) => e.name.includes("/messages?")).length);
+  const fetchesBefore = await historyFetches();
   await bob.evaluate(() => window.__sockets[window.__sockets.length - 1].close());
   for (const text of ["while you were away 1", "while you were away 2"]) {
     await box.fill(text);
@@ -90,6 +93,8 @@ try {
   await bob.getByRole("article").filter({ hasText: "while you were away 2" }).waitFor({ timeout: 15000 });
   out.afterReconnect = await bob.getByRole("article").filter({ hasText: "while you were away" }).count();
   out.eventStreams = await bob.evaluate(() => window.__sockets.length);
+  // Caught up from the sync log, not by reloading the room's history.
+  out.historyReloadsOnReconnect = (await historyFetches()) - fetchesBefore;
   step("bob's page reconnected and caught up");
 
   // Alice allowed notifications: the page registered its service worker for Web Push.
@@ -346,6 +351,11 @@ try {
   await alice.screenshot({ path: `${shots}/phone.png` });
   await scan(alice, "phone");
   await alice.setViewportSize({ width: 1280, height: 720 });
+  // The dark theme (following the system): its contrast is scanned too.
+  await alice.emulateMedia({ colorScheme: "dark" });
+  await alice.screenshot({ path: `${shots}/dark.png` });
+  await scan(alice, "dark");
+  await alice.emulateMedia({ colorScheme: "light" });
 
   // Alice leaves: bob sees her offline within a minute.
   await bob.getByRole("button", { name: "Members" }).click();

@@ -35,6 +35,7 @@ export const api = {
    * backward, or the oldest after it going forward. */
   history: (roomId, limit = 50, cursor = 0, direction = "backward") =>
     call("GET", `/rooms/${roomId}/messages?limit=${limit}&direction=${direction}${cursor ? `&cursor=${cursor}` : ""}`),
+  sync: (cursor, limit) => call("GET", `/sync?cursor=${cursor}&limit=${limit}`),
   message: (messageId) => call("GET", `/messages/${messageId}`),
   send: (roomId, content) => call("POST", `/rooms/${roomId}/messages`, { content }),
   markRead: (messageId) => call("POST", `/messages/${messageId}/read`, {}),
