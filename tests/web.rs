@@ -201,6 +201,11 @@ fn two_people_use_the_team_client_in_chromium_and_a_hostile_message_runs_nothing
     assert!(out["phoneOverflow"].as_i64().unwrap() <= 0, "{out}");
     assert_eq!(out["eventStreams"], 2, "{out}");
     assert_eq!(out["historyReloadsOnReconnect"], 0, "{out}");
+    assert_eq!(
+        out["notified"],
+        json!([{ "title": "bob in General", "body": "hel" }]),
+        "{out}"
+    );
     assert!(
         out["serviceWorker"].as_str().unwrap().ends_with("/sw.js"),
         "{out}"
@@ -243,7 +248,11 @@ fn the_browser_and_confab_voice_hear_each_other() {
         let mut admin = server.admin().await;
         let (alice, _) = server.user(&mut admin, "alice").await;
         let (bob, _) = server.user(&mut admin, "bob").await;
-        admin.create_room("Huddle", &[alice, bob]).await.unwrap();
+        let (carol, _) = server.user(&mut admin, "carol").await;
+        admin
+            .create_room("Huddle", &[alice, bob, carol])
+            .await
+            .unwrap();
     });
     let shots = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/web-screenshots");
     std::fs::create_dir_all(&shots).unwrap();
@@ -277,26 +286,35 @@ fn the_browser_and_confab_voice_hear_each_other() {
     assert!(out["pageErrors"].is_null(), "{out}");
     assert_eq!(out["axe"], json!([]), "{out:#}");
     let cli = &out["cli"];
-    // The CLI sent 4 s of frames at 50 per second over UDP; the page got them over its
+    let n = |v: &serde_json::Value| v.as_u64().unwrap_or(0);
+    // The CLI sent 4 s of frames at 50 per second over UDP; each page got them over its
     // WebSocket, opened each under its own key.
-    let cli_sent = cli["sent"].as_u64().unwrap();
+    let cli_sent = n(&cli["sent"]);
     assert!(cli_sent >= 150, "{cli}");
-    let page_received = out["browser"]["received"]
-        .as_str()
-        .and_then(|n| n.parse::<u64>().ok())
-        .unwrap();
-    assert!(
-        page_received * 10 >= cli_sent * 9,
-        "page heard {page_received} of {cli_sent}: {out}"
-    );
-    // The page's Opus frames (one per 20 ms from the fake microphone) reached the CLI,
-    // authenticated under its key, from one speaker: alice's participant.
+    // The pages' Opus frames (one per 20 ms from each fake microphone) reached the CLI,
+    // authenticated under its key, from two speakers: alice's and carol's participants.
     let heard = cli["receivedPerSpeaker"].as_object().unwrap();
-    assert_eq!(heard.len(), 1, "{cli}");
-    let from_page = heard.values().next().unwrap();
-    assert!(from_page["received"].as_u64().unwrap() >= 150, "{cli}");
+    assert_eq!(heard.len(), 2, "{cli}");
+    for from_page in heard.values() {
+        assert!(n(&from_page["received"]) >= 150, "{cli}");
+    }
     assert_eq!(cli["authFailures"], 0, "{cli}");
     assert!(cli["keyEpochsSeen"].as_array().unwrap().len() >= 2, "{cli}");
+    // Each page heard the CLI and the other page, decoded every frame (the other page's
+    // real Opus and the CLI's synthetic bytes alike) and dropped none.
+    for page in ["browser", "carol"] {
+        let s = &out[page];
+        assert!(
+            n(&s["received"]) >= cli_sent * 9 / 10 + 150,
+            "{page} heard too little: {out}"
+        );
+        assert_eq!(n(&s["undecodable"]), 0, "{page}: {out}");
+        assert_eq!(n(&s["dropped"]), 0, "{page}: {out}");
+        assert!(
+            n(&s["played"]) * 10 >= n(&s["received"]) * 9,
+            "{page}: {out}"
+        );
+    }
     assert_eq!(out["talkingSeen"], true, "{out}");
     assert!(out["sentWhileMuted"].as_u64().unwrap() <= 2, "{out}");
     assert!(shots.join("voice.png").exists());

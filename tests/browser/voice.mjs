@@ -1,7 +1,8 @@
-// Voice between Confab Web in headless Chromium (a fake microphone: Chromium's beep) and
-// `confab voice` (UDP): alice joins the room's voice channel in the page, then the CLI joins
-// as bob, talks for a few seconds and reports what it heard. Usage: node voice.mjs CONFIG
-// where CONFIG is JSON {server, room, shots, cli: {bin, args, env}}. Prints one JSON line.
+// Voice between Confab Web in headless Chromium (fake microphones: Chromium's beep) and
+// `confab voice` (UDP): alice and carol join the room's voice channel in their pages (each
+// hears the other's Opus), then the CLI joins as bob, talks for a few seconds and reports
+// what it heard. Usage: node voice.mjs CONFIG where CONFIG is JSON {server, room, shots,
+// cli: {bin, args, env}}. Prints one JSON line.
 import { spawn } from "node:child_process";
 import { readFileSync } from "node:fs";
 import { createRequire } from "node:module";
@@ -37,21 +38,30 @@ const runCli = () => new Promise((resolve, reject) => {
 });
 
 try {
-  const context = await browser.newContext({ ignoreHTTPSErrors: true, permissions: ["microphone"] });
-  const page = await context.newPage();
-  page.on("pageerror", (e) => { (out.pageErrors ||= []).push(e.message); });
-  await page.goto(`https://${config.server}/`);
-  await page.getByLabel("User name").fill("alice");
-  await page.getByLabel("Password").fill("alice-password-123");
-  await page.getByRole("button", { name: "Log in" }).click();
-  await page.getByRole("navigation", { name: "Rooms" }).getByRole("link", { name: new RegExp(`^${config.room}`) }).click();
-  await page.getByRole("button", { name: "Join voice" }).click();
+  /** A page of `user` in the room with the "Voice" bar open after "Join voice". */
+  const joined = async (user) => {
+    const context = await browser.newContext({ ignoreHTTPSErrors: true, permissions: ["microphone"] });
+    const page = await context.newPage();
+    page.on("pageerror", (e) => { (out.pageErrors ||= []).push(`${user}: ${e.message}`); });
+    await page.goto(`https://${config.server}/`);
+    await page.getByLabel("User name").fill(user);
+    await page.getByLabel("Password").fill(`${user}-password-123`);
+    await page.getByRole("button", { name: "Log in" }).click();
+    await page.getByRole("navigation", { name: "Rooms" }).getByRole("link", { name: new RegExp(`^${config.room}`) }).click();
+    await page.getByRole("button", { name: "Join voice" }).click();
+    await page.getByRole("region", { name: "Voice" }).getByRole("button", { name: "Leave voice" }).waitFor({ timeout: 5000 });
+    await page.waitForFunction(() => Number(document.querySelector(".voice-stats")?.dataset.sent) > 10,
+      null, { timeout: 10000 });
+    return page;
+  };
+  const stats = (p) => p.evaluate(() => {
+    const d = document.querySelector(".voice-stats")?.dataset || {};
+    return Object.fromEntries(Object.entries(d).map(([k, v]) => [k, Number(v)]));
+  });
+  const page = await joined("alice");
+  const carol = await joined("carol");
   const bar = page.getByRole("region", { name: "Voice" });
-  await bar.getByRole("button", { name: "Leave voice" }).waitFor({ timeout: 5000 });
-  const stats = () => page.evaluate(() => ({ ...document.querySelector(".voice-stats")?.dataset }));
-  await page.waitForFunction(() => Number(document.querySelector(".voice-stats")?.dataset.sent) > 10,
-    null, { timeout: 10000 });
-  step("alice joined voice and her microphone is being sent");
+  step("alice and carol joined voice in their browsers and their microphones are being sent");
 
   const cli = runCli();
   // While bob talks, alice's page shows him talking.
@@ -67,14 +77,16 @@ try {
   out.cli = await cli;
   step("confab voice talked and listened");
   await page.waitForTimeout(500);
-  out.browser = await stats();
+  out.browser = await stats(page);
+  out.carol = await stats(carol);
+  await carol.getByRole("button", { name: "Leave voice" }).click();
 
   // Mute stops sending; unmute starts again.
   await bar.getByRole("button", { name: "Mute" }).click();
   await page.waitForTimeout(300);
-  const before = Number((await stats()).sent);
+  const before = (await stats(page)).sent;
   await page.waitForTimeout(1000);
-  out.sentWhileMuted = Number((await stats()).sent) - before;
+  out.sentWhileMuted = (await stats(page)).sent - before;
   await bar.getByRole("button", { name: "Mute" }).click();
   await page.waitForFunction((n) => Number(document.querySelector(".voice-stats")?.dataset.sent) > n + 10,
     before, { timeout: 5000 });

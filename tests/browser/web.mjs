@@ -42,6 +42,17 @@ try {
     const p = await context.newPage();
     // Keeps a handle on the page's WebSockets, so the test can cut the event stream.
     await p.addInitScript(() => {
+      // Notifications the page shows are recorded (and still shown).
+      window.__notified = [];
+      if (window.Notification) {
+        const NativeNotification = window.Notification;
+        window.Notification = class extends NativeNotification {
+          constructor(title, options) {
+            super(title, options);
+            window.__notified.push({ title, body: options && options.body });
+          }
+        };
+      }
       const Native = window.WebSocket;
       window.__sockets = [];
       window.WebSocket = class extends Native {
@@ -112,9 +123,17 @@ try {
   await bob.getByRole("textbox", { name: "Message" }).type("hel");
   await alice.getByText("bob is typing").waitFor({ timeout: 5000 });
   step("alice saw bob typing");
+  // While alice's tab is hidden, bob's message shows a browser notification.
+  await alice.evaluate(() => {
+    Object.defineProperty(document, "hidden", { configurable: true, get: () => true });
+  });
   await bob.getByRole("textbox", { name: "Message" }).press("Enter");
   await alice.getByRole("article").filter({ has: alice.locator(".text", { hasText: /^hel$/ }) })
     .waitFor({ timeout: 5000 });
+  await alice.waitForFunction(() => window.__notified.length > 0, null, { timeout: 5000 });
+  out.notified = await alice.evaluate(() => window.__notified);
+  await alice.evaluate(() => { delete document.hidden; });
+  step("alice's hidden tab showed a notification");
 
   // The hostile message is shown as text and runs nothing.
   await bob.getByRole("article").filter({ hasText: "<script>" }).first().waitFor({ timeout: 5000 });

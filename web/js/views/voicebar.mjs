@@ -103,6 +103,8 @@ export class VoiceBar {
     this.stats.dataset.sent = s.sent;
     this.stats.dataset.received = s.received;
     this.stats.dataset.played = s.played;
+    this.stats.dataset.undecodable = s.undecodable;
+    this.stats.dataset.dropped = s.dropped;
     this.stats.textContent = `Sent ${s.sent} · received ${s.received}`
       + (s.rttMs === null ? "" : ` · ${s.rttMs} ms round trip`);
   }
