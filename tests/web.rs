@@ -103,19 +103,7 @@ fn two_people_use_the_team_client_in_chromium_and_a_hostile_message_runs_nothing
         "adminPassword": server.admin_password(),
         "ids": ids,
     });
-    let run = std::process::Command::new("node")
-        .arg(browser.join("web.mjs"))
-        .arg(config.to_string())
-        .output()
-        .expect("run node (install nodejs)");
-    let stdout = String::from_utf8_lossy(&run.stdout);
-    let out: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap_or_else(|_| {
-        panic!(
-            "web.mjs: {stdout}\n{}",
-            String::from_utf8_lossy(&run.stderr)
-        )
-    });
-    eprintln!("{out}");
+    let out = run_browser_script(&browser, "web.mjs", &config);
     assert_eq!(out["ok"], true, "{out:#}");
     assert!(
         out["csp"]
@@ -269,19 +257,7 @@ fn the_browser_and_confab_voice_hear_each_other() {
             "env": { "CONFAB_PASSWORD": "bob-password-123", "HOME": home.path() },
         },
     });
-    let run = std::process::Command::new("node")
-        .arg(browser.join("voice.mjs"))
-        .arg(config.to_string())
-        .output()
-        .expect("run node (install nodejs)");
-    let stdout = String::from_utf8_lossy(&run.stdout);
-    let out: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap_or_else(|_| {
-        panic!(
-            "voice.mjs: {stdout}\n{}",
-            String::from_utf8_lossy(&run.stderr)
-        )
-    });
-    eprintln!("{out}");
+    let out = run_browser_script(&browser, "voice.mjs", &config);
     assert_eq!(out["ok"], true, "{out:#}");
     assert!(out["pageErrors"].is_null(), "{out}");
     assert_eq!(out["axe"], json!([]), "{out:#}");
@@ -354,19 +330,7 @@ fn a_long_room_scrolls_back_to_its_first_message_with_a_bounded_page() {
         "server": format!("localhost:{port}"), "user": "admin",
         "password": server.admin_password(), "room": "Long room", "expect": MESSAGES,
     });
-    let run = std::process::Command::new("node")
-        .arg(browser.join("scroll.mjs"))
-        .arg(config.to_string())
-        .output()
-        .expect("run node (install nodejs)");
-    let stdout = String::from_utf8_lossy(&run.stdout);
-    let out: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap_or_else(|_| {
-        panic!(
-            "scroll.mjs: {stdout}\n{}",
-            String::from_utf8_lossy(&run.stderr)
-        )
-    });
-    eprintln!("{out}");
+    let out = run_browser_script(&browser, "scroll.mjs", &config);
     assert_eq!(out["ok"], true, "{out:#}");
     assert!(out["pageErrors"].is_null(), "{out}");
     assert_eq!(out["reachedOldest"], true, "{out}");

@@ -3,17 +3,12 @@
 // newest. Measures each step (scroll → older page fetched, drawn and laid out), and the
 // most articles and DOM elements the page ever held. Usage: node scroll.mjs CONFIG with
 // CONFIG = JSON {server, user, password, room, expect (messages in the room)}. Prints JSON.
-import { chromium } from "playwright-core";
+import { launch, run } from "./common.mjs";
 
 const config = JSON.parse(process.argv[2]);
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
-  args: ["--no-sandbox", "--disable-gpu", "--no-first-run", "--ignore-certificate-errors",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync",
-         "--enable-precise-memory-info"],
-});
+const browser = await launch(["--enable-precise-memory-info"]);
 const out = {};
-try {
+await run(browser, out, async () => {
   const context = await browser.newContext({ ignoreHTTPSErrors: true, viewport: { width: 1280, height: 800 } });
   const page = await context.newPage();
   page.on("pageerror", (e) => { (out.pageErrors ||= []).push(e.message); });
@@ -126,12 +121,4 @@ try {
   await page.waitForFunction(() => !document.querySelector(".timeline button.more:last-child"));
   out.jumpToNewestMs = Date.now() - t0;
   out.articlesAtNewest = await page.locator(".timeline article").count();
-  out.ok = true;
-} catch (e) {
-  out.ok = false;
-  out.error = String(e && e.stack || e);
-} finally {
-  await browser.close();
-}
-console.log(JSON.stringify(out));
-process.exit(out.ok ? 0 : 1);
+});

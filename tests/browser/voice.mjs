@@ -4,19 +4,11 @@
 // what it heard. Usage: node voice.mjs CONFIG where CONFIG is JSON {server, room, shots,
 // cli: {bin, args, env}}. Prints one JSON line.
 import { spawn } from "node:child_process";
-import { readFileSync } from "node:fs";
-import { createRequire } from "node:module";
-import { chromium } from "playwright-core";
+import { axeViolations, launch, run } from "./common.mjs";
 
-const axeSource = readFileSync(createRequire(import.meta.url).resolve("axe-core/axe.min.js"), "utf8");
 const config = JSON.parse(process.argv[2]);
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
-  args: ["--no-sandbox", "--disable-gpu", "--no-first-run", "--ignore-certificate-errors",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync",
-         "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream",
-         "--autoplay-policy=no-user-gesture-required"],
-});
+const browser = await launch(["--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream",
+  "--autoplay-policy=no-user-gesture-required"]);
 const out = { steps: [] };
 const step = (name) => out.steps.push(name);
 
@@ -37,7 +29,7 @@ const runCli = () => new Promise((resolve, reject) => {
   });
 });
 
-try {
+await run(browser, out, async () => {
   /** A page of `user` in the room with the "Voice" bar open after "Join voice". */
   const joined = async (user) => {
     const context = await browser.newContext({ ignoreHTTPSErrors: true, permissions: ["microphone"] });
@@ -68,12 +60,7 @@ try {
   await bar.getByText("bob — talking").waitFor({ timeout: 10000 });
   out.talkingSeen = true;
   await page.screenshot({ path: `${config.shots}/voice.png` });
-  await page.evaluate(axeSource);
-  out.axe = await page.evaluate(async () => {
-    const r = await window.axe.run(document, { resultTypes: ["violations"] });
-    return r.violations.filter((v) => v.impact === "serious" || v.impact === "critical")
-      .map((v) => ({ id: v.id, nodes: v.nodes.map((n) => n.target.join(" ")).slice(0, 5) }));
-  });
+  out.axe = await axeViolations(page);
   out.cli = await cli;
   step("confab voice talked and listened");
   await page.waitForTimeout(500);
@@ -95,12 +82,4 @@ try {
   await bar.getByRole("button", { name: "Leave voice" }).click();
   await page.getByRole("button", { name: "Join voice" }).waitFor({ timeout: 5000 });
   step("alice left voice");
-  out.ok = true;
-} catch (e) {
-  out.ok = false;
-  out.error = String(e && e.stack || e);
-} finally {
-  await browser.close();
-}
-console.log(JSON.stringify(out));
-process.exit(out.ok ? 0 : 1);
+});

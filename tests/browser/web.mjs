@@ -1,39 +1,22 @@
-// Confab Web in headless Chromium, driven as two people would: log in, chat live, type,
-// search, survive a hostile message, log out. Usage:
-//   node web.mjs HOST:PORT ROOM_NAME HOSTILE_TEXT SCREENSHOT_DIR
-// Users alice and bob (passwords NAME-password-123) are members of ROOM_NAME.
+// Confab Web in headless Chromium, driven as a team would: alice, bob, mallory and the
+// administrator in browser contexts of their own chat, type, search, share files, work the
+// issue board, schedule a meeting, manage the room and the server, and survive a hostile
+// message. Usage: node web.mjs CONFIG, with CONFIG the JSON {server, room, roomId, image,
+// shots, adminPassword, ids: {alice, bob, mallory}} (passwords NAME-password-123).
 // Prints one JSON line of findings; exits non-zero on a failed step.
-import { readFileSync } from "node:fs";
-import { createRequire } from "node:module";
-import { chromium } from "playwright-core";
-
-// axe-core, evaluated in the page through the DevTools protocol (the page's own CSP
-// rightly refuses injected scripts).
-const axeSource = readFileSync(createRequire(import.meta.url).resolve("axe-core/axe.min.js"), "utf8");
+import { axeViolations, launch, run } from "./common.mjs";
 
 const config = JSON.parse(process.argv[2]);
 const { server, shots, ids } = config;
 const roomName = config.room;
 const base = `https://${server}/`;
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
-  args: ["--no-sandbox", "--disable-gpu", "--no-first-run", "--ignore-certificate-errors",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync"],
-});
+const browser = await launch();
 const out = { steps: [], axe: {} };
 const step = (name) => out.steps.push(name);
-/** Serious and critical accessibility violations of the page as it is now. */
 const scan = async (p, view) => {
-  await p.evaluate(axeSource);
-  const found = await p.evaluate(async () => {
-    const r = await window.axe.run(document, { resultTypes: ["violations"] });
-    return r.violations
-      .filter((v) => v.impact === "serious" || v.impact === "critical")
-      .map((v) => ({ id: v.id, impact: v.impact, nodes: v.nodes.map((n) => n.target.join(" ")).slice(0, 5) }));
-  });
-  out.axe[view] = found;
+  out.axe[view] = await axeViolations(p);
 };
-try {
+await run(browser, out, async () => {
   const page = async (user, password = `${user}-password-123`) => {
     const context = await browser.newContext({
       ignoreHTTPSErrors: true,
@@ -395,12 +378,4 @@ try {
   await admin.getByRole("status").filter({ hasText: "bob suspended" }).waitFor({ timeout: 5000 });
   await bob.getByRole("button", { name: "Log in" }).waitFor({ timeout: 10000 });
   step("a suspended user's page returned to the login form");
-  out.ok = true;
-} catch (e) {
-  out.ok = false;
-  out.error = String(e && e.stack || e);
-} finally {
-  await browser.close();
-}
-console.log(JSON.stringify(out));
-process.exit(out.ok ? 0 : 1);
+});

@@ -322,6 +322,29 @@ pub fn browser_tools() -> PathBuf {
     browser
 }
 
+/// Runs `tests/browser/SCRIPT CONFIG` under node (from `browser_tools()`); the one JSON
+/// line of findings it prints (also shown on stderr, for `--nocapture`).
+pub fn run_browser_script(
+    browser: &Path,
+    script: &str,
+    config: &serde_json::Value,
+) -> serde_json::Value {
+    let run = Command::new("node")
+        .arg(browser.join(script))
+        .arg(config.to_string())
+        .output()
+        .expect("run node (install nodejs)");
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    let out: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap_or_else(|_| {
+        panic!(
+            "{script}: {stdout}\n{}",
+            String::from_utf8_lossy(&run.stderr)
+        )
+    });
+    eprintln!("{script}: {out}");
+    out
+}
+
 /// Posts a message with any JSON body (`content`, `messageType`, …); its id.
 pub async fn post_json(c: &mut Client, room: u64, body: serde_json::Value) -> u64 {
     let (status, v) = c

@@ -97,7 +97,15 @@ class App {
         h("nav", { class: "rooms", "aria-label": "Rooms" }, this.roomList, this.newRoom),
         this.voiceBar.node),
       this.main, this.pageHost, this.membersPanel, this.threadPanel);
-    window.addEventListener("hashchange", () => this.route());
+    // Window listeners go when this App does (log out), or an old App would act for the
+    // next user.
+    this.onHash = () => this.route();
+    this.onVisible = () => {
+      if (document.hidden || this.timeline.hasNewer) return;
+      this.markRead(this.timeline.messages.get(this.timeline.order[this.timeline.order.length - 1]));
+    };
+    window.addEventListener("hashchange", this.onHash);
+    document.addEventListener("visibilitychange", this.onVisible);
     if ("Notification" in window && Notification.permission === "granted") subscribePush().catch(() => {});
     this.events = new Events((type, data) => this.onEvent(type, data), () => this.catchUp());
     this.events.onBinary = (packet) => this.voiceBar.receive(packet);
@@ -495,7 +503,8 @@ class App {
   }
 
   markRead(message) {
-    if (!message || document.hidden || message.userId === this.userId) return;
+    if (!message || document.hidden || message.userId === this.userId || message.messageId === this.lastMarked) return;
+    this.lastMarked = message.messageId;
     api.markRead(message.messageId).catch(() => {});
   }
 
@@ -646,6 +655,8 @@ class App {
   }
 
   loggedOut() {
+    window.removeEventListener("hashchange", this.onHash);
+    document.removeEventListener("visibilitychange", this.onVisible);
     this.voiceBar.stop();
     this.events.close();
     showLogin();

@@ -3,6 +3,7 @@
 // every 5 s while shown). The server enforces all of it; the page only asks.
 import { api } from "../api.mjs";
 import { h, replace } from "../dom.mjs";
+import { Feedback } from "./feedback.mjs";
 
 const flagLabel = (f) => f.replace(/^ui/, "ui ").replace(/([a-z])([A-Z])/g, "$1 $2").toLowerCase();
 const bytes = (n) => (n >= 1073741824 ? `${(n / 1073741824).toFixed(1)} GiB`
@@ -11,8 +12,8 @@ const bytes = (n) => (n >= 1073741824 ? `${(n / 1073741824).toFixed(1)} GiB`
 export class AdminPage {
   constructor(app) {
     this.app = app;
-    this.status = h("p", { class: "notice", role: "status" });
-    this.error = h("p", { class: "error", role: "alert" });
+    this.feedback = new Feedback();
+    ({ status: this.status, error: this.error } = this.feedback);
     this.users = h("section", { "aria-label": "Users" });
     this.perms = h("section", { "aria-label": "Default permissions" });
     this.health = h("section", { "aria-label": "Server health" });
@@ -20,15 +21,8 @@ export class AdminPage {
       this.health, this.users, this.perms);
   }
 
-  async run(done, fn) {
-    try {
-      const said = await fn();
-      this.error.textContent = "";
-      this.status.textContent = typeof said === "string" ? said : done;
-    } catch (e) {
-      this.status.textContent = "";
-      this.error.textContent = e.message;
-    }
+  run(done, fn) {
+    return this.feedback.run(done, fn);
   }
 
   async load() {

@@ -4,6 +4,7 @@
 // only take away what the administrator allows — the server says so when they try).
 import { api } from "../api.mjs";
 import { h, replace } from "../dom.mjs";
+import { Feedback } from "./feedback.mjs";
 
 const CHOICES = [["", "Default"], ["true", "Allowed"], ["false", "Denied"]];
 const flagLabel = (f) => f.replace(/^ui/, "ui ").replace(/([a-z])([A-Z])/g, "$1 $2").toLowerCase();
@@ -20,8 +21,8 @@ export class RoomSettings {
   constructor(app, roomId) {
     this.app = app;
     this.roomId = roomId;
-    this.error = h("p", { class: "error", role: "alert" });
-    this.status = h("p", { class: "notice", role: "status" });
+    this.feedback = new Feedback();
+    ({ status: this.status, error: this.error } = this.feedback);
     this.general = h("section", { "aria-label": "Room" });
     this.members = h("section", { "aria-label": "Room members" });
     this.perms = h("section", { "aria-label": "Permissions" });
@@ -30,14 +31,8 @@ export class RoomSettings {
       this.general, this.members, this.perms);
   }
 
-  async run(what, fn) {
-    try {
-      await fn();
-      this.error.textContent = "";
-      this.status.textContent = what;
-    } catch (e) {
-      this.error.textContent = `${e.message}`;
-    }
+  run(done, fn) {
+    return this.feedback.run(done, fn);
   }
 
   async load() {
@@ -129,7 +124,7 @@ export class RoomSettings {
       sel.addEventListener("change", () => this.run(`${flagLabel(flag)}: ${sel.selectedOptions[0].textContent}`, async () => {
         await api.setRoomPermissions(this.roomId, userId, { [flag]: sel.value === "" ? null : sel.value === "true" });
         await this.drawPermissions();
-      }).then(() => { if (this.error.textContent) this.drawPermissions(); }));
+      }).then((ok) => { if (!ok) this.drawPermissions(); }));
       return sel;
     };
     const flags = Object.keys(p.permissions || {}).sort();

@@ -2,26 +2,20 @@
 // logged in (end the others). Each form says what happened in a status line.
 import { api } from "../api.mjs";
 import { h, replace } from "../dom.mjs";
+import { Feedback } from "./feedback.mjs";
 
 export class SettingsPage {
   constructor(app) {
     this.app = app;
-    this.status = h("p", { class: "notice", role: "status" });
-    this.error = h("p", { class: "error", role: "alert" });
+    this.feedback = new Feedback();
+    ({ status: this.status, error: this.error } = this.feedback);
     this.sessions = h("section", { "aria-label": "Sessions" });
     this.node = h("div", { class: "settings" }, h("h2", {}, "Your settings"), this.status, this.error,
       this.profileForm(), this.avatarForm(), this.passwordForm(), this.sessions);
   }
 
-  async run(done, fn) {
-    try {
-      await fn();
-      this.error.textContent = "";
-      this.status.textContent = done;
-    } catch (e) {
-      this.status.textContent = "";
-      this.error.textContent = e.message;
-    }
+  run(done, fn) {
+    return this.feedback.run(done, fn);
   }
 
   me() {
