@@ -169,11 +169,14 @@ await run(browser, out, async () => {
   await thumb.waitFor({ state: "detached", timeout: 5000 });
   step("alice deleted the file and it went from bob's page");
 
-  // Presence: bob opens the members panel and sees alice online.
+  // Presence: each opens the members panel and sees the other online.
   await bob.getByRole("button", { name: "Members" }).click();
   const members = bob.getByRole("complementary", { name: "Members" });
   await members.getByText("alice — online").waitFor({ timeout: 5000 });
-  step("bob saw alice online");
+  await alice.getByRole("button", { name: "Members" }).click();
+  await alice.getByRole("complementary", { name: "Members" }).getByText("bob — online").waitFor({ timeout: 5000 });
+  await alice.getByRole("button", { name: "Members" }).click();
+  step("alice and bob saw each other online");
   await scan(bob, "members");
 
   // React, comment, edit (Up), delete — each seen live by alice.

@@ -124,6 +124,8 @@ export class Timeline {
    * on beyond it; `unread`: how many of the newest are unread (the marker goes before them).
    */
   show(messages, { hasOlder = false, hasNewer = false, unread = 0 } = {}) {
+    // A page still on its way belongs to the window being replaced: it will be dropped.
+    this.generation = (this.generation || 0) + 1;
     this.nodes.clear();
     this.messages.clear();
     for (const m of messages) this.messages.set(m.messageId, m);
@@ -198,7 +200,9 @@ export class Timeline {
     try {
       const backward = direction === "backward";
       const cursor = backward ? this.order[0] : this.order[this.order.length - 1];
+      const generation = this.generation;
       const { messages } = await this.loader(cursor, direction);
+      if (generation !== this.generation) return;
       const anchor = this.anchor();
       for (const m of messages) this.messages.set(m.messageId, m);
       this.order = [...this.messages.keys()].sort((a, b) => a - b);
