@@ -291,6 +291,8 @@ fn the_browser_and_confab_voice_hear_each_other() {
             "{page}: {out}"
         );
     }
+    assert_eq!(out["browser"]["capture"], "track-processor", "{out}");
+    assert_eq!(out["carol"]["capture"], "worklet", "{out}");
     assert_eq!(out["talkingSeen"], true, "{out}");
     assert!(out["sentWhileMuted"].as_u64().unwrap() <= 2, "{out}");
     assert!(shots.join("voice.png").exists());

@@ -31,9 +31,12 @@ const runCli = () => new Promise((resolve, reject) => {
 
 await run(browser, out, async () => {
   /** A page of `user` in the room with the "Voice" bar open after "Join voice". */
-  const joined = async (user) => {
+  const joined = async (user, { worklet = false } = {}) => {
     const context = await browser.newContext({ ignoreHTTPSErrors: true, permissions: ["microphone"] });
     const page = await context.newPage();
+    // As in a browser without MediaStreamTrackProcessor (Firefox, Safari): the page then
+    // takes the microphone through its AudioWorklet.
+    if (worklet) await page.addInitScript(() => { delete window.MediaStreamTrackProcessor; });
     page.on("pageerror", (e) => { (out.pageErrors ||= []).push(`${user}: ${e.message}`); });
     await page.goto(`https://${config.server}/`);
     await page.getByLabel("User name").fill(user);
@@ -48,10 +51,10 @@ await run(browser, out, async () => {
   };
   const stats = (p) => p.evaluate(() => {
     const d = document.querySelector(".voice-stats")?.dataset || {};
-    return Object.fromEntries(Object.entries(d).map(([k, v]) => [k, Number(v)]));
+    return Object.fromEntries(Object.entries(d).map(([k, v]) => [k, Number.isNaN(Number(v)) ? v : Number(v)]));
   });
   const page = await joined("alice");
-  const carol = await joined("carol");
+  const carol = await joined("carol", { worklet: true });
   const bar = page.getByRole("region", { name: "Voice" });
   step("alice and carol joined voice in their browsers and their microphones are being sent");
 

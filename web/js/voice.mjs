@@ -25,10 +25,14 @@ const MAX_SPEAKERS = 16;
 /** After a decoder fails (not Opus: a test tool's frames) it is not rebuilt for this long (ms). */
 const DECODER_RETRY_MS = 1000;
 
-/** Whether this browser can send voice (WebCodecs encoder and microphone frames). */
+/** Microphone frames per Opus frame through the worklet path: 20 ms at 48 kHz. */
+const FRAME = 960;
+
+/** Whether this browser can send voice: a WebCodecs encoder, a microphone, and a way to
+ * get its samples (MediaStreamTrackProcessor, else an AudioWorklet). */
 export function canSpeak() {
-  return typeof AudioEncoder === "function" && typeof MediaStreamTrackProcessor === "function"
-    && Boolean(navigator.mediaDevices?.getUserMedia);
+  return typeof AudioEncoder === "function" && Boolean(navigator.mediaDevices?.getUserMedia)
+    && (typeof MediaStreamTrackProcessor === "function" || typeof AudioWorkletNode === "function");
 }
 
 function canDecode() {
@@ -133,8 +137,6 @@ export class VoiceCall {
     this.stream = await navigator.mediaDevices.getUserMedia({
       audio: { channelCount: 1, echoCancellation: true, noiseSuppression: true, autoGainControl: true },
     });
-    const [track] = this.stream.getAudioTracks();
-    const reader = new MediaStreamTrackProcessor({ track }).readable.getReader();
     this.encoder = new AudioEncoder({
       output: (chunk) => this.sendFrame(chunk),
       error: (e) => {
@@ -142,6 +144,26 @@ export class VoiceCall {
         this.onChange();
       },
     });
+    if (typeof MediaStreamTrackProcessor === "function") this.captureTrack();
+    else await this.captureWorklet();
+  }
+
+  /** Encodes one block of microphone audio (configuring the encoder on the first). */
+  encode(data) {
+    if (this.encoder.state === "unconfigured") {
+      this.encoder.configure({
+        codec: "opus", sampleRate: data.sampleRate, numberOfChannels: data.numberOfChannels, bitrate: 32000,
+      });
+    }
+    if (!this.muted && this.encoder.state === "configured") this.encoder.encode(data);
+    data.close();
+  }
+
+  /** Chromium: the track's AudioData as they come. */
+  captureTrack() {
+    this.capture = "track-processor";
+    const [track] = this.stream.getAudioTracks();
+    const reader = new MediaStreamTrackProcessor({ track }).readable.getReader();
     (async () => {
       for (;;) {
         const { value: data, done } = await reader.read();
@@ -149,15 +171,43 @@ export class VoiceCall {
           if (data) data.close();
           break;
         }
-        if (this.encoder.state === "unconfigured") {
-          this.encoder.configure({
-            codec: "opus", sampleRate: data.sampleRate, numberOfChannels: data.numberOfChannels, bitrate: 32000,
-          });
-        }
-        if (!this.muted && this.encoder.state === "configured") this.encoder.encode(data);
-        data.close();
+        this.encode(data);
       }
     })();
+  }
+
+  /** Elsewhere: samples from an AudioWorklet, gathered into 20 ms AudioData frames. */
+  async captureWorklet() {
+    this.capture = "worklet";
+    await this.audio.audioWorklet.addModule("/js/capture-worklet.js");
+    const source = this.audio.createMediaStreamSource(this.stream);
+    const tap = new AudioWorkletNode(this.audio, "confab-capture");
+    // A worklet runs only while the graph pulls it: to the speakers, at zero volume.
+    const silent = this.audio.createGain();
+    silent.gain.value = 0;
+    source.connect(tap).connect(silent).connect(this.audio.destination);
+    const pending = new Float32Array(FRAME);
+    let filled = 0;
+    let timestamp = 0;
+    tap.port.onmessage = (e) => {
+      if (this.left) return;
+      const block = e.data;
+      for (let at = 0; at < block.length;) {
+        const n = Math.min(FRAME - filled, block.length - at);
+        pending.set(block.subarray(at, at + n), filled);
+        filled += n;
+        at += n;
+        if (filled === FRAME) {
+          this.encode(new AudioData({
+            format: "f32-planar", sampleRate: this.audio.sampleRate, numberOfFrames: FRAME,
+            numberOfChannels: 1, timestamp, data: pending,
+          }));
+          timestamp += Math.round((FRAME / this.audio.sampleRate) * 1e6);
+          filled = 0;
+        }
+      }
+    };
+    this.tap = tap;
   }
 
   sendFrame(chunk) {
@@ -355,6 +405,7 @@ export class VoiceCall {
     this.left = true;
     clearInterval(this.pinger);
     if (this.stream) for (const t of this.stream.getTracks()) t.stop();
+    if (this.tap) this.tap.port.onmessage = null;
     if (this.encoder && this.encoder.state !== "closed") this.encoder.close();
     for (const id of [...this.speakers.keys()]) this.dropSpeaker(id);
     if (this.audio) this.audio.close().catch(() => {});

@@ -105,6 +105,7 @@ export class VoiceBar {
     this.stats.dataset.played = s.played;
     this.stats.dataset.undecodable = s.undecodable;
     this.stats.dataset.dropped = s.dropped;
+    this.stats.dataset.capture = call.capture || "none";
     this.stats.textContent = `Sent ${s.sent} · received ${s.received}`
       + (s.rttMs === null ? "" : ` · ${s.rttMs} ms round trip`);
   }
