@@ -51,6 +51,18 @@ struct Model {
 
 type Shared = Rc<RefCell<Model>>;
 
+/// What a new comment's fate is, given its parent's as the model knows it when the
+/// comment's answer is read. Clients run concurrently: another may have deleted the parent
+/// between the comment being stored and its answer being read here. A comment the server
+/// accepted was stored before any delete of its parent (after it, the post is 404/410),
+/// so it went with the parent: (deleted, maybe deleted).
+fn parent_fate(m: &Model, parent: Option<u64>) -> (bool, bool) {
+    match parent.and_then(|p| m.messages.get(&p)) {
+        Some(p) => (p.deleted, p.maybe_deleted),
+        None => (false, false),
+    }
+}
+
 /// What happened to one request.
 enum Outcome<T> {
     Done(T),
@@ -113,6 +125,7 @@ async fn workload(mut c: Client, me: usize, ids: [u64; USERS], model: Shared, se
                     Outcome::Done(msg) => {
                         let mut m = model.borrow_mut();
                         m.acked += 1;
+                        let (deleted, maybe_deleted) = parent_fate(&m, parent);
                         m.messages.insert(
                             msg.message_id,
                             Expected {
@@ -120,6 +133,8 @@ async fn workload(mut c: Client, me: usize, ids: [u64; USERS], model: Shared, se
                                 parent: parent.unwrap_or(0),
                                 author: me,
                                 texts: [text].into(),
+                                deleted,
+                                maybe_deleted,
                                 ..Default::default()
                             },
                         );
@@ -383,6 +398,7 @@ async fn verify(clients: &mut [Client], model: &Shared, cycle: usize) {
         };
         match r {
             Ok(msg) => {
+                let (deleted, maybe_deleted) = parent_fate(m, (parent != 0).then_some(parent));
                 if before == 1 {
                     assert_eq!(
                         seen.get(&msg.message_id).map(|s| &s.text),
@@ -397,6 +413,8 @@ async fn verify(clients: &mut [Client], model: &Shared, cycle: usize) {
                         parent,
                         author: me,
                         texts: [text].into(),
+                        deleted,
+                        maybe_deleted,
                         ..Default::default()
                     },
                 );
