@@ -133,12 +133,16 @@ class App {
     }
   }
 
+  /** A room just made or joined: listed, and opened. */
+  enterRoom(room) {
+    this.rooms.set(room.roomId, room);
+    location.hash = `#/room/${room.roomId}`;
+  }
+
   /** A private room with one other person (the existing one, if there is one). */
   async openPrivate(userId) {
     try {
-      const { room } = await api.privateRoom(userId);
-      this.rooms.set(room.roomId, room);
-      location.hash = `#/room/${room.roomId}`;
+      this.enterRoom((await api.privateRoom(userId)).room);
     } catch (e) {
       this.notice(e.message);
     }
@@ -163,8 +167,7 @@ class App {
         const { room } = await api.createRoom(name.value.trim());
         name.value = "";
         error.textContent = "";
-        this.rooms.set(room.roomId, room);
-        location.hash = `#/room/${room.roomId}`;
+        this.enterRoom(room);
       } catch (err) {
         error.textContent = err.message;
       }
@@ -203,9 +206,7 @@ class App {
   /** `#/join/CODE`: a join link. */
   async joinByLink(code) {
     try {
-      const { room } = await api.join(code);
-      this.rooms.set(room.roomId, room);
-      location.hash = `#/room/${room.roomId}`;
+      this.enterRoom((await api.join(code)).room);
     } catch (err) {
       location.hash = "#/";
       this.searchResults.error(`Cannot join: ${err.message}`);

@@ -4,6 +4,7 @@
 // form that creates an issue, and a filter by assignee. Live: the page passes message events.
 import { api } from "../api.mjs";
 import { h, replace } from "../dom.mjs";
+import { track } from "./tracked.mjs";
 
 export const STATUSES = [
   ["Backlog", "Backlog"], ["ToDo", "To do"], ["InProgress", "In progress"],
@@ -80,12 +81,9 @@ export class IssueBoard {
     this.draw();
   }
 
-  /** A created or updated message of this room (anything that is not an issue is ignored). */
+  /** A created or changed message (only this room's issues matter). */
   onMessage(m) {
-    if (m.roomId !== this.roomId || m.parentMessageId) return;
-    if (m.messageType === "Issue" && m.issueProperties) this.issues.set(m.messageId, m);
-    else this.issues.delete(m.messageId);
-    this.draw();
+    if (track(this.issues, this.roomId, "Issue", m)) this.draw();
   }
 
   onDeleted(messageId) {

@@ -3,6 +3,7 @@
 // events, as to the board.
 import { api } from "../api.mjs";
 import { h, replace } from "../dom.mjs";
+import { track } from "./tracked.mjs";
 
 const DAY = 86400000;
 
@@ -55,11 +56,9 @@ export class MeetingList {
     this.draw();
   }
 
+  /** A created or changed message (only this room's meetings matter). */
   onMessage(m) {
-    if (m.roomId !== this.roomId || m.parentMessageId) return;
-    if (m.messageType === "Meeting" && m.meetingProperties) this.meetings.set(m.messageId, m);
-    else this.meetings.delete(m.messageId);
-    this.draw();
+    if (track(this.meetings, this.roomId, "Meeting", m)) this.draw();
   }
 
   onDeleted(messageId) {
