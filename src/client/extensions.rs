@@ -335,31 +335,6 @@ impl Client {
 
     /// GETs `path` (e.g. a history without `limit`) into `out` as the body arrives, without
     /// holding it: (status, bytes, SHA-1).
-    /// `GET path` with extra request headers: the status and the body exactly as sent
-    /// (a compressed body stays compressed).
-    pub async fn get_raw_with(
-        &mut self,
-        path: &str,
-        headers: &[(&str, &str)],
-    ) -> Result<(u16, bytes::Bytes), ClientError> {
-        let url = format!("{}{path}", self.base);
-        let mut req = self.authorize(self.http.get(url));
-        for &(name, value) in headers {
-            req = req.insert_header((name, value));
-        }
-        let mut resp = req
-            .send()
-            .await
-            .map_err(|e| self.trust.explain_failure(e.to_string()))?;
-        let status = resp.status().as_u16();
-        let body = resp
-            .body()
-            .limit(MAX_BODY)
-            .await
-            .map_err(|e| ClientError::Transport(e.to_string()))?;
-        Ok((status, body))
-    }
-
     pub async fn get_to(
         &mut self,
         path: &str,

@@ -240,8 +240,23 @@ impl Client {
         path: &str,
         body: Option<(&str, Vec<u8>)>,
     ) -> Result<(u16, bytes::Bytes), ClientError> {
+        self.request_bytes_with(method, path, body, &[]).await
+    }
+
+    /// `request_bytes` with extra request headers; the body comes back exactly as sent
+    /// (with `Accept-Encoding: gzip`, a compressed body stays compressed).
+    pub async fn request_bytes_with(
+        &mut self,
+        method: awc::http::Method,
+        path: &str,
+        body: Option<(&str, Vec<u8>)>,
+        headers: &[(&str, &str)],
+    ) -> Result<(u16, bytes::Bytes), ClientError> {
         let url = format!("{}{}", self.base, path);
-        let req = self.authorize(self.http.request(method, url));
+        let mut req = self.authorize(self.http.request(method, url));
+        for &(name, value) in headers {
+            req = req.insert_header((name, value));
+        }
         let sent = match body {
             Some((content_type, b)) => {
                 req.insert_header(("Content-Type", content_type))

@@ -32,6 +32,7 @@ fn imports(path: &str, source: &str) -> Vec<String> {
 }
 
 pub(super) async fn run_web_first_load(server: &Server) -> serde_json::Value {
+    const GET: awc::http::Method = awc::http::Method::GET;
     let client = Client::new(&server.addr, trust(server)).expect("client");
     let mut queue = vec!["/index.html".to_string()];
     let mut seen = std::collections::BTreeSet::new();
@@ -43,8 +44,9 @@ pub(super) async fn run_web_first_load(server: &Server) -> serde_json::Value {
         }
         let mut c = client.another();
         let (Ok((status, zipped)), Ok((_, body))) = (
-            c.get_raw_with(&path, &[("Accept-Encoding", "gzip")]).await,
-            c.get_raw_with(&path, &[]).await,
+            c.request_bytes_with(GET, &path, None, &[("Accept-Encoding", "gzip")])
+                .await,
+            c.request_bytes_with(GET, &path, None, &[]).await,
         ) else {
             return json!({ "error": format!("cannot fetch {path}") });
         };
