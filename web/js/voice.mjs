@@ -83,6 +83,7 @@ export class VoiceCall {
     this.events = events;
     this.onChange = onChange;
     this.keys = new Map();
+    this.earlyKeys = [];
     this.counter = 0n;
     this.seq = 0n;
     this.muted = false;
@@ -116,10 +117,16 @@ export class VoiceCall {
   }
 
   async useJoin(answer) {
+    const key = new EpochKey(await importKey(answer.key));
     this.participantId = answer.participantId;
     this.epoch = answer.keyEpoch;
-    this.keys = new Map([[answer.keyEpoch, new EpochKey(await importKey(answer.key))]]);
+    this.keys = new Map([[answer.keyEpoch, key]]);
     this.counter = 0n;
+    // A renewal can overtake the join's answer (the event stream is faster than the POST's
+    // reply): keys for this participant that came before it are used now.
+    const early = this.earlyKeys.filter((k) => k.participantId === answer.participantId && k.keyEpoch > answer.keyEpoch);
+    this.earlyKeys = [];
+    for (const k of early) await this.useKey(k);
     this.canTalk = answer.canTalk && canSpeak();
     this.participants = new Map((answer.participants || []).map((p) => [p.participantId, p.userId]));
     // The server learns where to send from our first authenticated packet.
@@ -354,20 +361,25 @@ export class VoiceCall {
     this.onChange();
   }
 
+  /** A renewed key (`VoiceKey`): sending switches to it, the previous one still opens. */
+  async useKey(data) {
+    const key = new EpochKey(await importKey(data.key));
+    if (data.participantId !== this.participantId || data.keyEpoch <= this.epoch) return;
+    this.keys.set(data.keyEpoch, key);
+    this.epoch = data.keyEpoch;
+    for (const e of this.keys.keys()) if (e < data.keyEpoch - 1) this.keys.delete(e);
+    // Proof that we hold the new key, so the server seals with it at once.
+    this.ping();
+  }
+
   /** Voice events for this room; returns false when the call is over. */
   onEvent(type, data) {
     if (data.roomId !== this.roomId || this.left) return true;
     switch (type) {
       case "VoiceKey":
-        if (data.participantId === this.participantId) {
-          importKey(data.key).then((key) => {
-            this.keys.set(data.keyEpoch, new EpochKey(key));
-            this.epoch = data.keyEpoch;
-            for (const e of this.keys.keys()) if (e < data.keyEpoch - 1) this.keys.delete(e);
-            // Proof that we hold the new key, so the server seals with it at once.
-            this.ping();
-          });
-        }
+        if (data.participantId === this.participantId) this.useKey(data);
+        // Perhaps ours, before the join's answer has said which participant we are.
+        else this.earlyKeys = [...this.earlyKeys.slice(-7), data];
         break;
       case "VoiceParticipantJoined":
         this.participants.set(data.participantId, data.userId);
