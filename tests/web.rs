@@ -346,4 +346,21 @@ fn a_long_room_scrolls_back_to_its_first_message_with_a_bounded_page() {
     // "Jump to newest" is one page: a page still on its way for the old window (the click
     // scrolled to the bottom, which asks for newer ones) is dropped, not merged in.
     assert_eq!(out["articlesAtNewest"], 100, "{out}");
+    // Three live messages at a full window of the newest 300: the three oldest leave, the
+    // list still starts with the button and the first message's day, and stays at the bottom.
+    let (before, after) = (&out["liveBefore"], &out["liveAfter"]);
+    assert_eq!(before["articles"], 300, "{out}");
+    assert_eq!(after["articles"], 300, "{out}");
+    assert!(
+        after["firstId"].as_u64() > before["firstId"].as_u64(),
+        "{out}"
+    );
+    assert_eq!(after["lastText"], "live 2", "{out}");
+    assert_eq!(after["head"][0], "button.plain.more", "{out}");
+    assert_eq!(after["head"][1], "div.day", "{out}");
+    assert_eq!(after["head"][2], "article", "{out}");
+    assert_eq!(after["doubledSeparators"], 0, "{out}");
+    assert_eq!(after["atBottom"], true, "{out}");
+    // In place: only the three oldest articles left the list, nothing was redrawn.
+    assert_eq!(out["liveArticlesRemoved"], 3, "{out}");
 }

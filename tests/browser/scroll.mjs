@@ -1,6 +1,6 @@
 // Scrolling a long room in Confab Web (headless Chromium): opens the room, then scrolls to
 // the top again and again until its first message is on screen, then jumps back to the
-// newest. Measures each step (scroll → older page fetched, drawn and laid out), and the
+// newest, and takes live messages at a full window. Measures each step (scroll → older page fetched, drawn and laid out), and the
 // most articles and DOM elements the page ever held. Usage: node scroll.mjs CONFIG with
 // CONFIG = JSON {server, user, password, room, expect (messages in the room)}. Prints JSON.
 import { launch, run } from "./common.mjs";
@@ -121,4 +121,46 @@ await run(browser, out, async () => {
   await page.waitForFunction(() => !document.querySelector(".timeline button.more:last-child"));
   out.jumpToNewestMs = Date.now() - t0;
   out.articlesAtNewest = await page.locator(".timeline article").count();
+
+  // Live messages at a full window: two older pages (300 messages, still the newest), back
+  // to the bottom, then three messages of ours. The oldest leave; the head of the list is
+  // made again (the "Load older" button, the new first message's day).
+  await step();
+  await step();
+  const shape = () => page.evaluate(() => {
+    const list = document.querySelector(".timeline");
+    const articles = list.querySelectorAll("article");
+    const first = articles[0];
+    return {
+      articles: articles.length,
+      firstId: Number(first.dataset.messageId),
+      lastText: articles[articles.length - 1].querySelector(".text")?.innerText,
+      head: [...list.children].slice(0, 3).map((e) => [e.tagName.toLowerCase(), ...e.classList].join(".")),
+      beforeFirst: first.previousElementSibling?.className,
+      doubledSeparators: list.querySelectorAll(".day + .day, .day + .unread-marker + .day").length,
+      atBottom: list.scrollHeight - list.scrollTop - list.clientHeight < 40,
+    };
+  });
+  await page.evaluate(() => { const list = document.querySelector(".timeline"); list.scrollTop = list.scrollHeight; });
+  out.liveBefore = await shape();
+  // Messages whose articles were taken out of the list while the live messages came, but
+  // for the live ones (an article is replaced when its message changes): only the oldest
+  // three (a redraw of the window would take all 300 out and put them back).
+  await page.evaluate(() => {
+    window.articlesRemoved = new Map();
+    new MutationObserver((records) => {
+      for (const r of records) {
+        for (const n of r.removedNodes) if (n.tagName === "ARTICLE") window.articlesRemoved.set(n.dataset.messageId, n);
+      }
+    }).observe(document.querySelector(".timeline"), { childList: true });
+  });
+  const box = page.getByRole("textbox", { name: "Message" });
+  for (let i = 0; i < 3; i++) {
+    await box.fill(`live ${i}`);
+    await box.press("Enter");
+    await page.locator(".timeline article .text", { hasText: `live ${i}` }).waitFor();
+  }
+  out.liveAfter = await shape();
+  out.liveArticlesRemoved = await page.evaluate(() => [...window.articlesRemoved.values()]
+    .filter((n) => !n.querySelector(".text")?.innerText.startsWith("live ")).length);
 });
