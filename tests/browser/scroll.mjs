@@ -134,7 +134,7 @@ await run(browser, out, async () => {
     return {
       articles: articles.length,
       firstId: Number(first.dataset.messageId),
-      lastText: articles[articles.length - 1].querySelector(".text")?.innerText,
+      lastText: articles[articles.length - 1].querySelector(".text")?.textContent,
       head: [...list.children].slice(0, 3).map((e) => [e.tagName.toLowerCase(), ...e.classList].join(".")),
       beforeFirst: first.previousElementSibling?.className,
       doubledSeparators: list.querySelectorAll(".day + .day, .day + .unread-marker + .day").length,
@@ -162,5 +162,5 @@ await run(browser, out, async () => {
   }
   out.liveAfter = await shape();
   out.liveArticlesRemoved = await page.evaluate(() => [...window.articlesRemoved.values()]
-    .filter((n) => !n.querySelector(".text")?.innerText.startsWith("live ")).length);
+    .filter((n) => !n.querySelector(".text")?.textContent.startsWith("live ")).length);
 });
