@@ -3,7 +3,8 @@
 // up loads older pages and drops the newest beyond the window (scrolling down brings them
 // back), so a room of any length costs the same DOM. Day separators and the unread marker
 // are drawn from the window's order; live messages are appended when the window is at the
-// newest end (the oldest leaving in place once it is full). The composer below: Enter sends, Shift+Enter a new line, Up edits.
+// newest end (the oldest leaving in place once it is full). The composer below: Enter
+// sends, Shift+Enter a new line, Up edits.
 import { h, replace } from "../dom.mjs";
 import { render } from "../markup.mjs";
 
