@@ -123,8 +123,8 @@ export class VoiceCall {
     this.keys = new Map([[answer.keyEpoch, key]]);
     this.counter = 0n;
     // A renewal can overtake the join's answer (the event stream is faster than the POST's
-    // reply): keys for this participant that came before it are used now.
-    const early = this.earlyKeys.filter((k) => k.participantId === answer.participantId && k.keyEpoch > answer.keyEpoch);
+    // reply): those that came before it are used now (useKey skips others' and older ones).
+    const early = this.earlyKeys;
     this.earlyKeys = [];
     for (const k of early) await this.useKey(k);
     this.canTalk = answer.canTalk && canSpeak();
@@ -363,8 +363,10 @@ export class VoiceCall {
 
   /** A renewed key (`VoiceKey`): sending switches to it, the previous one still opens. */
   async useKey(data) {
+    if (data.participantId !== this.participantId) return;
     const key = new EpochKey(await importKey(data.key));
-    if (data.participantId !== this.participantId || data.keyEpoch <= this.epoch) return;
+    // Checked after the import: a later renewal may have been taken meanwhile.
+    if (data.keyEpoch <= this.epoch) return;
     this.keys.set(data.keyEpoch, key);
     this.epoch = data.keyEpoch;
     for (const e of this.keys.keys()) if (e < data.keyEpoch - 1) this.keys.delete(e);
@@ -378,7 +380,8 @@ export class VoiceCall {
     switch (type) {
       case "VoiceKey":
         if (data.participantId === this.participantId) this.useKey(data);
-        // Perhaps ours, before the join's answer has said which participant we are.
+        // Perhaps ours, before a join's (or rejoin's) answer has said which participant we
+        // are: the last few are kept for useJoin.
         else this.earlyKeys = [...this.earlyKeys.slice(-7), data];
         break;
       case "VoiceParticipantJoined":
