@@ -145,6 +145,18 @@ pub enum AdminError {
     Problems(String),
 }
 
+/// Removes the folder's search index, if it has one (it is derived from the records: the
+/// server rebuilds a missing one). Whether there was one.
+fn remove_search_index(dir: &Path) -> Result<bool, AdminError> {
+    let index = dir.join(crate::search::DIR);
+    if !index.exists() {
+        return Ok(false);
+    }
+    std::fs::remove_dir_all(&index)
+        .map_err(|e| AdminError::Usage(format!("cannot remove {}: {e}", index.display())))?;
+    Ok(true)
+}
+
 fn password_from(file: &Option<std::path::PathBuf>) -> Result<(String, bool), AdminError> {
     match file {
         Some(f) => {
@@ -236,16 +248,24 @@ pub fn run(
         AdminAction::Compact(_) => {
             let done = storage::compact(dir)?;
             let db = dir.join("db");
+            // The search index keeps a deleted message's words in its segment (marked deleted
+            // until a merge), and may not have applied the latest deletions yet: it goes, and
+            // the server rebuilds it from the records at its next start.
+            let search = if remove_search_index(dir)? {
+                "\nthe search index was removed: the server rebuilds it at its next start"
+            } else {
+                ""
+            };
             Ok(if done.replaced {
                 format!(
-                    "compacted {}: {} bytes before, {} bytes after",
+                    "compacted {}: {} bytes before, {} bytes after{search}",
                     db.display(),
                     done.before,
                     done.after
                 )
             } else {
                 format!(
-                    "{} is already compact ({} bytes, nothing changed since its last compaction)",
+                    "{} is already compact ({} bytes, nothing changed since its last compaction){search}",
                     db.display(),
                     done.before
                 )
@@ -259,13 +279,8 @@ pub fn run(
             })?;
             let key = Arc::new(storage::read_key_file(path)?);
             // The search index holds the words of every message in clear: it goes first
-            // (it is derived; an encrypted folder keeps its index in memory only).
-            let index = dir.join(crate::search::DIR);
-            if index.exists() {
-                std::fs::remove_dir_all(&index).map_err(|e| {
-                    AdminError::Usage(format!("cannot remove {}: {e}", index.display()))
-                })?;
-            }
+            // (an encrypted folder keeps its index in memory only).
+            remove_search_index(dir)?;
             let done = storage::encrypt_folder(dir, key, cache_bytes)?;
             Ok(format!(
                 "encrypted {}: {} records and {} content files sealed; the server now starts only with --encryption-key-file {}",

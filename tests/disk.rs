@@ -54,7 +54,9 @@ fn folder_bytes(dir: &Path) -> u64 {
 }
 
 /// The two sizes of "compacted …: B bytes before, A bytes after".
-fn sizes(line: &str) -> (u64, u64) {
+fn sizes(output: &str) -> (u64, u64) {
+    // The database's line (a second one may say what left the search index).
+    let line = output.lines().next().unwrap_or_default();
     let numbers: Vec<u64> = line
         .split(|c: char| !c.is_ascii_digit())
         .filter_map(|w| w.parse().ok())
@@ -62,6 +64,31 @@ fn sizes(line: &str) -> (u64, u64) {
     match numbers[..] {
         [.., before, after] => (before, after),
         _ => panic!("no sizes in {line:?}"),
+    }
+}
+
+/// Searches for `q` until the message ids found satisfy `check` (the index follows history
+/// within about a second); panics after 10 s.
+async fn search_until(c: &mut Client, q: &str, check: impl Fn(&[u64]) -> bool) {
+    let p = confab::client::SearchParams {
+        q: q.into(),
+        ..Default::default()
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let answer = c.search(&p).await.expect("search");
+        let ids: Vec<u64> = answer["results"]
+            .as_array()
+            .map(|r| r.iter().filter_map(|m| m["messageId"].as_u64()).collect())
+            .unwrap_or_default();
+        if check(&ids) {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "search {q:?} never satisfied the check: {answer}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
 }
 
@@ -143,7 +170,12 @@ async fn compaction_erases_deleted_text_and_never_grows_the_folder() {
     }
     let secret = "ERASE-ME-disk-5e1f0c-the-vault-code-is-8642";
     let doomed = admin.send_text(room, secret).await.unwrap();
+    // Indexed for search before it is deleted: the index's files keep the text (marked
+    // deleted, or not yet) until compaction removes the index.
+    let found = |ids: &[u64]| ids.contains(&doomed.message_id);
+    search_until(&mut admin, "5e1f0c", |ids| found(ids)).await;
     admin.delete_message(doomed.message_id).await.unwrap();
+    search_until(&mut admin, "5e1f0c", |ids| !found(ids)).await;
     let expected = texts(&mut admin, room).await;
     server.stop();
     assert!(compression_of(&dir), "a new folder is compressed");
@@ -157,6 +189,7 @@ async fn compaction_erases_deleted_text_and_never_grows_the_folder() {
     let first = run_compact(&dir);
     let (before, after) = sizes(&first);
     assert!(first.contains("bytes after"), "{first}");
+    assert!(first.contains("the search index was removed"), "{first}");
     assert!(after < before, "{first}");
     assert!(!contains_bytes_decoded(&dir, secret.as_bytes()));
 
